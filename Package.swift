@@ -1,0 +1,69 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Kernels are always optimised: a debug build of the test suite must still run the
+// fixtures' forward passes quickly, and the SIMD paths are selected at run time.
+let kernelFlags: [CSetting] = [.unsafeFlags(["-O3", "-fno-math-errno", "-Wall"])]
+
+let package = Package(
+    name: "layerskip",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "layerskip", targets: ["layerskip"]),
+        .library(name: "Engine", targets: ["Engine"]),
+        .library(name: "Tokenization", targets: ["Tokenization"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // OpenBLAS from the system (Debian: libopenblas-dev).
+        .systemLibrary(
+            name: "COpenBLAS",
+            path: "Sources/COpenBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        // bf16/f16/f32 matrix kernels with runtime CPU dispatch (AVX2+FMA+F16C, scalar fallback).
+        .target(name: "CKernels", path: "Sources/CKernels", cSettings: kernelFlags),
+        .target(
+            name: "Tokenization",
+            path: "Sources/Tokenization"
+        ),
+        .target(
+            name: "Engine",
+            dependencies: ["CKernels", "COpenBLAS", "Tokenization"],
+            path: "Sources/Engine"
+        ),
+        .executableTarget(
+            name: "layerskip",
+            dependencies: [
+                "Engine", "Tokenization", "COpenBLAS",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Sources/layerskip"
+        ),
+        // Kernel micro-benchmark: GFLOP/s and GB/s of ck_matmul against OpenBLAS sgemm.
+        .executableTarget(
+            name: "kernel-bench",
+            dependencies: ["CKernels", "COpenBLAS"],
+            path: "Sources/kernel-bench"
+        ),
+        .testTarget(
+            name: "TokenizationTests",
+            dependencies: ["Tokenization"],
+            path: "Tests/TokenizationTests"
+        ),
+        .testTarget(
+            name: "EngineTests",
+            dependencies: ["Engine", "Tokenization", "CKernels"],
+            path: "Tests/EngineTests"
+        ),
+        .testTarget(
+            name: "CLITests",
+            dependencies: [],
+            path: "Tests/CLITests"
+        ),
+    ],
+    swiftLanguageModes: [.v5]
+)

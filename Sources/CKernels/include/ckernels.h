@@ -1,0 +1,49 @@
+// The numeric kernels of the engine, in one place. Every matrix is row-major.
+// Weights stay in their stored dtype; activations are f32; accumulation is f32.
+#ifndef CKERNELS_H
+#define CKERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Storage type of a weight matrix (as in the safetensors header).
+typedef enum { CK_F32 = 0, CK_F16 = 1, CK_BF16 = 2 } ck_dtype;
+
+// ---- CPU features and threads -------------------------------------------------------------
+
+/// 1 when the AVX2+FMA+F16C kernels are in use, 0 for the portable scalar ones.
+int ck_simd_level(void);
+/// Human-readable name of the kernel set in use ("avx2-fma-f16c" or "scalar").
+const char *ck_simd_name(void);
+/// Forces the scalar kernels (tests compare both paths). 0 = auto, 1 = force scalar.
+void ck_force_scalar(int on);
+/// Threads used by ck_matmul (the calling thread counts as one). Default: online CPUs.
+void ck_set_threads(int n);
+int ck_get_threads(void);
+
+// ---- Matrix products -----------------------------------------------------------------------
+
+/// y[t*ldy + o] = sum_k x[t*ldx + k] * W[o*in + k]   for t < n, o < out.
+/// W: (out, in) in dtype `dt`; x: (n, ldx) f32; y: (n, ldy) f32. Weights are read once for all n
+/// rows of x (a multi-position pass costs about one weight read, not n). Uses the thread pool.
+void ck_matmul(ck_dtype dt, const void *W, int out, int in,
+               const float *x, int ldx, int n, float *y, int ldy);
+
+/// Same as ck_matmul restricted to output rows [o0, o1), single-threaded (the building block).
+void ck_matmul_range(ck_dtype dt, const void *W, int out, int in,
+                     const float *x, int ldx, int n, float *y, int ldy, int o0, int o1);
+
+/// dst[i] = (float)src[i] for i < count (one embedding row, say).
+void ck_to_f32(ck_dtype dt, const void *src, float *dst, size_t count);
+
+/// dst[i] = round-to-nearest-even bf16 / IEEE half of src[i] (for writing weights).
+void ck_from_f32(ck_dtype dt, const float *src, void *dst, size_t count);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

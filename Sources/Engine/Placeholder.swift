@@ -1,0 +1,2 @@
+import CKernels
+public enum EnginePlaceholder {}
