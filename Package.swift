@@ -25,7 +25,10 @@ let package = Package(
             providers: [.apt(["libopenblas-dev"])]
         ),
         // bf16/f16/f32 matrix kernels with runtime CPU dispatch (AVX2+FMA+F16C, scalar fallback).
-        .target(name: "CKernels", path: "Sources/CKernels", cSettings: kernelFlags),
+        .target(
+            name: "CKernels", path: "Sources/CKernels", cSettings: kernelFlags,
+            linkerSettings: [.linkedLibrary("m"), .linkedLibrary("pthread")]
+        ),
         .target(
             name: "Tokenization",
             path: "Sources/Tokenization"

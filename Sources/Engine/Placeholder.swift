@@ -1,2 +1,0 @@
-import CKernels
-public enum EnginePlaceholder {}

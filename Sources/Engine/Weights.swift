@@ -1,0 +1,129 @@
+import CKernels
+import Foundation
+
+/// A weight matrix (rows, cols), row-major, in its stored dtype, pointing into a mapped file.
+public struct WeightMatrix: @unchecked Sendable {
+    public let dtype: DType
+    public let rows: Int
+    public let cols: Int
+    public let data: UnsafeRawPointer
+
+    public var byteCount: Int { rows * cols * dtype.byteSize }
+
+    /// Row r as f32 (an embedding lookup).
+    func copyRow(_ r: Int, into dst: UnsafeMutablePointer<Float>) {
+        ck_to_f32(dtype.kernelType, data + r * cols * dtype.byteSize, dst, cols)
+    }
+}
+
+/// The tensors of one decoder layer. Shapes are (out, in) as PyTorch's nn.Linear stores them.
+public struct LayerWeights: Sendable {
+    public let inputNorm: WeightMatrix      /// (1, hidden)
+    public let q: WeightMatrix              /// (heads*headDim, hidden)
+    public let k: WeightMatrix              /// (kvHeads*headDim, hidden)
+    public let v: WeightMatrix              /// (kvHeads*headDim, hidden)
+    public let o: WeightMatrix              /// (hidden, heads*headDim)
+    public let postAttentionNorm: WeightMatrix  /// (1, hidden)
+    public let gate: WeightMatrix           /// (intermediate, hidden)
+    public let up: WeightMatrix             /// (intermediate, hidden)
+    public let down: WeightMatrix           /// (hidden, intermediate)
+}
+
+/// All tensors of a Llama model, resolved by name across one file or the shards of an index.
+public struct ModelWeights: @unchecked Sendable {
+    public let embedding: WeightMatrix      /// (vocab, hidden)
+    public let layers: [LayerWeights]
+    public let finalNorm: WeightMatrix      /// (1, hidden)
+    public let lmHead: WeightMatrix         /// (vocab, hidden); the embedding itself when tied
+    /// Keeps the mappings alive for as long as the views above are used.
+    let files: [SafetensorsFile]
+
+    public var byteCount: Int {
+        var total = embedding.byteCount + finalNorm.byteCount
+        if lmHead.data != embedding.data { total += lmHead.byteCount }
+        for l in layers {
+            total += [l.inputNorm, l.q, l.k, l.v, l.o, l.postAttentionNorm, l.gate, l.up, l.down].reduce(0) { $0 + $1.byteCount }
+        }
+        return total
+    }
+
+    public static func load(directory: URL, config: ModelConfig) throws -> ModelWeights {
+        let files = try openFiles(directory: directory)
+        var byName: [String: TensorView] = [:]
+        var unsupported: [String: (String, String)] = [:]
+        for f in files {
+            for (name, view) in f.tensors { byName[name] = view }
+            for (name, dtype) in f.unsupported { unsupported[name] = (dtype, f.path) }
+        }
+        let where_ = files.count == 1 ? files[0].path : directory.appendingPathComponent("model.safetensors.index.json").path
+
+        func tensor(_ name: String, _ shape: [Int]) throws -> WeightMatrix {
+            guard let view = byName[name] else {
+                if let (dtype, file) = unsupported[name] {
+                    throw ModelError(.unsupportedDType, file: file, subject: name, "dtype \(dtype) is not supported (expected F32, F16 or BF16)")
+                }
+                throw ModelError(.missingTensor, file: where_, subject: name, "tensor not found (expected shape \(shape))")
+            }
+            guard view.shape == shape else {
+                throw ModelError(.wrongShape, file: view.file, subject: name, "expected shape \(shape), found \(view.shape)")
+            }
+            return WeightMatrix(dtype: view.dtype, rows: shape[0], cols: shape.count > 1 ? shape[1] : 1, data: view.data)
+        }
+        func vector(_ name: String, _ n: Int) throws -> WeightMatrix {
+            let m = try tensor(name, [n])
+            return WeightMatrix(dtype: m.dtype, rows: 1, cols: n, data: m.data)
+        }
+
+        let c = config
+        let embedding = try tensor("model.embed_tokens.weight", [c.vocabSize, c.hiddenSize])
+        var layers: [LayerWeights] = []
+        for l in 0..<c.layerCount {
+            let p = "model.layers.\(l)."
+            layers.append(LayerWeights(
+                inputNorm: try vector(p + "input_layernorm.weight", c.hiddenSize),
+                q: try tensor(p + "self_attn.q_proj.weight", [c.qDim, c.hiddenSize]),
+                k: try tensor(p + "self_attn.k_proj.weight", [c.kvDim, c.hiddenSize]),
+                v: try tensor(p + "self_attn.v_proj.weight", [c.kvDim, c.hiddenSize]),
+                o: try tensor(p + "self_attn.o_proj.weight", [c.hiddenSize, c.qDim]),
+                postAttentionNorm: try vector(p + "post_attention_layernorm.weight", c.hiddenSize),
+                gate: try tensor(p + "mlp.gate_proj.weight", [c.intermediateSize, c.hiddenSize]),
+                up: try tensor(p + "mlp.up_proj.weight", [c.intermediateSize, c.hiddenSize]),
+                down: try tensor(p + "mlp.down_proj.weight", [c.hiddenSize, c.intermediateSize])))
+        }
+        let finalNorm = try vector("model.norm.weight", c.hiddenSize)
+        let lmHead = c.tieWordEmbeddings ? embedding : try tensor("lm_head.weight", [c.vocabSize, c.hiddenSize])
+        return ModelWeights(embedding: embedding, layers: layers, finalNorm: finalNorm, lmHead: lmHead, files: files)
+    }
+
+    /// `model.safetensors`, or the shards that `model.safetensors.index.json` names.
+    static func openFiles(directory: URL) throws -> [SafetensorsFile] {
+        let single = directory.appendingPathComponent("model.safetensors")
+        let index = directory.appendingPathComponent("model.safetensors.index.json")
+        let fm = FileManager.default
+        if fm.fileExists(atPath: single.path) {
+            return [try SafetensorsFile(path: single.path)]
+        }
+        guard fm.fileExists(atPath: index.path) else {
+            throw ModelError(.missingFile, file: single.path,
+                             "no weights: expected model.safetensors or model.safetensors.index.json in \(directory.path)")
+        }
+        let object: Any
+        do { object = try JSONSerialization.jsonObject(with: try Data(contentsOf: index)) } catch {
+            throw ModelError(.invalidJSON, file: index.path, "not valid JSON (\(error.localizedDescription))")
+        }
+        guard let json = object as? [String: Any], let map = json["weight_map"] as? [String: Any] else {
+            throw ModelError(.missingField, file: index.path, subject: "weight_map", "missing (expected an object of tensor name → shard file)")
+        }
+        var shardNames: [String] = []
+        for (tensor, file) in map {
+            guard let name = file as? String else {
+                throw ModelError(.invalidField, file: index.path, subject: "weight_map.\(tensor)", "expected a file name, found \(JSONFields.describe(file))")
+            }
+            guard !name.contains("/"), !name.hasPrefix(".") else {
+                throw ModelError(.invalidField, file: index.path, subject: "weight_map.\(tensor)", "expected a file name inside the model folder, found \"\(name)\"")
+            }
+            if !shardNames.contains(name) { shardNames.append(name) }
+        }
+        return try shardNames.sorted().map { try SafetensorsFile(path: directory.appendingPathComponent($0).path) }
+    }
+}
