@@ -1,0 +1,198 @@
+import Foundation
+
+/// Text is handled as arrays of Unicode scalars throughout the pipeline.
+///
+/// Two reasons: the reference implementation works on Rust `char`s (scalars), and Swift's
+/// `String` compares and hashes by canonical equivalence and slices by grapheme cluster, so
+/// "é" (U+00E9) would equal "e\u{301}" and "\r\n" would be one unit. Either would silently
+/// change token boundaries and vocabulary lookups.
+typealias Scalars = [Unicode.Scalar]
+
+extension String {
+    init(scalars: Scalars) {
+        var view = String.UnicodeScalarView()
+        view.append(contentsOf: scalars)
+        self.init(view)
+    }
+
+    init<S: Sequence>(scalarSequence: S) where S.Element == Unicode.Scalar {
+        var view = String.UnicodeScalarView()
+        view.append(contentsOf: scalarSequence)
+        self.init(view)
+    }
+}
+
+func appendUTF8(_ scalar: Unicode.Scalar, to bytes: inout [UInt8]) {
+    let v = scalar.value
+    switch v {
+    case 0..<0x80:
+        bytes.append(UInt8(v))
+    case 0x80..<0x800:
+        bytes.append(UInt8(0xC0 | (v >> 6)))
+        bytes.append(UInt8(0x80 | (v & 0x3F)))
+    case 0x800..<0x10000:
+        bytes.append(UInt8(0xE0 | (v >> 12)))
+        bytes.append(UInt8(0x80 | ((v >> 6) & 0x3F)))
+        bytes.append(UInt8(0x80 | (v & 0x3F)))
+    default:
+        bytes.append(UInt8(0xF0 | (v >> 18)))
+        bytes.append(UInt8(0x80 | ((v >> 12) & 0x3F)))
+        bytes.append(UInt8(0x80 | ((v >> 6) & 0x3F)))
+        bytes.append(UInt8(0x80 | (v & 0x3F)))
+    }
+}
+
+/// A dictionary key that compares strings by their exact UTF-8 bytes (see `Scalars` for
+/// why `String`'s own equality is wrong for vocabulary lookups).
+struct ExactKey: Hashable {
+    let string: String
+
+    init(_ string: String) { self.string = string }
+    init(_ scalars: Scalars) { self.string = String(scalars: scalars) }
+
+    static func == (lhs: ExactKey, rhs: ExactKey) -> Bool {
+        let l = lhs.string.utf8
+        let r = rhs.string.utf8
+        guard l.count == r.count else { return false }
+        let fast: Bool?? = l.withContiguousStorageIfAvailable { lp in
+            r.withContiguousStorageIfAvailable { rp in
+                lp.count == 0 || memcmp(lp.baseAddress!, rp.baseAddress!, lp.count) == 0
+            }
+        }
+        if let outer = fast, let result = outer { return result }
+        return l.elementsEqual(r)
+    }
+
+    func hash(into hasher: inout Hasher) {
+        let done: Void? = string.utf8.withContiguousStorageIfAvailable {
+            hasher.combine(bytes: UnsafeRawBufferPointer($0))
+        }
+        if done == nil {
+            let copy = Array(string.utf8)
+            copy.withUnsafeBytes { hasher.combine(bytes: $0) }
+        }
+    }
+}
+
+/// Unicode predicates with the meaning of the Rust `char` methods the reference uses.
+extension Unicode.Scalar {
+    /// `char::is_whitespace`: the White_Space property.
+    var isRustWhitespace: Bool { properties.isWhitespace }
+
+    /// `char::is_numeric`: general categories Nd, Nl, No.
+    var isRustNumeric: Bool {
+        switch properties.generalCategory {
+        case .decimalNumber, .letterNumber, .otherNumber: return true
+        default: return false
+        }
+    }
+
+    /// `char::is_alphanumeric`: Alphabetic or numeric.
+    var isRustAlphanumeric: Bool { properties.isAlphabetic || isRustNumeric }
+}
+
+/// An ICU regular expression (through `NSRegularExpression`) that reports matches as
+/// ranges of scalar indices.
+///
+/// ICU supports the constructs real tokenizer files use (`\p{L}`, `\p{N}`, `(?i:...)`,
+/// lookahead), like the Oniguruma engine of the reference implementation.
+/// `NSRegularExpression` is immutable and documented as safe to use from several threads.
+final class ScalarRegex: @unchecked Sendable {
+    let pattern: String
+    private let regex: NSRegularExpression
+
+    init(pattern: String) throws {
+        self.pattern = pattern
+        self.regex = try NSRegularExpression(pattern: pattern, options: [])
+    }
+
+    func matches(in scalars: Scalars) -> [Range<Int>] {
+        if scalars.isEmpty { return [] }
+        let string = String(scalars: scalars)
+        let found = regex.matches(in: string, options: [], range: NSRange(location: 0, length: string.utf16.count))
+        if found.isEmpty { return [] }
+        // NSRange offsets are UTF-16 code units; matches are ordered, so one forward walk
+        // converts them to scalar indices (scalars outside the BMP take two units).
+        var ranges: [Range<Int>] = []
+        ranges.reserveCapacity(found.count)
+        var scalarIndex = 0
+        var utf16Offset = 0
+        func advance(to target: Int) -> Int {
+            while utf16Offset < target, scalarIndex < scalars.count {
+                utf16Offset += scalars[scalarIndex].value > 0xFFFF ? 2 : 1
+                scalarIndex += 1
+            }
+            return scalarIndex
+        }
+        for match in found {
+            let r = match.range
+            guard r.location != NSNotFound else { continue }
+            let lower = advance(to: r.location)
+            let upper = advance(to: r.location + r.length)
+            ranges.append(lower..<upper)
+        }
+        return ranges
+    }
+}
+
+/// The `pattern` of Split, Replace: `{"String": literal}` or `{"Regex": pattern}`.
+enum TextPattern {
+    case literal(Scalars)
+    case regex(ScalarRegex)
+
+    static func parse(_ node: JSONNode) throws -> TextPattern {
+        let object = try node.asObject()
+        if let s = try node.optionalField("String") {
+            return .literal(Array(try s.asString().unicodeScalars))
+        }
+        if let r = try node.optionalField("Regex") {
+            let pattern = try r.asString()
+            do {
+                return .regex(try ScalarRegex(pattern: pattern))
+            } catch {
+                throw r.invalid("the regular expression does not compile (ICU): \(pattern)")
+            }
+        }
+        throw node.invalid("expected an object with a \"String\" or \"Regex\" key, found keys [\(object.keys.joined(separator: ", "))]")
+    }
+
+    /// Non-overlapping matches, left to right.
+    func matches(in scalars: Scalars) -> [Range<Int>] {
+        switch self {
+        case .regex(let regex):
+            return regex.matches(in: scalars)
+        case .literal(let needle):
+            guard !needle.isEmpty, needle.count <= scalars.count else { return [] }
+            var result: [Range<Int>] = []
+            var i = 0
+            let last = scalars.count - needle.count
+            while i <= last {
+                var j = 0
+                while j < needle.count, scalars[i + j] == needle[j] { j += 1 }
+                if j == needle.count {
+                    result.append(i..<(i + needle.count))
+                    i += needle.count
+                } else {
+                    i += 1
+                }
+            }
+            return result
+        }
+    }
+
+    /// Every match replaced by `content` (taken literally, no group references).
+    func replacingMatches(in scalars: Scalars, with content: Scalars) -> Scalars {
+        let found = matches(in: scalars)
+        if found.isEmpty { return scalars }
+        var out: Scalars = []
+        out.reserveCapacity(scalars.count)
+        var prev = 0
+        for r in found {
+            out.append(contentsOf: scalars[prev..<r.lowerBound])
+            out.append(contentsOf: content)
+            prev = r.upperBound
+        }
+        out.append(contentsOf: scalars[prev...])
+        return out
+    }
+}

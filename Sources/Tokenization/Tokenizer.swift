@@ -1,0 +1,155 @@
+import Foundation
+
+/// A Hugging Face `tokenizer.json` tokenizer with the encode/decode semantics of the
+/// `tokenizers` library, for the components Llama-family checkpoints use.
+///
+/// Unsupported components are rejected when loading (with the JSON path of the component)
+/// rather than approximated. Immutable after `init` apart from an internal, locked word
+/// cache, so one instance can be shared between threads.
+public final class Tokenizer: @unchecked Sendable {
+    /// Name used in error messages (the file path when loaded from a file).
+    public let source: String
+
+    private let model: BPEModel
+    private let added: AddedVocabulary
+    private let normalizer: Normalizer?
+    private let preTokenizer: PreTokenizer?
+    private let postProcessor: PostProcessor?
+    private let decoder: Decoder?
+
+    public convenience init(contentsOf url: URL) throws {
+        let data: Data
+        do {
+            data = try Data(contentsOf: url)
+        } catch {
+            let reason = FileManager.default.fileExists(atPath: url.path) ? "cannot read the file" : "no such file"
+            throw TokenizerError(kind: .unreadable, file: url.path, path: "", message: "\(reason) (\(error.localizedDescription))")
+        }
+        try self.init(data: data, source: url.path)
+    }
+
+    public init(data: Data, source: String = "tokenizer.json") throws {
+        self.source = source
+        let value: JSONValue
+        do {
+            value = try JSONParser.parse(data)
+        } catch let error as JSONSyntaxError {
+            throw TokenizerError(kind: .invalidJSON, file: source, path: "",
+                                 message: "invalid JSON at line \(error.line), column \(error.column): \(error.message)")
+        }
+        let root = JSONNode(value: value, path: "", file: source)
+        guard case .object = value else {
+            throw TokenizerError(kind: .invalidValue, file: source, path: "",
+                                 message: "expected a JSON object at the top level, found \(value.kindDescription)")
+        }
+
+        // Both change the ids `encode` returns, so they cannot be ignored.
+        if let truncation = try root.optionalField("truncation") {
+            throw truncation.unsupported("truncation is not supported (expected null)")
+        }
+        if let padding = try root.optionalField("padding") {
+            try Self.checkPadding(padding)
+        }
+
+        let modelNode = try root.field("model")
+        let typeNode = try modelNode.optionalField("type")
+        // Very old files omit the tag; the reference then recognises BPE by its merges.
+        let modelType = try typeNode?.asString() ?? (try modelNode.optionalField("merges") != nil ? "BPE" : "")
+        guard modelType == "BPE" else {
+            let message = "unsupported model type \"\(modelType)\" (supported: BPE)"
+            throw typeNode?.unsupported(message) ?? modelNode.unsupported(message)
+        }
+        model = try BPEModel(node: modelNode)
+
+        normalizer = try root.optionalField("normalizer").map(Normalizer.parse)
+        preTokenizer = try root.optionalField("pre_tokenizer").map(PreTokenizer.parse)
+        postProcessor = try root.optionalField("post_processor").map(PostProcessor.parse)
+        decoder = try root.optionalField("decoder").map(Decoder.parse)
+
+        let addedTokens = try root.optionalField("added_tokens")?.asArray().map(AddedToken.init(node:)) ?? []
+        added = AddedVocabulary(tokens: addedTokens, normalizer: normalizer)
+        vocabularySize = max(model.idToToken.count, (added.maxId ?? -1) + 1)
+        streamHoldsByteRuns = decoder?.groupsByteTokens ?? false
+    }
+
+    private static func checkPadding(_ node: JSONNode) throws {
+        // Padding a single sequence to its own length ("BatchLongest") changes nothing.
+        let strategy = try node.field("strategy")
+        let multiple = try node.optionalField("pad_to_multiple_of")
+        if case .string("BatchLongest") = strategy.value, multiple == nil { return }
+        throw node.unsupported("padding is not supported (expected null or BatchLongest)")
+    }
+
+    /// Max id + 1 over the model vocabulary and the added tokens.
+    public let vocabularySize: Int
+
+    /// Whether the decoder groups byte-fallback tokens (see `StreamingDecoder`).
+    let streamHoldsByteRuns: Bool
+
+    /// Token ids for `text`. `addSpecialTokens` applies the post-processor (e.g. Llama's BOS).
+    public func encode(_ text: String, addSpecialTokens: Bool = true) -> [Int] {
+        let scalars = Array(text.unicodeScalars)
+        var ids: [Int] = []
+        ids.reserveCapacity(scalars.count / 3 + 4)
+        for segment in added.split(scalars, normalized: false) {
+            if let id = segment.tokenId {
+                ids.append(id)
+                continue
+            }
+            let atOrigin = segment.range.lowerBound == 0
+            var text = Array(scalars[segment.range])
+            if let normalizer { text = normalizer.normalize(text) }
+            let parts = added.hasNormalizedTokens
+                ? added.split(text, normalized: true)
+                : (text.isEmpty ? [] : [Segment(range: 0..<text.count, tokenId: nil)])
+            for part in parts {
+                if let id = part.tokenId {
+                    ids.append(id)
+                    continue
+                }
+                let piece = Piece(scalars: Array(text[part.range]), atOrigin: atOrigin && part.range.lowerBound == 0)
+                let words = preTokenizer?.preTokenize([piece]) ?? [piece]
+                for word in words { model.tokenize(word.scalars, into: &ids) }
+            }
+        }
+        if addSpecialTokens, let postProcessor { ids = postProcessor.process(ids) }
+        return ids
+    }
+
+    /// Text for `ids`. Unknown ids are skipped, as in the reference.
+    public func decode(_ ids: [Int], skipSpecialTokens: Bool = false) -> String {
+        var tokens: [String] = []
+        tokens.reserveCapacity(ids.count)
+        for id in ids {
+            guard let token = token(of: id) else { continue }
+            if skipSpecialTokens && added.isSpecial(content: token) { continue }
+            tokens.append(token)
+        }
+        guard let decoder else { return tokens.joined(separator: " ") }
+        return decoder.decodeChain(tokens).joined()
+    }
+
+    /// Id of a token string (added tokens first, then the model vocabulary).
+    public func id(of token: String) -> Int? {
+        if let id = added.id(of: token) { return id }
+        return model.vocab[ExactKey(token)].map(Int.init)
+    }
+
+    /// Token string of an id (added tokens first, then the model vocabulary).
+    public func token(of id: Int) -> String? {
+        if let token = added.token(of: id) { return token }
+        guard id >= 0, id < model.idToToken.count else { return nil }
+        return model.idToToken[id]
+    }
+
+    /// Whether `decode(_, skipSpecialTokens: true)` drops this id: its text is that of a
+    /// special added token.
+    public func isSpecial(_ id: Int) -> Bool {
+        guard let token = token(of: id) else { return false }
+        return added.isSpecial(content: token)
+    }
+
+    public func makeStreamingDecoder(skipSpecialTokens: Bool = false) -> StreamingDecoder {
+        StreamingDecoder(tokenizer: self, skipSpecialTokens: skipSpecialTokens)
+    }
+}

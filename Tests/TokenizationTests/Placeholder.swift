@@ -1,2 +1,0 @@
-import XCTest
-final class TokenizationTestsPlaceholder: XCTestCase { func testNothing() {} }
