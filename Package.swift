@@ -41,7 +41,7 @@ let package = Package(
         .executableTarget(
             name: "layerskip",
             dependencies: [
-                "Engine", "Tokenization", "COpenBLAS",
+                "Engine", "Tokenization", "COpenBLAS", "CKernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/layerskip"

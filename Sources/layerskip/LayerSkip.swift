@@ -1,0 +1,67 @@
+import ArgumentParser
+import Foundation
+
+/// The root command. Every subcommand is registered here, in one list.
+struct LayerSkip: ParsableCommand {
+    static let version = "0.1.0"
+
+    static var configuration: CommandConfiguration {
+        CommandConfiguration(
+            commandName: "layerskip",
+            abstract: "Fast LLM generation on CPU servers with LayerSkip (early exit and self-speculative decoding).",
+            discussion: """
+                Exit codes: 0 success, 1 runtime error (bad model, failed job), 2 usage error, 3 not found.
+                Set LAYERSKIP_THREADS to limit compute threads (default: all online CPUs).
+                """,
+            version: "layerskip \(version) (\(KernelReport.current().summary))",
+            subcommands: [
+                GenerateCommand.self,
+                TokenizeCommand.self,
+                InitModelCommand.self,
+                BenchCommand.self,
+                DoctorCommand.self,
+            ]
+        )
+    }
+}
+
+@main
+enum Main {
+    static func main() {
+        OpenBLASSetup.reexecIfGenericKernels()
+        var command: ParsableCommand
+        do {
+            command = try LayerSkip.parseAsRoot()
+        } catch {
+            // --help and --version end here with code 0; anything else is a usage error.
+            if LayerSkip.exitCode(for: error) == .success { LayerSkip.exit(withError: error) }
+            standardError(LayerSkip.fullMessage(for: error))
+            exit(2)
+        }
+        do {
+            try command.run()
+        } catch let error as CLIError {
+            standardError("error: \(error.message)")
+            exit(error.exitCode)
+        } catch let error as ExitCode {
+            exit(error.rawValue)
+        } catch let error as ValidationError {
+            standardError("error: \(error.message)")
+            exit(2)
+        } catch {
+            standardError("error: \(error)")
+            exit(1)
+        }
+    }
+}
+
+func standardError(_ line: String) {
+    FileHandle.standardError.write(Data((line.hasSuffix("\n") ? line : line + "\n").utf8))
+}
+
+/// An error the CLI reports as one line, with a documented exit code.
+struct CLIError: Error {
+    var message: String
+    var exitCode: Int32 = 1
+    static func notFound(_ message: String) -> CLIError { CLIError(message: message, exitCode: 3) }
+}

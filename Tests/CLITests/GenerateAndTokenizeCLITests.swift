@@ -1,0 +1,100 @@
+import Foundation
+import XCTest
+
+final class GenerateAndTokenizeCLITests: XCTestCase {
+    let models = ["tiny-bytelevel-gqa-f32", "tiny-spm-mha-bf16-sharded"]
+
+    func testGenerateJSONMatchesTransformersGreedyAndEarlyExit() throws {
+        for name in models {
+            let dir = CLI.fixtures.appendingPathComponent(name).path
+            let expected = try CLI.expected(name)
+            let prompts = expected["prompts"] as! [[String: Any]]
+            let exits = expected["exit_layers"] as! [Int]
+            for prompt in prompts.prefix(2) {
+                let text = prompt["text"] as! String
+                let greedy = prompt["greedy"] as! [String: Any]
+                var cases: [([String], String)] = [([], "autoregressive")]
+                cases += exits.map { (["--exit-layer", "\($0)"], "early_exit_\($0)") }
+                for (extra, key) in cases {
+                    let reference = greedy[key] as! [Int]
+                    let r = try CLI.run(["generate", "--model", dir, "--max-new-tokens", "\(reference.count)",
+                                         "--min-new-tokens", "\(reference.count)", "--json"] + extra + [text])
+                    XCTAssertEqual(r.status, 0, r.stderr)
+                    let json = try XCTUnwrap(r.json, r.stdout)
+                    XCTAssertEqual(json["tokens"] as? [Int], reference, "\(name) \(key) \(text.debugDescription)")
+                    XCTAssertEqual(json["prompt_tokens"] as? Int, (prompt["ids"] as! [Int]).count)
+                    XCTAssertNotNil(json["decode_ms"] as? Double)
+                    XCTAssertNotNil(json["prefill_ms"] as? Double)
+                }
+            }
+        }
+    }
+
+    /// Streaming output (text mode) is the same text the JSON mode reports.
+    func testStreamedTextEqualsJSONText() throws {
+        let dir = CLI.fixtures.appendingPathComponent("tiny-spm-mha-bf16-sharded").path
+        let args = ["generate", "--model", dir, "--max-new-tokens", "20", "--min-new-tokens", "20", "Hello world"]
+        let streamed = try CLI.run(args)
+        let json = try CLI.run(args + ["--json"])
+        XCTAssertEqual(streamed.status, 0, streamed.stderr)
+        XCTAssertEqual(streamed.stdout, (json.json?["text"] as? String ?? "<no json>") + "\n")
+        XCTAssertTrue(streamed.stderr.contains("decode"), streamed.stderr)
+    }
+
+    func testTokenizeMatchesFixtureCases() throws {
+        for name in models {
+            let dir = CLI.fixtures.appendingPathComponent(name).path
+            let cases = try CLI.expected(name)["tokenizer_cases"] as! [[String: Any]]
+            for c in cases.prefix(6) where !(c["text"] as! String).isEmpty {
+                let text = c["text"] as! String
+                let plain = try CLI.run(["tokenize", "--model", dir, "--no-special", "--json", text])
+                XCTAssertEqual(plain.status, 0, plain.stderr)
+                XCTAssertEqual(plain.json?["ids"] as? [Int], c["ids"] as? [Int], "\(name) \(text.debugDescription)")
+                let special = try CLI.run(["tokenize", "--model", dir, text])
+                XCTAssertEqual(special.stdout, (c["ids_with_special"] as! [Int]).map(String.init).joined(separator: " ") + "\n")
+            }
+        }
+    }
+
+    func testErrorsAndExitCodes() throws {
+        let missing = try CLI.run(["generate", "--model", "/nonexistent/model", "hi"])
+        XCTAssertEqual(missing.status, 1)
+        XCTAssertTrue(missing.stderr.contains("/nonexistent/model"), missing.stderr)
+
+        let dir = CLI.fixtures.appendingPathComponent("tiny-bytelevel-gqa-f32").path
+        let badExit = try CLI.run(["generate", "--model", dir, "--exit-layer", "9", "hi"])
+        XCTAssertEqual(badExit.status, 2)
+        XCTAssertTrue(badExit.stderr.contains("--exit-layer must be between 1 and 4"), badExit.stderr)
+
+        let usage = try CLI.run(["generate", "--model", dir, "--max-new-tokens", "0", "hi"])
+        XCTAssertEqual(usage.status, 2)
+        let unknown = try CLI.run(["frobnicate"])
+        XCTAssertEqual(unknown.status, 2)
+
+        let version = try CLI.run(["--version"])
+        XCTAssertEqual(version.status, 0)
+        XCTAssertTrue(version.stdout.contains("kernels"), version.stdout)
+        let doctor = try CLI.run(["doctor", "--json"])
+        XCTAssertEqual(doctor.status, 0)
+        XCTAssertNotNil(doctor.json?["openblas_core"] as? String, doctor.stdout)
+    }
+
+    func testInitModelWritesALoadableFolder() throws {
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("layerskip-init-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: out) }
+        let tokenizer = CLI.fixtures.appendingPathComponent("tiny-bytelevel-gqa-f32/tokenizer.json").path
+        let r = try CLI.run(["init-model", "--shape", "tiny", "--dtype", "bf16", "--tokenizer", tokenizer,
+                             "--out", out.path, "--seed", "3", "--late-scale", "0.02"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: out.appendingPathComponent(file).path), file)
+        }
+        let gen = try CLI.run(["generate", "--model", out.path, "--max-new-tokens", "5", "--min-new-tokens", "5", "--json", "x = 1"])
+        XCTAssertEqual(gen.status, 0, gen.stderr)
+        XCTAssertEqual((gen.json?["tokens"] as? [Int])?.count, 5)
+
+        let bad = try CLI.run(["init-model", "--shape", "llama9-400b", "--tokenizer", tokenizer, "--out", out.path])
+        XCTAssertEqual(bad.status, 2)
+        XCTAssertTrue(bad.stderr.contains("llama3.2-1b"), bad.stderr)
+    }
+}
