@@ -98,3 +98,23 @@ final class GenerateAndTokenizeCLITests: XCTestCase {
         XCTAssertTrue(bad.stderr.contains("llama3.2-1b"), bad.stderr)
     }
 }
+
+final class OpenBLASSelectionCLITests: XCTestCase {
+    /// When OpenBLAS reports a generic pre-AVX2 kernel set on an AVX2 machine, layerskip re-executes
+    /// itself with OPENBLAS_CORETYPE set; a user's own OPENBLAS_CORETYPE is left alone.
+    func testGenericKernelFallbackIsFixedByReexec() throws {
+        let plain = try CLI.run(["doctor", "--json"])
+        let features = plain.json?["cpu_features"] as? [String] ?? []
+        try XCTSkipUnless(features.contains("avx2") && features.contains("fma"), "needs an AVX2 CPU")
+        let fixed = try CLI.run(["doctor", "--json"], environment: ["LAYERSKIP_TEST_OPENBLAS_CORENAME": "Prescott"])
+        XCTAssertEqual(fixed.status, 0, fixed.stderr)
+        let source = fixed.json?["openblas_core_source"] as? String ?? ""
+        XCTAssertTrue(source.contains("set by layerskip to"), source)
+        let core = (fixed.json?["openblas_core"] as? String ?? "").lowercased()
+        XCTAssertTrue(["haswell", "zen", "skylakex", "cooperlake"].contains(core), core)
+
+        let user = try CLI.run(["doctor", "--json"], environment: ["OPENBLAS_CORETYPE": "Haswell", "LAYERSKIP_TEST_OPENBLAS_CORENAME": "Prescott"])
+        XCTAssertEqual(user.json?["openblas_core"] as? String, "Haswell")
+        XCTAssertTrue((user.json?["openblas_core_source"] as? String ?? "").contains("from the environment"))
+    }
+}

@@ -29,7 +29,9 @@ enum OpenBLASSetup {
     static func reexecIfGenericKernels() {
         let env = ProcessInfo.processInfo.environment
         guard env["OPENBLAS_CORETYPE"] == nil, env[marker] == nil else { return }
-        guard let coreType = recommendedCoreType(features: ck_cpu_features(), current: coreName) else { return }
+        // Tests stand in a generic core name to exercise the re-exec on any machine.
+        let current = env["LAYERSKIP_TEST_OPENBLAS_CORENAME"] ?? coreName
+        guard let coreType = recommendedCoreType(features: ck_cpu_features(), current: current) else { return }
         setenv("OPENBLAS_CORETYPE", coreType, 1)
         setenv(marker, "1", 1)
         let args = CommandLine.arguments
