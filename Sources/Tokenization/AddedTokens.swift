@@ -87,6 +87,10 @@ struct TokenMatcher {
 /// `added_tokens`, which are cut out of the text before the normalizer and the model see it.
 struct AddedVocabulary {
     private(set) var tokens: [AddedToken] = []
+    /// What `id -> token` reports: the reference gives the normalized form of a
+    /// `normalized: true` token (so decoding shows e.g. "▁<s>" under a Prepend normalizer,
+    /// and skip-special no longer recognises it).
+    private var reportedContent: [String] = []
     private var byId: [Int: Int] = [:]
     private var byContent: [ExactKey: Int] = [:]
     private var specialContents: Set<ExactKey> = []
@@ -103,9 +107,12 @@ struct AddedVocabulary {
             if token.special { specialContents.insert(ExactKey(token.content)) }
             let scalars = Array(token.content.unicodeScalars)
             if token.normalized {
-                normalizedMatcher.insert(normalizer?.normalize(scalars) ?? scalars, token: index)
+                let normalized = normalizer?.normalize(scalars) ?? scalars
+                normalizedMatcher.insert(normalized, token: index)
+                reportedContent.append(String(scalars: normalized))
             } else {
                 rawMatcher.insert(scalars, token: index)
+                reportedContent.append(token.content)
             }
         }
     }
@@ -113,7 +120,7 @@ struct AddedVocabulary {
     var hasNormalizedTokens: Bool { !normalizedMatcher.isEmpty }
     var maxId: Int? { tokens.map(\.id).max() }
 
-    func token(of id: Int) -> String? { byId[id].map { tokens[$0].content } }
+    func token(of id: Int) -> String? { byId[id].map { reportedContent[$0] } }
     func id(of content: String) -> Int? { byContent[ExactKey(content)].map { tokens[$0].id } }
     func isSpecial(content: String) -> Bool { specialContents.contains(ExactKey(content)) }
 
