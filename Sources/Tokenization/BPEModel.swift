@@ -102,13 +102,15 @@ final class BPEModel: @unchecked Sendable {
             switch item {
             case .string(let line):
                 // Older files write "a b"; tokens cannot contain the separating space.
-                let parts = line.split(separator: " ", omittingEmptySubsequences: false)
+                // Split on the byte: a Character-based split would miss a space followed by
+                // a combining mark (" \u{301}" is one Character).
+                let parts = line.utf8.split(separator: UInt8(ascii: " "), omittingEmptySubsequences: false)
                 guard parts.count == 2 else {
                     throw JSONNode(value: item, path: "\(node.path)[\(rank)]", file: node.file)
                         .invalid("expected a merge of two tokens separated by one space, found \"\(line)\"")
                 }
-                left = String(parts[0])
-                right = String(parts[1])
+                left = String(decoding: parts[0], as: UTF8.self)
+                right = String(decoding: parts[1], as: UTF8.self)
             case .array(let pair):
                 guard pair.count == 2, case .string(let a) = pair[0], case .string(let b) = pair[1] else {
                     throw JSONNode(value: item, path: "\(node.path)[\(rank)]", file: node.file)
