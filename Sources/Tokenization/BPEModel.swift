@@ -25,6 +25,7 @@ final class BPEModel: @unchecked Sendable {
     private let cacheLock = NSLock()
     private var cache: [ExactKey: [Int32]] = [:]
     private static let cacheCapacity = 10_000
+    static let maxTokenId = 1 << 24
     private static let maxCachedWordLength = 256
 
     init(node: JSONNode) throws {
@@ -47,8 +48,9 @@ final class BPEModel: @unchecked Sendable {
         var maxId = -1
         for i in 0..<vocabObject.count {
             let key = vocabObject.keys[i]
-            guard case .int(let id) = vocabObject.values[i], id >= 0, id <= Int(Int32.max) else {
-                throw vocabNode.invalid("the id of token \"\(key)\" must be a non-negative integer")
+            // The bound keeps a corrupt id from sizing the id -> token table absurdly.
+            guard case .int(let id) = vocabObject.values[i], id >= 0, id < Self.maxTokenId else {
+                throw vocabNode.invalid("the id of token \"\(key)\" must be an integer from 0 to \(Self.maxTokenId - 1)")
             }
             vocab[ExactKey(key)] = Int32(id)
             maxId = max(maxId, id)

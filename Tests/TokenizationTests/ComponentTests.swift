@@ -250,6 +250,11 @@ final class ComponentTests: XCTestCase {
             return XCTFail("numbers: \(numbers)")
         }
         XCTAssertThrowsError(try JSONParser.parse(Data("[01x]".utf8)))
+        for invalid: [UInt8] in [[0xC0, 0x80], [0xED, 0xA0, 0x80], [0xF4, 0x90, 0x80, 0x80], [0xE4, 0xB8], [0xFF]] {
+            XCTAssertThrowsError(try JSONParser.parse(Data([0x22] + invalid + [0x22])), "\(invalid)")
+            XCTAssertThrowsError(try JSONParser.parse(Data([0x22, 0x5C, 0x6E] + invalid + [0x22])), "escaped \(invalid)")
+        }
+        XCTAssertNoThrow(try JSONParser.parse(Data("\"é中😀\u{10FFFF}\"".utf8)))
         XCTAssertThrowsError(try JSONParser.parse(Data("\"\u{1}\"".utf8)))
         XCTAssertThrowsError(try JSONParser.parse(Data("[1,]".utf8)))
     }

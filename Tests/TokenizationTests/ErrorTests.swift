@@ -62,6 +62,9 @@ final class ErrorTests: XCTestCase {
         check(#"{"model": "unterminated}"#, kind: .invalidJSON, path: "", mentions: ["unterminated string"])
         check("{} trailing", kind: .invalidJSON, path: "", mentions: ["after the top-level value"])
         check(String(repeating: "[", count: 10_000), kind: .invalidJSON, path: "", mentions: ["nesting"])
+        guard let e = assertTokenizerError({ _ = try Tokenizer(data: Data([0x7B, 0x22, 0xC3, 0x28, 0x22, 0x3A, 0x31, 0x7D]), source: "bad/tokenizer.json") }) else { return }
+        XCTAssertEqual(e.kind, .invalidJSON)
+        XCTAssertTrue(e.description.contains("invalid UTF-8"), e.description)
     }
 
     func testTopLevelNotAnObject() {
@@ -144,7 +147,9 @@ final class ErrorTests: XCTestCase {
         check(tokenizerJSON(model: #"{"type": "BPE", "vocab": [], "merges": []}"#), kind: .invalidValue,
               path: "model.vocab", mentions: ["expected an object, found an array"])
         check(tokenizerJSON(model: #"{"type": "BPE", "vocab": {"a": -3}, "merges": []}"#), kind: .invalidValue,
-              path: "model.vocab", mentions: ["non-negative integer"])
+              path: "model.vocab", mentions: ["must be an integer from 0"])
+        check(tokenizerJSON(model: #"{"type": "BPE", "vocab": {"a": 2000000000}, "merges": []}"#), kind: .invalidValue,
+              path: "model.vocab", mentions: ["\"a\"", "must be an integer from 0"])
         check(tokenizerJSON(model: #"{"type": "BPE", "vocab": {"a": 0}, "merges": [], "unk_token": "<unk>"}"#),
               kind: .invalidValue, path: "model.unk_token", mentions: ["\"<unk>\"", "not in the vocabulary"])
         check(tokenizerJSON(model: #"{"type": "BPE", "vocab": {"a": 0}, "merges": [], "dropout": 0.1}"#),
