@@ -56,7 +56,8 @@ struct ExactKey: Hashable {
         guard l.count == r.count else { return false }
         let fast: Bool?? = l.withContiguousStorageIfAvailable { lp in
             r.withContiguousStorageIfAvailable { rp in
-                lp.count == 0 || memcmp(lp.baseAddress!, rp.baseAddress!, lp.count) == 0
+                guard let a = lp.baseAddress, let b = rp.baseAddress else { return lp.count == 0 }
+                return memcmp(a, b, lp.count) == 0
             }
         }
         if let outer = fast, let result = outer { return result }
