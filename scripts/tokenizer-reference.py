@@ -7,7 +7,19 @@ of some hand-picked id sequences (invalid UTF-8, special tokens, unknown ids). T
 tests (Tests/TokenizationTests) compare against the JSON written to
 Tests/Fixtures/tokenizer-reference/<name>.json, so running them needs no Python.
 
-Usage:  pip install tokenizers && python3 scripts/tokenizer-reference.py
+It also trains three small synthetic tokenizers (written next to the expectations as
+synthetic-*.tokenizer.json) that exercise components the Llama files do not use: added-token
+lstrip/rstrip/single_word/normalized, NFKC and regex Replace normalizers, Digits, Split
+behaviours, ByteLevel with the GPT-2 regex and add_prefix_space, Metaspace with split,
+legacy "a b" merges, fuse_unk, ignore_merges, continuing_subword_prefix/end_of_word_suffix,
+a null decoder and Sequence/TemplateProcessing post-processors, plus a copy of the tiny
+SentencePiece fixture whose special tokens are `normalized: true`.
+
+BPE training is not deterministic (hash-map order decides ties), so existing synthetic
+tokenizer files are kept and only the expectations are recomputed; pass --retrain to
+train them again.
+
+Usage:  pip install tokenizers && python3 scripts/tokenizer-reference.py [--retrain]
 """
 import json
 import os
@@ -225,12 +237,137 @@ def bytes_to_unicode():
     return dict(zip(bs, map(chr, cs)))
 
 
+SYNTHETIC_TEXTS = [
+    "a <mask> b", "a<mask>b", "a   <mask>", "<mask>", "  <mask>  x",
+    "x <r>   y", "<r>\n\nz", "<r><mask>", "a <r> <mask> b",
+    "cat concat cats _cat cat_ (cat) CAT cat", "the cat sat", "cat",
+    "fix \ufb01x fixes prefix", "\ufb01", "FIX fix",
+    "<s> and </s> and <unk>", "<0x41><0xE4>",
+    "12-34--56 - 7", "well-known state-of-the-art", "x--y---z",
+]
+
+TRAIN_CORPUS = TEXTS + SYNTHETIC_TEXTS + [
+    "The cat sat on the mat. Cats and dogs are friends; a cat is not a dog.",
+    "State-of-the-art tokenizers split words into well-known pieces.",
+    "def main():\n    return 0\n",
+] * 3
+
+
+def train(model, pre_tokenizer, normalizer, decoder, vocab_size, special_tokens, trainer_kwargs=None):
+    from tokenizers import trainers
+    tok = Tokenizer(model)
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
+    tok.decoder = decoder
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_tokens, show_progress=False,
+                                  **(trainer_kwargs or {}))
+    tok.train_from_iterator(TRAIN_CORPUS, trainer)
+    return tok
+
+
+SYNTHETIC = ["synthetic-a", "synthetic-b", "synthetic-c", "synthetic-d"]
+
+
+def synthetic_tokenizers(retrain):
+    """Builds the synthetic tokenizer.json files if needed; returns {name: path}."""
+    from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, AddedToken, Regex
+
+    ref_dir = os.path.join(ROOT, "Tests", "Fixtures", "tokenizer-reference")
+    paths = {name: os.path.join(ref_dir, name + ".tokenizer.json") for name in SYNTHETIC}
+    if not retrain and all(os.path.exists(p) for p in paths.values()):
+        return paths
+
+    out = {}
+
+    # A: byte-level BPE with added-token flags, NFKC + regex Replace, Digits and Split.
+    a = train(
+        models.BPE(),
+        pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.Split("-", "merged_with_previous"),
+            pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=True),
+        ]),
+        normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(r"[ \t]+\n"), "\n")]),
+        decoders.ByteLevel(),
+        600,
+        ["<s>", "</s>"],
+        {"initial_alphabet": pre_tokenizers.ByteLevel.alphabet()},
+    )
+    a.add_special_tokens([AddedToken("<mask>", lstrip=True, normalized=False)])
+    a.add_special_tokens([AddedToken("<r>", rstrip=True, normalized=False)])
+    a.add_tokens([AddedToken("cat", single_word=True, normalized=False)])
+    a.add_tokens([AddedToken("\ufb01x", normalized=True)])
+    a.post_processor = processors.Sequence([
+        processors.ByteLevel(trim_offsets=True),
+        processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", a.token_to_id("<s>")), ("</s>", a.token_to_id("</s>"))]),
+    ])
+    doc = json.loads(a.to_str())
+    # Older files write merges as "a b" strings; cover that form here.
+    doc["model"]["merges"] = [" ".join(m) if isinstance(m, list) else m for m in doc["model"]["merges"]]
+    out["synthetic-a"] = doc
+
+    # B: SentencePiece-like: Metaspace(split), byte fallback, fuse_unk, ignore_merges.
+    b = train(
+        models.BPE(unk_token="<unk>", fuse_unk=True, byte_fallback=True),
+        pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=True),
+        None,
+        decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]),
+        500,
+        ["<unk>", "<s>", "</s>"],
+        {"limit_alphabet": 60},
+    )
+    b.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", b.token_to_id("<s>"))])
+    doc = json.loads(b.to_str())
+    vocab = doc["model"]["vocab"]
+    # Byte tokens only for part of the byte range, so some characters still fall back to <unk>.
+    next_id = max(vocab.values()) + 1
+    for byte in list(range(0x00, 0x80)) + list(range(0xC0, 0xF0)) + list(range(0x80, 0xC0)):
+        name = "<0x%02X>" % byte
+        if name not in vocab:
+            vocab[name] = next_id
+            next_id += 1
+    doc["model"]["ignore_merges"] = True
+    out["synthetic-b"] = doc
+
+    # C: word-suffix BPE: continuing_subword_prefix, end_of_word_suffix, regex Split Removed,
+    # no decoder (tokens joined by spaces), BOS/EOS template.
+    c = train(
+        models.BPE(unk_token="<unk>", continuing_subword_prefix="##", end_of_word_suffix="</w>"),
+        pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(r"\s+"), "removed"),
+                                 pre_tokenizers.Split(Regex(r"[^\w\s]"), "isolated")]),
+        normalizers.NFC(),
+        None,
+        400,
+        ["<unk>", "<s>", "</s>"],
+        {"continuing_subword_prefix": "##", "end_of_word_suffix": "</w>", "limit_alphabet": 80},
+    )
+    c.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", c.token_to_id("<s>")), ("</s>", c.token_to_id("</s>"))])
+    out["synthetic-c"] = json.loads(c.to_str())
+
+    # D: the legacy Llama 2 layout (Prepend/Replace normalizer) with special tokens marked
+    # `normalized: true`, as in older Llama 2 exports: they are matched after normalization
+    # and reported in normalized form.
+    with open(os.path.join(ROOT, "Tests", "Fixtures", "tiny-spm-mha-bf16-sharded", "tokenizer.json"), encoding="utf-8") as f:
+        doc = json.load(f)
+    for token in doc["added_tokens"][:3]:
+        token["normalized"] = True
+    out["synthetic-d"] = doc
+
+    for name, doc in out.items():
+        with open(paths[name], "w", encoding="utf-8") as f:
+            json.dump(doc, f, ensure_ascii=True, indent=1)
+            f.write("\n")
+    return paths
+
+
 def main():
-    for name in TOKENIZERS:
-        path = os.path.join(ROOT, "Tests", "Fixtures", "tokenizers", name, "tokenizer.json")
+    sources = {name: os.path.join(ROOT, "Tests", "Fixtures", "tokenizers", name, "tokenizer.json") for name in TOKENIZERS}
+    sources.update(synthetic_tokenizers("--retrain" in sys.argv[1:]))
+    for name, path in sources.items():
         tok = Tokenizer.from_file(path)
+        texts = TEXTS + (SYNTHETIC_TEXTS if name.startswith("synthetic") else [])
         cases = []
-        for text in TEXTS:
+        for text in texts:
             ids = tok.encode(text, add_special_tokens=False).ids
             with_special = tok.encode(text, add_special_tokens=True).ids
             cases.append({
@@ -243,7 +380,7 @@ def main():
             })
         out = {
             "generator": "scripts/tokenizer-reference.py with tokenizers %s" % tokenizers.__version__,
-            "tokenizer": "Tests/Fixtures/tokenizers/%s/tokenizer.json" % name,
+            "tokenizer": os.path.relpath(path, os.path.join(ROOT, "Tests", "Fixtures")),
             "cases": cases,
             "decode_cases": decode_cases(tok),
         }

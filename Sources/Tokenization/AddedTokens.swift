@@ -1,5 +1,6 @@
 /// One entry of `added_tokens`.
 struct AddedToken {
+    /// The id written in the file (required, but see `AddedVocabulary.init`).
     let id: Int
     let content: String
     let singleWord: Bool
@@ -53,12 +54,12 @@ struct TokenMatcher {
                 node = child
             }
         }
-        // The first registration wins if two tokens share the same text.
+        // The first registration wins if two tokens share the same pattern.
         if nodes[node].token < 0 { nodes[node].token = Int32(token) }
         isEmpty = false
     }
 
-    /// Non-overlapping matches as (range, token index), left to right.
+    /// Non-overlapping matches as (range, token id), left to right.
     func matches(in text: Scalars) -> [(range: Range<Int>, token: Int)] {
         guard !isEmpty else { return [] }
         var result: [(range: Range<Int>, token: Int)] = []
@@ -86,35 +87,60 @@ struct TokenMatcher {
 /// The added vocabulary: special tokens such as `<|begin_of_text|>` or `<s>` and any other
 /// `added_tokens`, which are cut out of the text before the normalizer and the model see it.
 struct AddedVocabulary {
-    private(set) var tokens: [AddedToken] = []
-    private var byId: [Int: Int] = [:]
-    private var byContent: [ExactKey: Int] = [:]
+    private struct Entry {
+        var token: AddedToken
+        /// What `id -> token` reports: the reference gives the normalized form of a
+        /// `normalized: true` token (so decoding shows e.g. "▁<s>" under a Prepend
+        /// normalizer, and skip-special no longer recognises it).
+        var reported: String
+    }
+
+    private var entries: [Int: Entry] = [:]
+    private var idByContent: [ExactKey: Int] = [:]
     private var specialContents: Set<ExactKey> = []
     /// Tokens with `normalized: false`, matched in the raw input.
     private var rawMatcher = TokenMatcher()
     /// Tokens with `normalized: true`, matched (in normalized form) after normalization.
     private var normalizedMatcher = TokenMatcher()
 
-    init(tokens: [AddedToken], normalizer: Normalizer?) {
-        self.tokens = tokens
-        for (index, token) in tokens.enumerated() {
-            byId[token.id] = index
-            if byContent[ExactKey(token.content)] == nil { byContent[ExactKey(token.content)] = index }
-            if token.special { specialContents.insert(ExactKey(token.content)) }
-            let scalars = Array(token.content.unicodeScalars)
-            if token.normalized {
-                normalizedMatcher.insert(normalizer?.normalize(scalars) ?? scalars, token: index)
+    /// Ids are assigned the way the reference does when it loads a file: a token already
+    /// in the vocabulary keeps that id, any other takes the next id after the model
+    /// vocabulary (its entry count). The `id` written in the file is not used; the
+    /// reference only warns when it differs, and for real files it never does.
+    init(tokens: [AddedToken], normalizer: Normalizer?, model: BPEModel) {
+        var nextId = model.vocab.count
+        for token in tokens {
+            let key = ExactKey(token.content)
+            let id: Int
+            if let existing = idByContent[key] ?? model.vocab[key].map(Int.init) {
+                id = existing
             } else {
-                rawMatcher.insert(scalars, token: index)
+                id = nextId
+                nextId += 1
+            }
+            var reported = token.content
+            if token.normalized, let normalizer {
+                reported = String(scalars: normalizer.normalize(Array(token.content.unicodeScalars)))
+            }
+            idByContent[key] = id
+            if token.special { specialContents.insert(key) }
+            entries[id] = Entry(token: token, reported: reported)
+        }
+        for id in entries.keys.sorted() {
+            guard let entry = entries[id] else { continue }
+            if entry.token.normalized {
+                normalizedMatcher.insert(Array(entry.reported.unicodeScalars), token: id)
+            } else {
+                rawMatcher.insert(Array(entry.token.content.unicodeScalars), token: id)
             }
         }
     }
 
     var hasNormalizedTokens: Bool { !normalizedMatcher.isEmpty }
-    var maxId: Int? { tokens.map(\.id).max() }
+    var maxId: Int? { entries.keys.max() }
 
-    func token(of id: Int) -> String? { byId[id].map { tokens[$0].content } }
-    func id(of content: String) -> Int? { byContent[ExactKey(content)].map { tokens[$0].id } }
+    func token(of id: Int) -> String? { entries[id]?.reported }
+    func id(of content: String) -> Int? { idByContent[ExactKey(content)] }
     func isSpecial(content: String) -> Bool { specialContents.contains(ExactKey(content)) }
 
     /// Cuts `text` into ordinary runs and added tokens (`normalized` selects which set).
@@ -123,8 +149,8 @@ struct AddedVocabulary {
         if found.isEmpty { return text.isEmpty ? [] : [Segment(range: 0..<text.count, tokenId: nil)] }
         var segments: [Segment] = []
         var offset = 0
-        for (range, index) in found {
-            let token = tokens[index]
+        for (range, id) in found {
+            guard let token = entries[id]?.token else { continue }
             var start = range.lowerBound
             var stop = range.upperBound
             if token.singleWord {
@@ -145,7 +171,7 @@ struct AddedVocabulary {
             if stop <= offset { continue }
             start = max(start, offset)
             if offset < start { segments.append(Segment(range: offset..<start, tokenId: nil)) }
-            segments.append(Segment(range: start..<stop, tokenId: token.id))
+            segments.append(Segment(range: start..<stop, tokenId: id))
             offset = stop
         }
         if offset < text.count { segments.append(Segment(range: offset..<text.count, tokenId: nil)) }

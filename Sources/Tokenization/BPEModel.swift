@@ -25,6 +25,7 @@ final class BPEModel: @unchecked Sendable {
     private let cacheLock = NSLock()
     private var cache: [ExactKey: [Int32]] = [:]
     private static let cacheCapacity = 10_000
+    static let maxTokenId = 1 << 24
     private static let maxCachedWordLength = 256
 
     init(node: JSONNode) throws {
@@ -47,8 +48,9 @@ final class BPEModel: @unchecked Sendable {
         var maxId = -1
         for i in 0..<vocabObject.count {
             let key = vocabObject.keys[i]
-            guard case .int(let id) = vocabObject.values[i], id >= 0, id <= Int(Int32.max) else {
-                throw vocabNode.invalid("the id of token \"\(key)\" must be a non-negative integer")
+            // The bound keeps a corrupt id from sizing the id -> token table absurdly.
+            guard case .int(let id) = vocabObject.values[i], id >= 0, id < Self.maxTokenId else {
+                throw vocabNode.invalid("the id of token \"\(key)\" must be an integer from 0 to \(Self.maxTokenId - 1)")
             }
             vocab[ExactKey(key)] = Int32(id)
             maxId = max(maxId, id)
@@ -102,13 +104,15 @@ final class BPEModel: @unchecked Sendable {
             switch item {
             case .string(let line):
                 // Older files write "a b"; tokens cannot contain the separating space.
-                let parts = line.split(separator: " ", omittingEmptySubsequences: false)
+                // Split on the byte: a Character-based split would miss a space followed by
+                // a combining mark (" \u{301}" is one Character).
+                let parts = line.utf8.split(separator: UInt8(ascii: " "), omittingEmptySubsequences: false)
                 guard parts.count == 2 else {
                     throw JSONNode(value: item, path: "\(node.path)[\(rank)]", file: node.file)
                         .invalid("expected a merge of two tokens separated by one space, found \"\(line)\"")
                 }
-                left = String(parts[0])
-                right = String(parts[1])
+                left = String(decoding: parts[0], as: UTF8.self)
+                right = String(decoding: parts[1], as: UTF8.self)
             case .array(let pair):
                 guard pair.count == 2, case .string(let a) = pair[0], case .string(let b) = pair[1] else {
                     throw JSONNode(value: item, path: "\(node.path)[\(rank)]", file: node.file)

@@ -196,18 +196,59 @@ struct JSONParser {
     private mutating func parseString() throws -> String {
         pos += 1  // opening quote
         let start = pos
+        var ascii = true
         while pos < bytes.count {
             let b = bytes[pos]
             if b == UInt8(ascii: "\"") {
-                let s = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<pos]), as: UTF8.self)
+                let raw = UnsafeBufferPointer(rebasing: bytes[start..<pos])
+                if !ascii && !Self.isValidUTF8(raw) { throw syntaxError("invalid UTF-8 in string") }
+                let s = String(decoding: raw, as: UTF8.self)
                 pos += 1
                 return s
             }
             if b == UInt8(ascii: "\\") { return try parseEscapedString(from: start) }
             if b < 0x20 { throw syntaxError("unescaped control character in string") }
+            if b >= 0x80 { ascii = false }
             pos += 1
         }
         throw syntaxError("unterminated string")
+    }
+
+    /// Strict UTF-8 check (no overlong forms, surrogates or values above U+10FFFF), so that
+    /// a corrupt file is reported instead of silently decoded with U+FFFD.
+    static func isValidUTF8(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        var i = 0
+        let n = bytes.count
+        while i < n {
+            let b0 = bytes[i]
+            if b0 < 0x80 {
+                i += 1
+                continue
+            }
+            let length: Int
+            var low: UInt8 = 0x80
+            var high: UInt8 = 0xBF
+            switch b0 {
+            case 0xC2...0xDF: length = 2
+            case 0xE0: length = 3; low = 0xA0
+            case 0xE1...0xEC, 0xEE...0xEF: length = 3
+            case 0xED: length = 3; high = 0x9F
+            case 0xF0: length = 4; low = 0x90
+            case 0xF1...0xF3: length = 4
+            case 0xF4: length = 4; high = 0x8F
+            default: return false
+            }
+            guard i + length <= n else { return false }
+            let b1 = bytes[i + 1]
+            guard b1 >= low && b1 <= high else { return false }
+            var k = 2
+            while k < length {
+                guard bytes[i + k] & 0xC0 == 0x80 else { return false }
+                k += 1
+            }
+            i += length
+        }
+        return true
     }
 
     /// Slow path for strings with escapes; `pos` is at the first backslash.
@@ -217,6 +258,8 @@ struct JSONParser {
             let b = bytes[pos]
             if b == UInt8(ascii: "\"") {
                 pos += 1
+                let valid = out.withUnsafeBufferPointer { Self.isValidUTF8($0) }
+                if !valid { throw syntaxError("invalid UTF-8 in string") }
                 return String(decoding: out, as: UTF8.self)
             }
             if b < 0x20 { throw syntaxError("unescaped control character in string") }

@@ -37,8 +37,8 @@ indirect enum PostProcessor {
         // Files store the template as a list of pieces; the string form ("<s> $A") is the
         // Python constructor's shorthand, accepted for hand-written files.
         if case .string(let text) = singleNode.value {
-            for word in text.split(separator: " ") {
-                let name = word.split(separator: ":", maxSplits: 1).first.map(String.init) ?? String(word)
+            for word in text.unicodeScalars.split(separator: " ") {
+                let name = String(scalarSequence: word.prefix { $0 != ":" })
                 if name.hasPrefix("$") {
                     guard name == "$" || name == "$A" || name == "$0" else {
                         throw singleNode.unsupported("the single-sequence template may only use $A, found \(name)")

@@ -11,7 +11,7 @@
 /// window's previous text. The window starts at a token boundary where the text was
 /// complete, so the first-token rules of the decoders (SentencePiece's leading-space strip)
 /// affect both sides of the difference equally.
-public struct StreamingDecoder {
+public struct StreamingDecoder: Sendable {
     private let tokenizer: Tokenizer
     private let skipSpecialTokens: Bool
     private var ids: [Int] = []

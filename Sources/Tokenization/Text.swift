@@ -56,7 +56,8 @@ struct ExactKey: Hashable {
         guard l.count == r.count else { return false }
         let fast: Bool?? = l.withContiguousStorageIfAvailable { lp in
             r.withContiguousStorageIfAvailable { rp in
-                lp.count == 0 || memcmp(lp.baseAddress!, rp.baseAddress!, lp.count) == 0
+                guard let a = lp.baseAddress, let b = rp.baseAddress else { return lp.count == 0 }
+                return memcmp(a, b, lp.count) == 0
             }
         }
         if let outer = fast, let result = outer { return result }
@@ -103,7 +104,52 @@ final class ScalarRegex: @unchecked Sendable {
 
     init(pattern: String) throws {
         self.pattern = pattern
-        self.regex = try NSRegularExpression(pattern: pattern, options: [])
+        self.regex = try NSRegularExpression(pattern: Self.translateFromOniguruma(pattern), options: [])
+    }
+
+    /// Rewrites the escapes whose meaning differs between Oniguruma (the reference's engine)
+    /// and ICU. Oniguruma's `\w` is Letter | Mark | Number | Connector_Punctuation, while
+    /// ICU's adds Join_Control (U+200C, U+200D) and uses Alphabetic and decimal digits only
+    /// (so "½" would differ); Oniguruma's `\h` is a hex digit, ICU's horizontal space.
+    /// `\s`, `\d` and `\p{...}` mean the same in both.
+    static func translateFromOniguruma(_ pattern: String) -> String {
+        let word = #"\p{L}\p{M}\p{N}\p{Pc}"#
+        let hex = "0-9a-fA-F"
+        var out = ""
+        var classDepth = 0
+        var scalars = pattern.unicodeScalars.makeIterator()
+        var previousOpenedClass = false
+        while let c = scalars.next() {
+            let openedClass = previousOpenedClass
+            previousOpenedClass = false
+            if c == "\\" {
+                guard let e = scalars.next() else {
+                    out.unicodeScalars.append(c)
+                    break
+                }
+                let inClass = classDepth > 0
+                switch e {
+                case "w": out += inClass ? word : "[\(word)]"
+                case "W": out += "[^\(word)]"
+                case "h": out += inClass ? hex : "[\(hex)]"
+                case "H": out += "[^\(hex)]"
+                default:
+                    out.unicodeScalars.append(c)
+                    out.unicodeScalars.append(e)
+                }
+                continue
+            }
+            if c == "[" {
+                classDepth += 1
+                previousOpenedClass = true
+            } else if c == "^" && openedClass {
+                previousOpenedClass = true  // a ']' right after "[^" is still literal
+            } else if c == "]" && classDepth > 0 && !openedClass {
+                classDepth -= 1
+            }
+            out.unicodeScalars.append(c)
+        }
+        return out
     }
 
     func matches(in scalars: Scalars) -> [Range<Int>] {

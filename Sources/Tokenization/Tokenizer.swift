@@ -67,7 +67,7 @@ public final class Tokenizer: @unchecked Sendable {
         decoder = try root.optionalField("decoder").map(Decoder.parse)
 
         let addedTokens = try root.optionalField("added_tokens")?.asArray().map(AddedToken.init(node:)) ?? []
-        added = AddedVocabulary(tokens: addedTokens, normalizer: normalizer)
+        added = AddedVocabulary(tokens: addedTokens, normalizer: normalizer, model: model)
         vocabularySize = max(model.idToToken.count, (added.maxId ?? -1) + 1)
         streamHoldsByteRuns = decoder?.groupsByteTokens ?? false
     }

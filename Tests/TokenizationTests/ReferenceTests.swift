@@ -92,6 +92,23 @@ final class ReferenceTests: XCTestCase {
         try checkStreaming(try Fixtures.llama2(), "llama2")
     }
 
+    private func synthetic(_ name: String) throws -> Tokenizer {
+        let json = try Fixtures.json("tokenizer-reference/\(name).json")
+        let path = try XCTUnwrap(json["tokenizer"] as? String)
+        return try Tokenizer(contentsOf: Fixtures.url(path))
+    }
+
+    /// Synthetic tokenizers trained by the reference script to cover components the Llama
+    /// files do not use (added-token flags, NFKC, Digits, Split behaviours, legacy merges,
+    /// fuse_unk, ignore_merges, subword prefix/suffix, no decoder, normalized special tokens).
+    func testSyntheticTokenizersMatchReference() throws {
+        for name in ["synthetic-a", "synthetic-b", "synthetic-c", "synthetic-d"] {
+            let tokenizer = try synthetic(name)
+            try checkEncodeDecode(tokenizer, name)
+            try checkStreaming(tokenizer, name)
+        }
+    }
+
     func testVocabularyLookups() throws {
         let l3 = try Fixtures.llama3()
         // This file's added tokens end with <|endoftext|> at 128256, one past the model vocabulary.
