@@ -47,7 +47,9 @@ struct InitModelCommand: ParsableCommand {
         var config = shape.config
         // The toy shape takes its vocabulary from the tokenizer; real shapes must fit theirs.
         if shape == .tiny { config.vocabSize = max(tok.vocabularySize, 8) }
-        guard tok.vocabularySize <= config.vocabSize else {
+        // Real tokenizer files can carry a few added tokens past the checkpoint's vocabulary (the Llama 3
+        // file has <|endoftext|> at 128256); those ids are rejected at generation time, not here.
+        if tok.vocabularySize > config.vocabSize + 16 {
             throw CLIError(message: "\(tokenizer) has \(tok.vocabularySize) tokens but the \(shape.rawValue) shape has vocab_size \(config.vocabSize); use a matching tokenizer")
         }
         // Special token ids from the tokenizer, so generation stops where the tokenizer says.
