@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "layerskip", targets: ["layerskip"]),
         .library(name: "Engine", targets: ["Engine"]),
         .library(name: "Tokenization", targets: ["Tokenization"]),
+        .library(name: "Decoding", targets: ["Decoding"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -38,10 +39,16 @@ let package = Package(
             dependencies: ["CKernels", "COpenBLAS", "Tokenization"],
             path: "Sources/Engine"
         ),
+        // The strategy protocol and registry, sampler, stop conditions, metrics.
+        .target(
+            name: "Decoding",
+            dependencies: ["Engine", "Tokenization", "CKernels"],
+            path: "Sources/Decoding"
+        ),
         .executableTarget(
             name: "layerskip",
             dependencies: [
-                "Engine", "Tokenization", "COpenBLAS", "CKernels",
+                "Engine", "Tokenization", "COpenBLAS", "CKernels", "Decoding",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/layerskip"
@@ -61,6 +68,11 @@ let package = Package(
             name: "EngineTests",
             dependencies: ["Engine", "Tokenization", "CKernels"],
             path: "Tests/EngineTests"
+        ),
+        .testTarget(
+            name: "DecodingTests",
+            dependencies: ["Decoding", "Engine", "Tokenization"],
+            path: "Tests/DecodingTests"
         ),
         .testTarget(
             name: "CLITests",

@@ -1,0 +1,59 @@
+import Foundation
+
+/// Per-prompt metrics (DESIGN §6). Strategy-specific fields are nil where they do not apply.
+public struct GenerationMetrics: Codable, Equatable, Sendable {
+    public var strategy: String
+    public var promptTokens: Int
+    public var generatedTokens: Int
+    public var finishReason: FinishReason
+    public var prefillMs: Double
+    public var decodeMs: Double
+    /// Generated tokens ÷ decode time.
+    public var tokensPerSecond: Double
+    /// Generated tokens ÷ (prefill + decode time).
+    public var endToEndTokensPerSecond: Double
+    /// Layer applications to one position, per generated token (all strategies; prefill excluded).
+    public var layerEvaluationsPerToken: Double
+    /// Self-speculative: tokens drafted, drafts accepted, accepted ÷ drafted, rounds, tokens per round.
+    public var drafted: Int?
+    public var accepted: Int?
+    public var acceptanceRate: Double?
+    public var rounds: Int?
+    public var tokensPerRound: Double?
+    /// Early exit: the mean layer count a generated token left after.
+    public var averageExitLayer: Double?
+    /// The sampler's seed (reported so that a sampled run can be repeated).
+    public var seed: UInt64?
+
+    public init(strategy: String, promptTokens: Int, generatedTokens: Int, finishReason: FinishReason,
+                prefillSeconds: Double, decodeSeconds: Double, layerEvaluations: Int) {
+        self.strategy = strategy
+        self.promptTokens = promptTokens
+        self.generatedTokens = generatedTokens
+        self.finishReason = finishReason
+        prefillMs = prefillSeconds * 1000
+        decodeMs = decodeSeconds * 1000
+        tokensPerSecond = decodeSeconds > 0 ? Double(generatedTokens) / decodeSeconds : 0
+        endToEndTokensPerSecond = prefillSeconds + decodeSeconds > 0 ? Double(generatedTokens) / (prefillSeconds + decodeSeconds) : 0
+        layerEvaluationsPerToken = generatedTokens > 0 ? Double(layerEvaluations) / Double(generatedTokens) : 0
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case strategy, promptTokens = "prompt_tokens", generatedTokens = "generated_tokens", finishReason = "finish_reason"
+        case prefillMs = "prefill_ms", decodeMs = "decode_ms", tokensPerSecond = "tokens_per_second"
+        case endToEndTokensPerSecond = "end_to_end_tokens_per_second", layerEvaluationsPerToken = "layer_evaluations_per_token"
+        case drafted, accepted, acceptanceRate = "acceptance_rate", rounds, tokensPerRound = "tokens_per_round"
+        case averageExitLayer = "average_exit_layer", seed
+    }
+}
+
+/// Wall-clock split into prefill and decode.
+public struct PhaseClock {
+    private let clock = ContinuousClock()
+    private var start: ContinuousClock.Instant
+    private var prefillEnd: ContinuousClock.Instant?
+    public init() { start = clock.now }
+    public mutating func prefillDone() { prefillEnd = clock.now }
+    public var prefillSeconds: Double { ((prefillEnd ?? clock.now) - start).seconds }
+    public var decodeSeconds: Double { prefillEnd.map { (clock.now - $0).seconds } ?? 0 }
+}
