@@ -16,6 +16,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         // OpenBLAS from the system (Debian: libopenblas-dev).
@@ -45,10 +47,20 @@ let package = Package(
             dependencies: ["Engine", "Tokenization", "CKernels"],
             path: "Sources/Decoding"
         ),
+        // The daemon: job files, spool intake, SQLite job store, runner, model and cache managers.
+        .target(
+            name: "Daemon",
+            dependencies: [
+                "Engine", "Tokenization", "Decoding",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            path: "Sources/Daemon"
+        ),
         .executableTarget(
             name: "layerskip",
             dependencies: [
-                "Engine", "Tokenization", "COpenBLAS", "CKernels", "Decoding",
+                "Engine", "Tokenization", "COpenBLAS", "CKernels", "Decoding", "Daemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/layerskip"
@@ -73,6 +85,11 @@ let package = Package(
             name: "DecodingTests",
             dependencies: ["Decoding", "Engine", "Tokenization"],
             path: "Tests/DecodingTests"
+        ),
+        .testTarget(
+            name: "DaemonTests",
+            dependencies: ["Daemon", "Decoding", "Engine", "Tokenization"],
+            path: "Tests/DaemonTests"
         ),
         .testTarget(
             name: "CLITests",

@@ -10,7 +10,8 @@ struct LayerSkip: ParsableCommand {
             commandName: "layerskip",
             abstract: "Fast LLM generation on CPU servers with LayerSkip (early exit and self-speculative decoding).",
             discussion: """
-                Exit codes: 0 success, 1 runtime error (bad model, failed job), 2 usage error, 3 not found.
+                Exit codes: 0 success, 1 runtime error (bad model, failed job), 2 usage error, 3 not found;
+                `watch` also 4 (job cancelled) and 5 (--timeout reached).
                 Set LAYERSKIP_THREADS to limit compute threads (default: all online CPUs).
                 """,
             version: "layerskip \(version) (\(KernelReport.current().summary))",
@@ -20,6 +21,16 @@ struct LayerSkip: ParsableCommand {
                 InitModelCommand.self,
                 BenchCommand.self,
                 DoctorCommand.self,
+                ServeCommand.self,
+                RunCommand.self,
+                SubmitCommand.self,
+                JobsCommand.self,
+                ShowCommand.self,
+                ResultCommand.self,
+                CancelCommand.self,
+                RetryCommand.self,
+                WatchCommand.self,
+                StatsCommand.self,
             ]
         )
     }

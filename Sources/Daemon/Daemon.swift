@@ -1,0 +1,77 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Decoding
+import Foundation
+
+/// `layerskip serve`: wires the store, the spool intake, the runner and systemd together, and
+/// stops them gracefully on SIGTERM or SIGINT (the running job goes back to `queued`).
+public final class Daemon: @unchecked Sendable {
+    public let config: DaemonConfig
+    let registry: StrategyRegistry
+    let log: Log
+    let notifier: SystemdNotifier
+
+    public init(config: DaemonConfig, registry: StrategyRegistry, log: Log, notifier: SystemdNotifier = SystemdNotifier()) {
+        self.config = config
+        self.registry = registry
+        self.log = log
+        self.notifier = notifier
+    }
+
+    /// Runs until a signal arrives. Throws only for problems before it is ready (lock, database).
+    public func run() throws {
+        // The signals are handled by a dispatch source, not by the default action.
+        signal(SIGTERM, SIG_IGN)
+        signal(SIGINT, SIG_IGN)
+        let stopSignal = DispatchSemaphore(value: 0)
+        var sources: [DispatchSourceSignal] = []
+        for sig in [SIGTERM, SIGINT] {
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { stopSignal.signal() }
+            source.resume()
+            sources.append(source)
+        }
+        defer { sources.forEach { $0.cancel() } }
+
+        let lock = try InstanceLock(url: config.lockURL)
+        defer { withExtendedLifetime(lock) {} }
+        let store = try JobStore(url: config.databaseURL)
+        let recovered = try store.recoverInterrupted()
+        if recovered > 0 { log.notice("recovered \(recovered) job(s) left running by a stopped daemon") }
+        let layout = SpoolLayout(root: config.spoolDirectory)
+        try layout.create()
+        let intake = SpoolIntake(layout: layout, store: store, config: config, registry: registry, log: log)
+        try intake.recover()
+        let accepted = intake.scan()
+
+        let runner = JobRunner(store: store, models: ModelManager(budget: config.modelMemoryBudget, log: log),
+                               caches: CacheManager(budget: config.cacheMemoryBudget), registry: registry, log: log)
+        runner.onProgress = { [notifier] in notifier.status($0) }
+        let runnerService = RunnerService(runner: runner, log: log)
+        let watcher = SpoolWatcher(intake: intake, interval: config.scanInterval,
+                                   onTick: { [notifier] in notifier.watchdog() }, onIntake: { runnerService.poke() })
+        let services: [DaemonService] = [watcher, runnerService]
+        let group = DispatchGroup()
+        for service in services {
+            group.enter()
+            let thread = Thread {
+                service.run()
+                group.leave()
+            }
+            thread.name = service.name
+            thread.stackSize = 8 << 20
+            thread.start()
+        }
+        let queued = (try? store.jobs(state: .queued).count) ?? 0
+        log.notice("serving \(layout.incoming.path) (state \(config.stateDirectory.path)); \(accepted) file(s) taken in, \(queued) job(s) queued")
+        notifier.ready(status: "ready; \(queued) job(s) queued")
+
+        stopSignal.wait()
+        log.notice("stopping: finishing the current token, putting the running job back in the queue")
+        notifier.stopping(status: "stopping")
+        services.forEach { $0.shutdown() }
+        group.wait()
+        log.notice("stopped")
+    }
+}

@@ -1,0 +1,154 @@
+import Decoding
+import Foundation
+
+/// The daemon's configuration file (`etc/layerskip.yaml` documents every key). Relative paths are
+/// relative to the config file's folder.
+public struct DaemonConfig: Sendable {
+    /// The database and the instance lock live here.
+    public var stateDirectory: URL
+    /// Holds incoming/, accepted/ and rejected/.
+    public var spoolDirectory: URL
+    public var models: [String: URL]
+    /// Loaded model weights beyond this are unloaded, least recently used first.
+    public var modelMemoryBudget: Int
+    /// KV caches handed out at once stay within this.
+    public var cacheMemoryBudget: Int
+    /// A full rescan of incoming/ at least this often, whatever inotify says.
+    public var scanInterval: Double
+    public var maxAttempts: Int
+    public var maxJobFileBytes: Int
+    public var logLevel: LogLevel
+    /// Compute threads (0: every online CPU).
+    public var threads: Int
+
+    public static let keys = ["state_directory", "spool_directory", "models", "model_memory_budget", "cache_memory_budget",
+                              "scan_interval_seconds", "max_attempts", "max_job_file_bytes", "log_level", "threads"]
+
+    public init(stateDirectory: URL, spoolDirectory: URL? = nil, models: [String: URL] = [:],
+                modelMemoryBudget: Int = 16 << 30, cacheMemoryBudget: Int = 4 << 30, scanInterval: Double = 5,
+                maxAttempts: Int = 3, maxJobFileBytes: Int = 8 << 20, logLevel: LogLevel = .info, threads: Int = 0) {
+        self.stateDirectory = stateDirectory
+        self.spoolDirectory = spoolDirectory ?? stateDirectory.appendingPathComponent("spool")
+        self.models = models
+        self.modelMemoryBudget = modelMemoryBudget
+        self.cacheMemoryBudget = cacheMemoryBudget
+        self.scanInterval = scanInterval
+        self.maxAttempts = maxAttempts
+        self.maxJobFileBytes = maxJobFileBytes
+        self.logLevel = logLevel
+        self.threads = threads
+    }
+
+    public var databaseURL: URL { stateDirectory.appendingPathComponent("jobs.sqlite") }
+    public var lockURL: URL { stateDirectory.appendingPathComponent("serve.lock") }
+
+    /// Without a config file: $LAYERSKIP_STATE_DIRECTORY, else $XDG_STATE_HOME/layerskip, else ~/.local/state/layerskip.
+    public static func defaults(environment: [String: String] = ProcessInfo.processInfo.environment) -> DaemonConfig {
+        if let dir = environment["LAYERSKIP_STATE_DIRECTORY"], !dir.isEmpty {
+            return DaemonConfig(stateDirectory: URL(fileURLWithPath: dir, isDirectory: true))
+        }
+        let base = environment["XDG_STATE_HOME"].flatMap { $0.isEmpty ? nil : URL(fileURLWithPath: $0) }
+            ?? FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".local/state")
+        return DaemonConfig(stateDirectory: base.appendingPathComponent("layerskip", isDirectory: true))
+    }
+
+    public static func load(from url: URL) throws -> DaemonConfig {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw DaemonError.config(url.path, ConfigurationError([.init(path: url.path, expected: "a readable config file", found: "\(error.localizedDescription)")]))
+        }
+        switch parse(data, file: url.path, directory: url.deletingLastPathComponent()) {
+        case let .success(config): return config
+        case let .failure(error): throw DaemonError.config(url.path, error)
+        }
+    }
+
+    static func parse(_ data: Data, file: String, directory: URL) -> Result<DaemonConfig, ConfigurationError> {
+        let value: ConfigValue
+        switch YAMLDocument.parse(data, file: file) {
+        case let .failure(e): return .failure(e)
+        case let .success(v): value = v
+        }
+        guard let map = value.objectValue else {
+            return .failure(ConfigurationError([.init(path: "(top level)", expected: "a mapping", found: value.description)]))
+        }
+        var p = Problems()
+        for key in map.keys.sorted() where !keys.contains(key) {
+            p.add(key, "one of \(keys.joined(separator: ", "))", "an unknown key")
+        }
+        func path(_ s: String) -> URL {
+            s.hasPrefix("/") ? URL(fileURLWithPath: s, isDirectory: true)
+                : URL(fileURLWithPath: s, isDirectory: true, relativeTo: directory).standardizedFileURL
+        }
+        let state = p.string(map, "state_directory", required: true).map(path)
+        var config = DaemonConfig(stateDirectory: state ?? directory)
+        if let spool = p.string(map, "spool_directory", required: false) { config.spoolDirectory = path(spool) }
+        switch map["models"] {
+        case nil, .null?: break
+        case let .object(models)?:
+            for (name, v) in models {
+                if let s = v.stringValue { config.models[name] = path(s) } else { p.add("models.\(name)", "a model folder path", v.description) }
+            }
+        case let v?: p.add("models", "a mapping of model names to folders", v.description)
+        }
+        if let b = p.bytes(map, "model_memory_budget") { config.modelMemoryBudget = b }
+        if let b = p.bytes(map, "cache_memory_budget") { config.cacheMemoryBudget = b }
+        if let b = p.bytes(map, "max_job_file_bytes") { config.maxJobFileBytes = b }
+        if let v = map["scan_interval_seconds"] {
+            if let d = v.doubleValue, d > 0 { config.scanInterval = d } else { p.add("scan_interval_seconds", "a number > 0", v.description) }
+        }
+        if let n = p.int(map, "max_attempts", min: 1) { config.maxAttempts = n }
+        if let n = p.int(map, "threads", min: 0) { config.threads = n }
+        if let s = p.string(map, "log_level", required: false) {
+            if let level = LogLevel(name: s) { config.logLevel = level } else {
+                p.add("log_level", "one of \(LogLevel.allCases.map(\.name).joined(separator: ", "))", "\"\(s)\"")
+            }
+        }
+        return p.problems.isEmpty ? .success(config) : .failure(ConfigurationError(p.problems))
+    }
+}
+
+extension Problems {
+    /// A byte count: an integer, or a string such as "512MiB", "8GiB", "2GB".
+    mutating func bytes(_ map: [String: ConfigValue], _ key: String) -> Int? {
+        guard let v = map[key] else { return nil }
+        if let i = v.intValue, i > 0 { return i }
+        if let s = v.stringValue, let n = parseBytes(s), n > 0 { return n }
+        add(key, "a positive byte count (e.g. 1073741824, \"512MiB\", \"8GiB\")", v.description)
+        return nil
+    }
+
+    func parseBytes(_ s: String) -> Int? {
+        let units: [(String, Int)] = [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("TiB", 1 << 40),
+                                      ("KB", 1000), ("MB", 1_000_000), ("GB", 1_000_000_000), ("TB", 1_000_000_000_000), ("B", 1)]
+        let t = s.trimmingCharacters(in: .whitespaces)
+        for (suffix, factor) in units where t.hasSuffix(suffix) {
+            let number = t.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)
+            return Double(number).map { Int($0 * Double(factor)) }
+        }
+        return Int(t)
+    }
+}
+
+/// Errors that end a daemon or CLI command, each with what to do about it.
+public enum DaemonError: Error, CustomStringConvertible {
+    case config(String, ConfigurationError)
+    case databaseTooNew(path: String, unknown: [String])
+    case alreadyRunning(stateDirectory: String, pid: String)
+    case io(String)
+    case notFound(String)
+    case invalidTransition(String)
+
+    public var description: String {
+        switch self {
+        case let .config(file, error):
+            return "invalid config \(file):\n" + error.problems.map { "  \($0)" }.joined(separator: "\n")
+        case let .databaseTooNew(path, unknown):
+            return "the job database \(path) was written by a newer layerskip (unknown migrations: \(unknown.joined(separator: ", "))); upgrade layerskip or use another state directory"
+        case let .alreadyRunning(dir, pid):
+            return "another layerskip serve (pid \(pid)) already uses the state directory \(dir)"
+        case let .io(message), let .notFound(message), let .invalidTransition(message):
+            return message
+        }
+    }
+}

@@ -1,0 +1,132 @@
+import Decoding
+import Foundation
+import GRDB
+
+/// The job database: SQLite in WAL mode, so CLI readers never wait for the daemon, and every write
+/// is one `BEGIN IMMEDIATE` transaction (the write lock is taken up front, so two writers queue on
+/// the busy timeout instead of failing half-way with "database is locked").
+public final class JobStore: @unchecked Sendable {
+    public let url: URL
+    let pool: DatabasePool
+
+    public init(url: URL) throws {
+        self.url = url
+        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        var config = Configuration()
+        config.busyMode = .timeout(30)
+        config.prepareDatabase { db in
+            // A committed transition must survive power loss, not only a crash of this process.
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        pool = try DatabasePool(path: url.path, configuration: config)
+        let migrator = Migrations.migrator
+        try pool.writeWithoutTransaction { db in
+            let known = Set(migrator.migrations)
+            let applied = try migrator.appliedIdentifiers(db)
+            let unknown = applied.subtracting(known)
+            if !unknown.isEmpty { throw DaemonError.databaseTooNew(path: url.path, unknown: unknown.sorted()) }
+        }
+        try migrator.migrate(pool)
+    }
+
+    /// One write transaction that holds the write lock from its first statement.
+    func write<T>(_ body: (Database) throws -> T) throws -> T {
+        try pool.writeWithoutTransaction { db in
+            var result: T?
+            try db.inTransaction(.immediate) {
+                result = try body(db)
+                return .commit
+            }
+            return result!
+        }
+    }
+
+    func read<T>(_ body: (Database) throws -> T) throws -> T {
+        try pool.read(body)
+    }
+
+    static var now: Double { Date().timeIntervalSince1970 }
+
+    static func event(_ db: Database, job: Int64, from: JobState?, to: JobState, note: String?) throws {
+        try db.execute(sql: "INSERT INTO events (job_id, at, from_state, to_state, note) VALUES (?, ?, ?, ?, ?)",
+                       arguments: [job, now, from?.rawValue, to.rawValue, note])
+    }
+
+    public func integrityCheck() throws -> String {
+        try pool.read { db in try String.fetchOne(db, sql: "PRAGMA integrity_check") ?? "no answer" }
+    }
+}
+
+// MARK: - Intake
+
+/// A file as the spool (or `run`) found it: where from, its content hash, and the outcome of validation.
+public struct Submission: Sendable {
+    public var source: String
+    public var contentHash: String
+    public var outcome: Result<ResolvedJob, ConfigurationError>
+
+    public init(source: String, contentHash: String, outcome: Result<ResolvedJob, ConfigurationError>) {
+        self.source = source
+        self.contentHash = contentHash
+        self.outcome = outcome
+    }
+}
+
+extension JobStore {
+    /// A job already recorded for this file name and content, if any.
+    public func existingJob(source: String, contentHash: String) throws -> (id: Int64, intakePending: Bool)? {
+        try read { db in
+            try Row.fetchOne(db, sql: "SELECT id, intake_pending FROM jobs WHERE source = ? AND content_hash = ? ORDER BY intake_pending DESC, id LIMIT 1",
+                             arguments: [source, contentHash]).map { ($0["id"], $0["intake_pending"]) }
+        }
+    }
+
+    /// Records a job as `queued` or `rejected`; with `intakePending` until its file has been moved.
+    @discardableResult
+    public func insert(_ submission: Submission, defaultMaxAttempts: Int, intakePending: Bool, storedAs: String?) throws -> Int64 {
+        try write { db in
+            let t = JobStore.now
+            switch submission.outcome {
+            case let .success(job):
+                let spec = String(decoding: try JSONEncoder().encode(job.spec), as: UTF8.self)
+                try db.execute(sql: """
+                    INSERT INTO jobs (source, content_hash, state, priority, name, model, model_directory, strategy, spec,
+                                      max_attempts, intake_pending, stored_as, created_at, updated_at)
+                    VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: [submission.source, submission.contentHash, job.spec.priority, job.spec.name, job.spec.model,
+                                     job.modelDirectory.path, job.spec.strategy.name, spec,
+                                     job.spec.maxAttempts ?? defaultMaxAttempts, intakePending, storedAs, t, t])
+                let id = db.lastInsertedRowID
+                for (i, p) in job.spec.prompts.enumerated() {
+                    try db.execute(sql: "INSERT INTO prompts (job_id, idx, prompt_id, text) VALUES (?, ?, ?, ?)",
+                                   arguments: [id, i, p.id, p.text])
+                }
+                try JobStore.event(db, job: id, from: nil, to: .queued, note: "accepted \(submission.source)")
+                return id
+            case let .failure(error):
+                let problems = error.problems.map { ProblemRecord(path: $0.path, expected: $0.expected, found: $0.found) }
+                let json = String(decoding: try JSONEncoder().encode(problems), as: UTF8.self)
+                try db.execute(sql: """
+                    INSERT INTO jobs (source, content_hash, state, problems, error, max_attempts, intake_pending, stored_as,
+                                      created_at, updated_at, finished_at)
+                    VALUES (?, ?, 'rejected', ?, ?, 0, ?, ?, ?, ?, ?)
+                    """, arguments: [submission.source, submission.contentHash, json, "\(error.problems.count) problem(s) in the job file",
+                                     intakePending, storedAs, t, t, t])
+                let id = db.lastInsertedRowID
+                try JobStore.event(db, job: id, from: nil, to: .rejected, note: "rejected \(submission.source)")
+                return id
+            }
+        }
+    }
+
+    public func markIntakeDone(job: Int64, storedAs: String) throws {
+        try write { db in
+            try db.execute(sql: "UPDATE jobs SET intake_pending = 0, stored_as = ?, updated_at = ? WHERE id = ?",
+                           arguments: [storedAs, JobStore.now, job])
+        }
+    }
+
+    public func storedName(job: Int64) throws -> String? {
+        try read { db in try String.fetchOne(db, sql: "SELECT stored_as FROM jobs WHERE id = ?", arguments: [job]) }
+    }
+}

@@ -1,0 +1,120 @@
+import Engine
+import Foundation
+import Tokenization
+
+/// A model folder loaded once and shared by every job and strategy that names it.
+public final class LoadedModel: @unchecked Sendable {
+    public let directory: URL
+    public let model: LlamaModel
+    public let tokenizer: Tokenizer
+    public var byteCount: Int { model.weights.byteCount }
+
+    init(directory: URL) throws {
+        self.directory = directory
+        model = try LlamaModel(directory: directory)
+        tokenizer = try Tokenizer(contentsOf: directory.appendingPathComponent("tokenizer.json"))
+    }
+}
+
+/// Loads each model folder once and keeps loaded weights within a memory budget by unloading the
+/// least recently used models that no job is using.
+public final class ModelManager: @unchecked Sendable {
+    public let budget: Int
+    private let log: Log
+    private let lock = NSLock()
+    private var entries: [String: (model: LoadedModel, users: Int, lastUsed: UInt64)] = [:]
+    private var clock: UInt64 = 0
+    public private(set) var loads = 0
+
+    public init(budget: Int, log: Log) {
+        self.budget = budget
+        self.log = log
+    }
+
+    /// The model for `directory`, loaded if needed; call `release` when the job is done with it.
+    public func acquire(_ directory: URL) throws -> LoadedModel {
+        let key = directory.standardizedFileURL.resolvingSymlinksInPath().path
+        lock.lock()
+        defer { lock.unlock() }
+        clock += 1
+        if var entry = entries[key] {
+            entry.users += 1
+            entry.lastUsed = clock
+            entries[key] = entry
+            return entry.model
+        }
+        let started = Date()
+        let model = try LoadedModel(directory: URL(fileURLWithPath: key, isDirectory: true))
+        loads += 1
+        log.info("models: loaded \(key) (\(model.model.layerCount) layers, \(model.byteCount >> 20) MiB) in \(String(format: "%.2f", Date().timeIntervalSince(started))) s")
+        entries[key] = (model, 1, clock)
+        evict(keeping: key)
+        return model
+    }
+
+    public func release(_ model: LoadedModel) {
+        let key = model.directory.path
+        lock.lock()
+        defer { lock.unlock() }
+        if var entry = entries[key] {
+            entry.users = max(0, entry.users - 1)
+            entries[key] = entry
+        }
+        evict(keeping: nil)
+    }
+
+    public var loadedDirectories: [String] {
+        lock.lock()
+        defer { lock.unlock() }
+        return entries.keys.sorted()
+    }
+
+    private func evict(keeping: String?) {
+        var total = entries.values.reduce(0) { $0 + $1.model.byteCount }
+        let idle = entries.filter { $0.value.users == 0 && $0.key != keeping }.sorted { $0.value.lastUsed < $1.value.lastUsed }
+        for (key, entry) in idle where total > budget {
+            entries[key] = nil
+            total -= entry.model.byteCount
+            log.info("models: unloaded \(key) (memory budget \(budget >> 20) MiB)")
+        }
+    }
+}
+
+/// Hands out KV caches so that all of them together stay within a byte budget. A request that
+/// can never fit fails at once with the numbers; one that fits later waits.
+public final class CacheManager: @unchecked Sendable {
+    public let budget: Int
+    private let condition = NSCondition()
+    public private(set) var bytesInUse = 0
+
+    public init(budget: Int) { self.budget = budget }
+
+    public struct TooLarge: Error, CustomStringConvertible {
+        public var needed: Int
+        public var budget: Int
+        public var description: String {
+            "the KV cache needs \(needed) bytes (\(needed >> 20) MiB) but cache_memory_budget is \(budget) bytes (\(budget >> 20) MiB); lower max_new_tokens or raise the budget"
+        }
+    }
+
+    /// - Parameter shouldStop: polled while waiting; returns nil when it says stop.
+    public func acquire(config: ModelConfig, capacity: Int, shouldStop: () -> Bool) throws -> KVCache? {
+        let bytes = KVCache.byteCount(config: config, capacity: capacity)
+        guard bytes <= budget else { throw TooLarge(needed: bytes, budget: budget) }
+        condition.lock()
+        while bytesInUse + bytes > budget {
+            if shouldStop() { condition.unlock(); return nil }
+            condition.wait(until: Date().addingTimeInterval(0.2))
+        }
+        bytesInUse += bytes
+        condition.unlock()
+        return KVCache(config: config, capacity: capacity)
+    }
+
+    public func release(_ cache: KVCache) {
+        condition.lock()
+        bytesInUse -= cache.byteCount
+        condition.broadcast()
+        condition.unlock()
+    }
+}

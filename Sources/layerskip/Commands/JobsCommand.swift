@@ -1,0 +1,93 @@
+import ArgumentParser
+import Daemon
+import Foundation
+
+struct JobsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "jobs", abstract: "List jobs, newest first.")
+
+    @OptionGroup var options: DaemonOptions
+
+    @Option(help: "Only jobs in this state (queued, running, succeeded, failed, cancelled, rejected).")
+    var state: String?
+
+    @Option(help: "At most this many jobs.")
+    var limit: Int?
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    struct Document: Encodable {
+        var schemaVersion: Int
+        var jobs: [JobRecord]
+    }
+
+    func run() throws {
+        var filter: JobState?
+        if let state {
+            guard let s = JobState(rawValue: state) else {
+                throw ValidationError("--state must be one of \(JobState.allCases.map(\.rawValue).joined(separator: ", ")), found \"\(state)\"")
+            }
+            filter = s
+        }
+        if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
+        let (_, store) = try options.openStore()
+        let jobs = try store.jobs(state: filter, limit: limit)
+        if json { return try printDocument(Document(schemaVersion: jsonSchemaVersion, jobs: jobs)) }
+        printTable(["ID", "STATE", "PRI", "STRATEGY", "PROMPTS", "ATTEMPTS", "CREATED", "SOURCE"], jobs.map { j in
+            [String(j.id), j.state.rawValue, String(j.priority), j.strategy ?? "-", "\(j.finishedPrompts)/\(j.promptCount)",
+             j.state == .rejected ? "-" : "\(j.attempts)/\(j.maxAttempts)", j.createdAt.shortTime, j.storedAs ?? j.source]
+        })
+    }
+}
+
+struct ShowCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "show", abstract: "One job's state, problems, metrics and history.")
+
+    @OptionGroup var options: DaemonOptions
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    @Argument(help: "Job id.")
+    var id: String
+
+    struct Document: Encodable {
+        var schemaVersion: Int
+        var job: JobRecord
+        var summary: JobSummary
+        var events: [JobStore.Event]
+    }
+
+    func run() throws {
+        let id = try parseJobID(id)
+        let (_, store) = try options.openStore()
+        let job = try requireJob(store, id)
+        let summary = JobSummary(job: job, outputs: try store.outputs(id))
+        let events = try store.events(id)
+        if json { return try printDocument(Document(schemaVersion: jsonSchemaVersion, job: job, summary: summary, events: events)) }
+        var lines: [(String, String)] = [
+            ("job", String(job.id)), ("state", job.state.rawValue), ("source", job.source),
+            ("stored as", job.storedAs ?? "-"), ("model", job.model.map { "\($0) (\(job.modelDirectory ?? "?"))" } ?? "-"),
+            ("strategy", job.strategy ?? "-"), ("priority", String(job.priority)),
+            ("prompts", "\(job.finishedPrompts) of \(job.promptCount) finished (run \(job.run))"),
+            ("attempts", "\(job.attempts) of \(job.maxAttempts)"), ("created", job.createdAt.shortTime),
+        ]
+        if let started = job.startedAt { lines.append(("started", started.shortTime)) }
+        if let finished = job.finishedAt { lines.append(("finished", finished.shortTime)) }
+        if job.cancelRequested { lines.append(("cancel", "requested")) }
+        if summary.generatedTokens > 0 {
+            lines.append(("tokens", "\(summary.generatedTokens) generated, \(summary.tokensPerSecond.short) tok/s"))
+            if let a = summary.acceptanceRate { lines.append(("acceptance", String(format: "%.1f%%", a * 100))) }
+            if let e = summary.averageExitLayer { lines.append(("avg exit layer", e.short)) }
+        }
+        if let error = job.error { lines.append(("error", error)) }
+        let width = lines.map(\.0.count).max() ?? 0
+        for (k, v) in lines { printLine(k.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + v) }
+        if let problems = job.problems, !problems.isEmpty {
+            printLine("problems:")
+            for p in problems { printLine("  \(p.path): expected \(p.expected), found \(p.found)") }
+        }
+        printLine("history:")
+        for e in events { printLine("  \(e.at.shortTime)  \(e.from ?? "-") → \(e.to)\(e.note.map { "  (\($0))" } ?? "")") }
+    }
+}

@@ -1,0 +1,28 @@
+import ArgumentParser
+import Daemon
+import Foundation
+
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the daemon: take job files from the spool, run them, keep state and outputs in SQLite.",
+        discussion: """
+            Drop job files into SPOOL/incoming (write elsewhere, then rename in) or use `layerskip submit`.
+            One daemon per state directory. SIGTERM or SIGINT stops between tokens, puts the running job back
+            in the queue and exits 0. Speaks the systemd notify protocol when NOTIFY_SOCKET is set.
+            Logs go to stderr with journald priority prefixes (<3> error … <7> debug).
+            """)
+
+    @OptionGroup var options: DaemonOptions
+
+    func run() throws {
+        let config = try options.load()
+        ThreadSettings.apply(config.threads > 0 ? config.threads : nil)
+        let log = Log(level: config.logLevel)
+        do {
+            try Daemon(config: config, registry: strategyRegistry, log: log).run()
+        } catch let error as DaemonError {
+            throw CLIError(message: error.description)
+        }
+    }
+}
