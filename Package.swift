@@ -88,7 +88,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DaemonTests",
-            dependencies: ["Daemon", "Decoding", "Engine", "Tokenization"],
+            dependencies: ["Daemon", "Decoding", "Engine", "Tokenization", .product(name: "GRDB", package: "GRDB.swift")],
             path: "Tests/DaemonTests"
         ),
         .testTarget(

@@ -78,7 +78,7 @@ public struct DaemonConfig: Sendable {
         }
         func path(_ s: String) -> URL {
             s.hasPrefix("/") ? URL(fileURLWithPath: s, isDirectory: true)
-                : URL(fileURLWithPath: s, isDirectory: true, relativeTo: directory).standardizedFileURL
+                : directory.appendingPathComponent(s, isDirectory: true).standardizedFileURL
         }
         let state = p.string(map, "state_directory", required: true).map(path)
         var config = DaemonConfig(stateDirectory: state ?? directory)

@@ -117,7 +117,7 @@ public enum JobFileValidator {
             directory = named
         } else if model.contains("/") || model.hasPrefix(".") {
             directory = model.hasPrefix("/") ? URL(fileURLWithPath: model)
-                : URL(fileURLWithPath: model, relativeTo: context.baseDirectory).standardizedFileURL
+                : context.baseDirectory.appendingPathComponent(model).standardizedFileURL
         } else {
             let known = names.isEmpty ? "no models are configured" : "configured: \(names.joined(separator: ", "))"
             return .failure(.init(path: "model", expected: "a model name from the daemon config (\(known)) or a folder path",
@@ -251,7 +251,7 @@ struct Problems {
 
     mutating func promptsFile(_ file: String, context: JobContext) -> [PromptSpec] {
         let url = file.hasPrefix("/") ? URL(fileURLWithPath: file)
-            : URL(fileURLWithPath: file, relativeTo: context.baseDirectory).standardizedFileURL
+            : context.baseDirectory.appendingPathComponent(file).standardizedFileURL
         let size = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? nil
         guard let size else {
             add("prompts_file", "a readable JSONL file (relative to the job file)", "\"\(file)\" (no \(url.path))")

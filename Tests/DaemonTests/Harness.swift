@@ -1,0 +1,202 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import XCTest
+
+/// Paths and the real `layerskip` binary that `swift build` put beside this test bundle.
+enum Paths {
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+    static let fixtures = repository.appendingPathComponent("Tests/Fixtures")
+    static let tinyModel = fixtures.appendingPathComponent("tiny-bytelevel-gqa-f32")
+    static let jobs = repository.appendingPathComponent("jobs")
+
+    static var binary: URL {
+        let dir = Bundle.main.executableURL?.deletingLastPathComponent()
+            ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        for candidate in [dir, dir.deletingLastPathComponent()] {
+            let url = candidate.appendingPathComponent("layerskip")
+            if FileManager.default.isExecutableFile(atPath: url.path) { return url }
+        }
+        return repository.appendingPathComponent(".build/debug/layerskip")
+    }
+
+    static func temporaryDirectory(_ name: String = #function) throws -> URL {
+        let url = FileManager.default.temporaryDirectory
+            .appendingPathComponent("layerskip-\(name.filter { $0.isLetter || $0.isNumber })-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+}
+
+/// The result of one run of the binary.
+struct Output {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+    var json: [String: Any]? { try? JSONSerialization.jsonObject(with: Data(stdout.utf8)) as? [String: Any] }
+    var jsonLines: [[String: Any]] {
+        stdout.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+    }
+}
+
+/// A temporary daemon installation: config, state and spool in one folder, and `serve` processes.
+final class Installation {
+    let root: URL
+    let config: URL
+    var spool: URL { root.appendingPathComponent("spool") }
+    var incoming: URL { spool.appendingPathComponent("incoming") }
+    var accepted: URL { spool.appendingPathComponent("accepted") }
+    var rejected: URL { spool.appendingPathComponent("rejected") }
+    var database: URL { root.appendingPathComponent("state/jobs.sqlite") }
+    private(set) var daemon: Process?
+    private var logIndex = 0
+    private(set) var logs: [URL] = []
+
+    init(name: String = #function, extraConfig: String = "") throws {
+        root = try Paths.temporaryDirectory(name)
+        config = root.appendingPathComponent("layerskip.yaml")
+        try """
+            state_directory: state
+            spool_directory: spool
+            models:
+              default: \(Paths.tinyModel.path)
+              tiny: \(Paths.tinyModel.path)
+            scan_interval_seconds: 0.5
+            log_level: debug
+            \(extraConfig)
+            """.write(to: config, atomically: true, encoding: .utf8)
+    }
+
+    deinit {
+        if let daemon, daemon.isRunning { kill(daemon.processIdentifier, SIGKILL); daemon.waitUntilExit() }
+        try? FileManager.default.removeItem(at: root)
+    }
+
+    /// Runs a CLI command with this installation's config.
+    @discardableResult
+    func cli(_ arguments: [String], environment: [String: String] = [:]) throws -> Output {
+        try Installation.run(arguments + ["--config", config.path], environment: environment)
+    }
+
+    static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Output {
+        let process = Process()
+        process.executableURL = Paths.binary
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env["NOTIFY_SOCKET"] = nil
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        final class Box: @unchecked Sendable { var data = Data() }
+        let errData = Box()
+        let group = DispatchGroup()
+        group.enter()
+        DispatchQueue.global().async { errData.data = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        group.wait()
+        process.waitUntilExit()
+        return Output(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                      stderr: String(decoding: errData.data, as: UTF8.self))
+    }
+
+    /// Starts `serve` and waits until it has scanned the spool (its "serving" line).
+    @discardableResult
+    func start(environment: [String: String] = [:], waitReady: Bool = true) throws -> Process {
+        let process = Process()
+        process.executableURL = Paths.binary
+        process.arguments = ["serve", "--config", config.path]
+        var env = ProcessInfo.processInfo.environment
+        env["NOTIFY_SOCKET"] = nil
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
+        logIndex += 1
+        let log = root.appendingPathComponent("serve-\(logIndex).log")
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        process.standardError = try FileHandle(forWritingTo: log)
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        daemon = process
+        logs.append(log)
+        if waitReady {
+            try waitFor("the daemon to be ready", timeout: 30) {
+                (try? String(contentsOf: log, encoding: .utf8))?.contains("serving ") ?? false || !process.isRunning
+            }
+            XCTAssertTrue(process.isRunning, "serve exited: \(lastLog)")
+        }
+        return process
+    }
+
+    var lastLog: String { logs.last.flatMap { try? String(contentsOf: $0, encoding: .utf8) } ?? "" }
+
+    /// Sends a signal and waits for the exit status.
+    @discardableResult
+    func stop(_ signal: Int32 = SIGTERM) -> Int32 {
+        guard let daemon else { return -1 }
+        kill(daemon.processIdentifier, signal)
+        daemon.waitUntilExit()
+        self.daemon = nil
+        return daemon.terminationReason == .uncaughtSignal ? -daemon.terminationStatus : daemon.terminationStatus
+    }
+
+    /// Writes a job file elsewhere, then renames it into incoming/ (the spool's rule).
+    func drop(_ name: String, _ contents: String) throws {
+        let temp = incoming.appendingPathComponent(".\(name).tmp")
+        try contents.write(to: temp, atomically: false, encoding: .utf8)
+        try FileManager.default.moveItem(at: temp, to: incoming.appendingPathComponent(name))
+    }
+
+    func job(_ id: Int) throws -> [String: Any] {
+        let r = try cli(["show", String(id), "--json"])
+        guard r.status == 0, let json = r.json, let job = json["job"] as? [String: Any] else {
+            throw NSError(domain: "show", code: Int(r.status), userInfo: [NSLocalizedDescriptionKey: r.stderr + r.stdout])
+        }
+        return job
+    }
+
+    func jobs() throws -> [[String: Any]] {
+        let r = try cli(["jobs", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        return (r.json?["jobs"] as? [[String: Any]]) ?? []
+    }
+
+    func waitForJob(_ id: Int, toBe states: Set<String>, timeout: Double = 60) throws -> [String: Any] {
+        var last: [String: Any] = [:]
+        try waitFor("job \(id) to be \(states.sorted())", timeout: timeout) {
+            last = (try? self.job(id)) ?? [:]
+            return states.contains(last["state"] as? String ?? "")
+        }
+        return last
+    }
+}
+
+/// Polls until `condition` holds; fails the test (by throwing) after `timeout` seconds.
+func waitFor(_ what: String, timeout: Double, interval: Double = 0.05, _ condition: () throws -> Bool) throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if try condition() { return }
+        Thread.sleep(forTimeInterval: interval)
+    }
+    throw NSError(domain: "timeout", code: 1, userInfo: [NSLocalizedDescriptionKey: "timed out waiting for \(what)"])
+}
+
+/// A job file for the tiny fixture model.
+func jobYAML(strategy: String = "autoregressive", prompts: Int = 1, tokens: Int = 8, priority: Int = 0,
+             extra: String = "", promptPrefix: String = "Hello") -> String {
+    var s = """
+        model: tiny
+        strategy: \(strategy)
+        max_new_tokens: \(tokens)
+        min_new_tokens: \(tokens)
+        priority: \(priority)
+        \(extra)
+        prompts:
+
+        """
+    for i in 0..<prompts { s += "  - {id: p\(i), text: \"\(promptPrefix) \(i)\"}\n" }
+    return s
+}

@@ -1,0 +1,114 @@
+import Daemon
+import Decoding
+import Foundation
+import XCTest
+
+final class JobFileTests: XCTestCase {
+    func context(_ base: URL = Paths.jobs) -> JobContext {
+        JobContext(baseDirectory: base, models: ["tiny": Paths.tinyModel], registry: testRegistry)
+    }
+
+    func problems(_ yaml: String, base: URL = Paths.jobs) -> [ConfigurationProblem] {
+        switch JobFileValidator.validate(Data(yaml.utf8), file: "job.yaml", context: context(base)) {
+        case .success: return []
+        case let .failure(e): return e.problems
+        }
+    }
+
+    func testValidJobResolvesModelPromptsAndDefaults() throws {
+        let yaml = """
+            model: tiny
+            strategy: {name: early-exit, exit_layer: 2}
+            max_new_tokens: 5
+            stop: "\\n\\n"
+            sampling: {temperature: 0.7, top_k: 40, top_p: 0.9, seed: 7}
+            prompts:
+              - {id: a, text: "x"}
+              - "plain string"
+            """
+        let job = try JobFileValidator.validate(Data(yaml.utf8), file: "job.yaml", context: context()).get()
+        XCTAssertEqual(job.spec.strategy, StrategySpec(name: "early-exit", options: ["exit_layer": .int(2)]))
+        XCTAssertEqual(job.spec.prompts, [PromptSpec(id: "a", text: "x"), PromptSpec(id: "2", text: "plain string")])
+        XCTAssertEqual(job.spec.stop, ["\n\n"])
+        XCTAssertEqual(job.spec.sampling, SamplingParameters(temperature: 0.7, topK: 40, topP: 0.9, seed: 7))
+        XCTAssertEqual(job.spec.priority, 0)
+        XCTAssertEqual(job.modelLayers, 4)
+        XCTAssertEqual(job.modelDirectory.standardizedFileURL.path, Paths.tinyModel.path)
+    }
+
+    /// Every problem comes back at once, each with its path, what was expected and what was found.
+    func testEveryProblemReportedAtOnceWithPaths() {
+        let found = problems("""
+            model: tiny
+            strategy: {name: early-exit, exit_layer: 4}
+            max_new_tokens: "many"
+            priorty: 3
+            sampling: {temperature: -1, topk: 2}
+            stop: [1]
+            prompts:
+              - {id: a, txt: "x"}
+            """)
+        let paths = Set(found.map(\.path))
+        for path in ["strategy.exit_layer", "max_new_tokens", "priorty", "sampling.temperature", "sampling.topk", "stop[0]",
+                     "prompts[0].txt", "prompts[0].text"] {
+            XCTAssertTrue(paths.contains(path), "no problem at \(path): \(found)")
+        }
+        let unknown = found.first { $0.path == "priorty" }
+        XCTAssertEqual(unknown?.found, "an unknown key")
+        XCTAssertEqual(found.first { $0.path == "max_new_tokens" }?.found, "the string \"many\"")
+        XCTAssertTrue(found.first { $0.path == "strategy.exit_layer" }?.expected.contains("1..<4") ?? false)
+    }
+
+    func testStructuralProblems() {
+        XCTAssertEqual(problems("model: tiny\nstrategy: autoregressive\n").map(\.path), ["prompts"])
+        XCTAssertEqual(problems("[1, 2]").first?.path, "(top level)")
+        XCTAssertEqual(problems("").first?.found, "an empty document")
+        XCTAssertTrue(problems("model: [unclosed").first?.expected.contains("valid YAML") ?? false)
+        XCTAssertEqual(problems("model: nope\nprompts: [x]").first?.path, "model")
+        XCTAssertEqual(problems("model: tiny\nstrategy: warp-drive\nprompts: [x]").map(\.path), ["strategy.name"])
+        XCTAssertEqual(problems("model: tiny\nprompts: [x]\nprompts_file: p.jsonl").map(\.path), ["prompts_file"])
+        XCTAssertEqual(problems("model: tiny\nprompts: [{id: a, text: x}, {id: a, text: y}]").map(\.path), ["prompts"])
+        XCTAssertEqual(problems("model: ./no/such/folder\nprompts: [x]").map(\.path), ["model"])
+    }
+
+    func testPromptsFileIsReadRelativeToTheJobFile() throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try "{\"id\": \"one\", \"text\": \"a\"}\n\n{\"text\": \"b\"}\n".write(to: dir.appendingPathComponent("p.jsonl"), atomically: true, encoding: .utf8)
+        let job = try JobFileValidator.validate(Data("model: tiny\nprompts_file: p.jsonl\n".utf8), file: "j", context: context(dir)).get()
+        XCTAssertEqual(job.spec.prompts.map(\.id), ["one", "2"])
+        try "{\"id\": 1, \"text\": \"a\"}\nnot json\n".write(to: dir.appendingPathComponent("bad.jsonl"), atomically: true, encoding: .utf8)
+        XCTAssertEqual(problems("model: tiny\nprompts_file: bad.jsonl\n", base: dir).map(\.path), ["bad.jsonl:2"])
+        XCTAssertEqual(problems("model: tiny\nprompts_file: missing.jsonl\n", base: dir).map(\.path), ["prompts_file"])
+    }
+
+    func testModelFolderPathRelativeToJobFile() throws {
+        let job = try JobFileValidator.validate(Data("model: ../Tests/Fixtures/tiny-bytelevel-gqa-f32\nprompts: [x]\n".utf8),
+                                                file: "j", context: context()).get()
+        XCTAssertEqual(job.modelDirectory.path, Paths.tinyModel.path)
+    }
+
+    func testDaemonConfigReportsEveryProblem() throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("c.yaml")
+        try "state_directory: s\nlog_level: loud\ncache_memory_budget: lots\nwat: 1\n".write(to: file, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try DaemonConfig.load(from: file)) { error in
+            let text = "\(error)"
+            for needle in ["log_level", "cache_memory_budget", "wat"] { XCTAssertTrue(text.contains(needle), text) }
+        }
+        try "state_directory: s\ncache_memory_budget: 512MiB\nmodels: {a: m}\n".write(to: file, atomically: true, encoding: .utf8)
+        let config = try DaemonConfig.load(from: file)
+        XCTAssertEqual(config.cacheMemoryBudget, 512 << 20)
+        XCTAssertEqual(config.stateDirectory.path, dir.appendingPathComponent("s").path)
+        XCTAssertEqual(config.spoolDirectory.path, dir.appendingPathComponent("s/spool").path)
+        XCTAssertEqual(config.models["a"]?.path, dir.appendingPathComponent("m").path)
+    }
+
+    /// The shipped config parses (its paths need not exist here).
+    func testShippedConfigParses() throws {
+        let config = try DaemonConfig.load(from: Paths.repository.appendingPathComponent("etc/layerskip.yaml"))
+        XCTAssertEqual(config.stateDirectory.path, "/var/lib/layerskip")
+        XCTAssertEqual(config.spoolDirectory.path, "/var/spool/layerskip")
+    }
+}
