@@ -4,6 +4,9 @@ import PackageDescription
 // Kernels are always optimised: a debug build of the test suite must still run the
 // fixtures' forward passes quickly, and the SIMD paths are selected at run time.
 let kernelFlags: [CSetting] = [.unsafeFlags(["-O3", "-fno-math-errno", "-Wall"])]
+// The per-token Swift code (engine loop, sampler, strategies) is optimised in debug builds too,
+// so the test suite's thousands of generations run at a useful speed.
+let hotSwift: [SwiftSetting] = [.unsafeFlags(["-O"], .when(configuration: .debug))]
 
 let package = Package(
     name: "layerskip",
@@ -39,14 +42,20 @@ let package = Package(
         .target(
             name: "Engine",
             dependencies: ["CKernels", "COpenBLAS", "Tokenization"],
-            path: "Sources/Engine"
+            path: "Sources/Engine",
+            swiftSettings: hotSwift
         ),
         // The strategy protocol and registry, sampler, stop conditions, metrics.
         .target(
             name: "Decoding",
             dependencies: ["Engine", "Tokenization", "CKernels"],
-            path: "Sources/Decoding"
+            path: "Sources/Decoding",
+            swiftSettings: hotSwift
         ),
+        // Decoding-strategy plugins: each depends on the decoding protocol, never on the daemon.
+        .target(name: "AutoregressivePlugin", dependencies: ["Decoding", "Engine"], path: "Plugins/Autoregressive", swiftSettings: hotSwift),
+        .target(name: "EarlyExitPlugin", dependencies: ["Decoding", "Engine", "CKernels"], path: "Plugins/EarlyExit", swiftSettings: hotSwift),
+        .target(name: "SelfSpeculativePlugin", dependencies: ["Decoding", "Engine"], path: "Plugins/SelfSpeculative", swiftSettings: hotSwift),
         // The daemon: job files, spool intake, SQLite job store, runner, model and cache managers.
         .target(
             name: "Daemon",
@@ -61,6 +70,7 @@ let package = Package(
             name: "layerskip",
             dependencies: [
                 "Engine", "Tokenization", "COpenBLAS", "CKernels", "Decoding", "Daemon",
+                "AutoregressivePlugin", "EarlyExitPlugin", "SelfSpeculativePlugin",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/layerskip"
@@ -83,7 +93,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DecodingTests",
-            dependencies: ["Decoding", "Engine", "Tokenization"],
+            dependencies: ["Decoding", "Engine", "Tokenization", "AutoregressivePlugin", "EarlyExitPlugin", "SelfSpeculativePlugin"],
             path: "Tests/DecodingTests"
         ),
         .testTarget(

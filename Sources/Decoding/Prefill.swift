@@ -20,3 +20,9 @@ public func prefill(_ model: LlamaModel, prompt: ArraySlice<Int>, startPosition:
     }
     return lastRow
 }
+
+/// Prompt positions per prefill pass: large enough that the weights are read once for many
+/// positions (compute-bound matrix products), small enough to bound scratch memory.
+public enum PrefillChunk {
+    public static let positions = 128
+}

@@ -57,3 +57,13 @@ public final class KVCache: @unchecked Sendable {
 
     public func reset() { truncate(to: 0) }
 }
+
+extension KVCache {
+    /// The stored key (post-RoPE) and value of one layer at one position, for inspection in tests
+    /// and tools: (kvHeads*headDim) floats each.
+    public func entry(layer: Int, position: Int) -> (key: [Float], value: [Float]) {
+        precondition(position < lengths[layer], "position \(position) is beyond layer \(layer)'s length \(lengths[layer])")
+        return (Array(UnsafeBufferPointer(start: keyRow(layer: layer, position: position), count: kvDim)),
+                Array(UnsafeBufferPointer(start: valueRow(layer: layer, position: position), count: kvDim)))
+    }
+}

@@ -100,20 +100,50 @@ public final class LlamaModel: @unchecked Sendable {
     }
 
     /// The exit head on rows `rows` of `h`: final RMSNorm, then the LM head, into logits rows
-    /// 0..<rows.count. The same head serves every exit layer (LayerSkip shares it). `h` is not
+    /// firstRow..<firstRow + rows.count. The same head serves every exit layer (LayerSkip shares it). `h` is not
     /// modified, so the pass can continue through deeper layers afterwards.
-    public func exitLogits(_ h: Activations, rows: Range<Int>, into logits: Logits) {
+    public func exitLogits(_ h: Activations, rows: Range<Int>, into logits: Logits, at firstRow: Int = 0) {
         let n = rows.count
-        precondition(n > 0 && rows.upperBound <= h.capacity && n <= logits.capacity)
+        precondition(n > 0 && rows.upperBound <= h.capacity && firstRow + n <= logits.capacity)
         let hd = config.hiddenSize
         let normed = h.normed.pointer
         ck_rmsnorm(h.hidden.pointer + rows.lowerBound * hd, weights.finalNorm.data, weights.finalNorm.dtype.kernelType,
                    config.rmsNormEps, Int32(hd), Int32(n), normed)
-        matmul(weights.lmHead, normed, n, logits.values.pointer, ldy: config.vocabSize)
+        matmul(weights.lmHead, normed, n, logits.values.pointer + firstRow * config.vocabSize, ldy: config.vocabSize)
     }
 
     @inline(__always)
     private func matmul(_ w: WeightMatrix, _ x: UnsafePointer<Float>, _ n: Int, _ y: UnsafeMutablePointer<Float>, ldy: Int) {
         ck_matmul(w.dtype.kernelType, w.data, Int32(w.rows), Int32(w.cols), x, Int32(w.cols), Int32(n), y, Int32(ldy))
+    }
+}
+
+extension LlamaModel {
+    /// Fills the K/V of `layers` at `positions` from hidden states that did not go through those
+    /// layers (CALM's state propagation for early-exited tokens): each layer projects the given
+    /// state with its own input norm and K/V weights, so later tokens have something to attend to
+    /// at these positions. Costs the K/V projections only (about 1/6 of a layer's weights for
+    /// Llama-3-style GQA), not the attention or the MLP.
+    public func fillKeysAndValues(from h: Activations, rows: Range<Int>, layers: Range<Int>, positions: Range<Int>, cache: KVCache) {
+        let n = rows.count
+        precondition(n == positions.count && n > 0 && rows.upperBound <= h.capacity)
+        let c = config
+        let hd = c.hiddenSize
+        let start = positions.lowerBound
+        for l in layers {
+            precondition(cache.lengths[l] == start, "layer \(l) cache holds \(cache.lengths[l]) positions, fill starts at \(start)")
+            let w = weights.layers[l]
+            ck_rmsnorm(h.hidden.pointer + rows.lowerBound * hd, w.inputNorm.data, w.inputNorm.dtype.kernelType, c.rmsNormEps,
+                       Int32(hd), Int32(n), h.normed.pointer)
+            ck_matmul(w.k.dtype.kernelType, w.k.data, Int32(w.k.rows), Int32(w.k.cols), h.normed.pointer, Int32(hd), Int32(n),
+                      cache.keyRow(layer: l, position: start), Int32(c.kvDim))
+            ck_matmul(w.v.dtype.kernelType, w.v.data, Int32(w.v.rows), Int32(w.v.cols), h.normed.pointer, Int32(hd), Int32(n),
+                      cache.valueRow(layer: l, position: start), Int32(c.kvDim))
+            for r in 0..<n {
+                let p = start + r
+                ck_rope(cache.keyRow(layer: l, position: p), Int32(c.kvHeadCount), Int32(c.headDim), rope.cosRow(p), rope.sinRow(p))
+            }
+            cache.setLength(start + n, layer: l)
+        }
     }
 }

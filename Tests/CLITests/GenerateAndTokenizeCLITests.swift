@@ -64,7 +64,7 @@ final class GenerateAndTokenizeCLITests: XCTestCase {
         let dir = CLI.fixtures.appendingPathComponent("tiny-bytelevel-gqa-f32").path
         let badExit = try CLI.run(["generate", "--model", dir, "--exit-layer", "9", "hi"])
         XCTAssertEqual(badExit.status, 2)
-        XCTAssertTrue(badExit.stderr.contains("--exit-layer must be between 1 and 4"), badExit.stderr)
+        XCTAssertTrue(badExit.stderr.contains("--exit-layer: expected an integer in 1...4"), badExit.stderr)
 
         let usage = try CLI.run(["generate", "--model", dir, "--max-new-tokens", "0", "hi"])
         XCTAssertEqual(usage.status, 2)

@@ -16,7 +16,7 @@ final class ServeBadInputTests: XCTestCase {
             ("unknown-key.yaml", jobYAML(extra: "temprature: 0.5"), "temprature: expected one of"),
             ("wrong-types.yaml", "model: tiny\nmax_new_tokens: lots\npriority: [1]\nprompts: [x]\n", "max_new_tokens: expected an integer"),
             ("no-prompts.yaml", "model: tiny\nstrategy: autoregressive\n", "prompts: expected a list of prompts"),
-            ("exit-too-deep.yaml", jobYAML(strategy: "{name: early-exit, exit_layer: 4}"), "strategy.exit_layer"),
+            ("exit-too-deep.yaml", jobYAML(strategy: "{name: self-speculative, exit_layer: 4, speculations: 3}"), "strategy.exit_layer"),
             ("unknown-model.yaml", jobYAML().replacingOccurrences(of: "model: tiny", with: "model: gpt-17"), "model: expected a model name"),
             ("unknown-strategy.yaml", jobYAML(strategy: "warp-drive"), "strategy.name: expected one of"),
             ("empty.yaml", "", "an empty file"),

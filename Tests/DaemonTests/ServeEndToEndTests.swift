@@ -91,7 +91,7 @@ final class ServeEndToEndTests: XCTestCase {
         XCTAssertTrue(jobs.contains { ($0["prompt_count"] as? Int ?? 0) >= 4 }, "the batch job's prompts file")
 
         let bad = install.root.appendingPathComponent("bad.yaml")
-        try "model: tiny\nstrategy: {name: early-exit, exit_layer: 4}\nprompts: [x]\n".write(to: bad, atomically: true, encoding: .utf8)
+        try "model: tiny\nstrategy: {name: self-speculative, exit_layer: 4}\nprompts: [x]\n".write(to: bad, atomically: true, encoding: .utf8)
         let failed = try install.cli(["run", bad.path])
         XCTAssertEqual(failed.status, 1)
         XCTAssertTrue(failed.stderr.contains("strategy.exit_layer"), failed.stderr)

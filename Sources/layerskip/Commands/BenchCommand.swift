@@ -1,35 +1,51 @@
 import ArgumentParser
+import Decoding
 import Engine
 import Foundation
+import Tokenization
 
-/// Engine throughput on one model, as a rerunnable benchmark: medians over several runs of a
-/// prefill of --prompt-tokens and a greedy decode of --new-tokens, plus peak memory.
+/// Rerunnable speed benchmark: strategies compared on the same model, prompts and machine in one
+/// process, runs interleaved so that noise from a shared machine hits all of them alike; medians of
+/// per-run tokens/s and of per-run ratios to the first strategy.
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Measure prefill and decode speed and peak memory of a model (medians of several runs).",
+        abstract: "Measure prefill and decode speed, strategy speed-ups and peak memory (medians of several runs).",
         discussion: """
-            The prompt is --prompt-tokens pseudo-random token ids (seeded), so any model folder works,
-            a tokenizer is not needed, and runs are comparable. Each run starts from an empty cache.
-            Example (the engine issue's bar): layerskip init-model --shape llama3.2-1b --tokenizer
-            Tests/Fixtures/tokenizers/llama3/tokenizer.json --out models/stand-in/llama3.2-1b, then
-            layerskip bench --model models/stand-in/llama3.2-1b --prompt-tokens 64 --new-tokens 64 --runs 5.
+            --strategy takes NAME or NAME:key=value,key=value (e.g. self-speculative:exit_layer=8,speculations=6)
+            and may be repeated; the first one is the baseline of the reported ratios. Prompts are a fixed set of
+            short texts encoded with the model's tokenizer.json (or seeded random ids with --random-prompt).
+            Decode runs are greedy unless --temperature is set. Examples:
+              layerskip init-model --shape llama3.2-1b --tokenizer Tests/Fixtures/tokenizers/llama3/tokenizer.json \\
+                  --out models/stand-in/llama3.2-1b-late0.02 --late-scale 0.02
+              layerskip bench --model models/stand-in/llama3.2-1b-late0.02 --prompt-tokens 64 --new-tokens 64
+              layerskip bench --model models/stand-in/llama3.2-1b-late0.02 --new-tokens 128 \\
+                  --strategy autoregressive --strategy self-speculative:exit_layer=8,speculations=6 --verify-cost 7
             """)
 
     @Option(help: "Hugging Face model folder.")
     var model: String
 
-    @Option(help: "Prompt length for the prefill measurement.")
+    @Option(name: .customLong("strategy"), help: "Strategy to measure (repeatable; default: autoregressive).")
+    var strategies: [String] = []
+
+    @Option(help: "Prefill measurement: a prompt of this many seeded random token ids (0 skips it).")
     var promptTokens: Int = 64
 
-    @Option(help: "Tokens to decode after the prompt.")
+    @Option(help: "Tokens to generate per prompt.")
     var newTokens: Int = 64
+
+    @Option(help: "How many of the built-in prompts to decode from.")
+    var prompts: Int = 3
 
     @Option(help: "Number of measured runs (a warm-up run comes first).")
     var runs: Int = 5
 
-    @Option(help: "Exit layer for the decode (default: all layers).")
-    var exitLayer: Int?
+    @Option(help: "Also time one pass of all layers over N+1 positions against one over a single position.")
+    var verifyCost: Int?
+
+    @Option(help: "Sampling temperature for the decode runs (0 = greedy).")
+    var temperature: Double = 0
 
     @Option(help: "Compute threads (default: LAYERSKIP_THREADS or all online CPUs).")
     var threads: Int?
@@ -37,70 +53,236 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Print one JSON object.")
     var json = false
 
+    static let texts = [
+        "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+        "The history of the printing press begins in",
+        "import os\nimport sys\n\nclass ConfigLoader:\n",
+        "Summarize the following article in three sentences:\nThe city council met on Tuesday to discuss",
+    ]
+
     func validate() throws {
-        guard promptTokens >= 1, newTokens >= 1, runs >= 1 else {
-            throw ValidationError("--prompt-tokens, --new-tokens and --runs must be at least 1")
+        guard newTokens >= 1, runs >= 1, promptTokens >= 0, (1...Self.texts.count).contains(prompts) else {
+            throw ValidationError("--new-tokens and --runs must be ≥ 1, --prompt-tokens ≥ 0, --prompts in 1...\(Self.texts.count)")
         }
+    }
+
+    struct StrategyResult: Encodable {
+        var strategy: String
+        var options: [String: ConfigValue]
+        var tokensPerSecond: [Double]
+        var medianTokensPerSecond: Double
+        var medianRatioToBaseline: Double
+        var acceptanceRate: Double?
+        var tokensPerRound: Double?
+        var averageExitLayer: Double?
+        var layerEvaluationsPerToken: Double
+        var identicalToBaseline: Bool?
     }
 
     struct Report: Encodable {
         var model: String
         var layers: Int
         var weightBytes: Int
-        var kvCacheBytes: Int
         var threads: Int
         var kernels: String
-        var promptTokens: Int
-        var newTokens: Int
         var runs: Int
+        var newTokens: Int
+        var prompts: Int
+        var prefillTokens: Int
         var prefillTokensPerSecond: [Double]
-        var decodeTokensPerSecond: [Double]
-        var medianPrefillTokensPerSecond: Double
-        var medianDecodeTokensPerSecond: Double
+        var medianPrefillTokensPerSecond: Double?
+        var strategies: [StrategyResult]
+        var verifyPositions: Int?
+        var verifyCostRatio: Double?
         var peakRssBytes: Int
+        var kvCacheBytes: Int
         var peakRssOverWeightsPlusKv: Double
+    }
+
+    static func parseSpec(_ text: String) throws -> StrategySpec {
+        let parts = text.split(separator: ":", maxSplits: 1).map(String.init)
+        var options: [String: ConfigValue] = [:]
+        if parts.count == 2 {
+            for pair in parts[1].split(separator: ",") {
+                let kv = pair.split(separator: "=", maxSplits: 1).map(String.init)
+                guard kv.count == 2 else { throw ValidationError("--strategy \(text): expected key=value, found \"\(pair)\"") }
+                if let i = Int(kv[1]) { options[kv[0]] = .int(i) }
+                else if let d = Double(kv[1]) { options[kv[0]] = .double(d) }
+                else if let b = Bool(kv[1]) { options[kv[0]] = .bool(b) }
+                else { options[kv[0]] = .string(kv[1]) }
+            }
+        }
+        return StrategySpec(name: parts[0], options: options)
     }
 
     func run() throws {
         ThreadSettings.apply(threads)
-        let llama = try LlamaModel(directory: URL(fileURLWithPath: model), maxPositions: promptTokens + newTokens)
-        if let exitLayer, !(1...llama.layerCount).contains(exitLayer) {
-            throw ValidationError("--exit-layer must be between 1 and \(llama.layerCount), found \(exitLayer)")
+        let directory = URL(fileURLWithPath: model)
+        let specs = try (strategies.isEmpty ? ["autoregressive"] : strategies).map(Self.parseSpec)
+        let config = try ModelConfig.load(from: directory.appendingPathComponent("config.json"))
+        let problems = specs.flatMap { Strategies.registry.problems($0, model: config) }
+        if !problems.isEmpty { throw ValidationError(problems.map(\.description).joined(separator: "\n")) }
+
+        let llama = try LlamaModel(directory: directory, maxPositions: max(promptTokens, 256) + newTokens + 80)
+        let tokenizer = try? Tokenizer(contentsOf: directory.appendingPathComponent("tokenizer.json"))
+        let promptIds: [[Int]] = Self.texts.prefix(prompts).map { text in
+            let ids = tokenizer?.encode(text) ?? []
+            if !ids.isEmpty && ids.allSatisfy({ $0 < llama.config.vocabSize }) { return ids }
+            var rng = SplitMix64(seed: UInt64(text.utf8.count))
+            return (0..<16).map { _ in Int(rng.next() % UInt64(llama.config.vocabSize)) }
         }
+        let generators = try specs.map { try Strategies.registry.make($0, model: llama) }
+        let sampling = SamplingParameters(temperature: temperature, seed: temperature > 0 ? 1 : nil)
+        let capacity = promptIds.map(\.count).max()! + newTokens + 80
+        let cache = llama.makeCache(capacity: capacity)
+
+        func log(_ s: String) { if !json { standardError(s) } }
+        log("model \(model): \(llama.layerCount) layers, \(String(format: "%.2f", Double(llama.weights.byteCount) / 1e9)) GB of weights, \(KernelReport.current().summary)")
+
+        // Prefill: one chunked pass over a seeded random prompt, all layers.
+        var prefillRates: [Double] = []
         var rng = SplitMix64(seed: 42)
-        let vocab = UInt64(llama.config.vocabSize)
-        let prompt = (0..<promptTokens).map { _ in Int(rng.next() % vocab) }
-        let generator = GreedyGeneration(model: llama)
-        var prefill: [Double] = []
-        var decode: [Double] = []
+        let randomPrompt = (0..<promptTokens).map { _ in Int(rng.next() % UInt64(llama.config.vocabSize)) }
+        let prefillCache = promptTokens > 0 ? llama.makeCache(capacity: promptTokens) : nil
+        let prefillActivations = promptTokens > 0 ? llama.makeActivations(capacity: min(promptTokens, PrefillChunk.positions)) : nil
+
+        var rates = Array(repeating: [Double](), count: specs.count)
+        var ratios = Array(repeating: [Double](), count: specs.count)
+        var last = Array(repeating: [GenerationMetrics](), count: specs.count)
+        var outputs = Array(repeating: [[Int]](), count: specs.count)
         for run in 0...runs {
-            let result = generator.run(prompt: prompt, maxNewTokens: newTokens, exitLayer: exitLayer,
-                                       minNewTokens: newTokens, stopTokenIds: [])
-            guard run > 0 else { continue }  // warm-up: page in the weights
-            prefill.append(Double(promptTokens) / result.prefillSeconds)
-            decode.append(Double(max(result.tokens.count - 1, 1)) / result.decodeSeconds)
-            if !json {
-                standardError(String(format: "run %d: prefill %.1f tok/s, decode %.2f tok/s", run, prefill.last!, decode.last!))
+            if let prefillCache, let prefillActivations {
+                prefillCache.reset()
+                let clock = ContinuousClock()
+                let start = clock.now
+                let row = prefill(llama, prompt: randomPrompt[...], layers: 0..<llama.layerCount, activations: prefillActivations, cache: prefillCache)
+                let logits = llama.makeLogits()
+                llama.exitLogits(prefillActivations, rows: row..<(row + 1), into: logits)
+                let rate = Double(promptTokens) / (clock.now - start).seconds
+                if run > 0 { prefillRates.append(rate) }
+                log(String(format: "run %d: prefill %d tokens %.1f tokens/s", run, promptTokens, rate))
+            }
+            var runRates: [Double] = []
+            for (i, generator) in generators.enumerated() {
+                var tokens = 0
+                var seconds = 0.0
+                var metrics: [GenerationMetrics] = []
+                var produced: [[Int]] = []
+                for ids in promptIds {
+                    let request = GenerationRequest(prompt: ids, maxNewTokens: newTokens, minNewTokens: newTokens, sampling: sampling,
+                                                    eosTokenIds: Set(llama.config.eosTokenIds))
+                    let output = GenerationOutput(request: request, tokenizer: nil)
+                    let m = generator.generate(request, cache: cache, output: output)
+                    tokens += m.generatedTokens
+                    seconds += m.decodeMs / 1000
+                    metrics.append(m)
+                    produced.append(output.tokens)
+                }
+                let rate = Double(tokens) / seconds
+                runRates.append(rate)
+                if run > 0 {
+                    rates[i].append(rate)
+                    ratios[i].append(rate / runRates[0])
+                }
+                last[i] = metrics
+                outputs[i] = produced
+                var line = String(format: "run %d: %@ %.2f tokens/s", run, Self.describe(specs[i]), rate)
+                let drafted = metrics.compactMap(\.drafted).reduce(0, +), accepted = metrics.compactMap(\.accepted).reduce(0, +)
+                if drafted > 0 { line += String(format: ", acceptance %.1f%%", 100 * Double(accepted) / Double(drafted)) }
+                log(line)
             }
         }
-        let kv = KVCache.byteCount(config: llama.config, capacity: promptTokens + newTokens)
+
+        var verifyRatio: Double?
+        if let d = verifyCost {
+            verifyRatio = measureVerifyCost(llama, positions: d + 1)
+            log(String(format: "one pass of %d positions (all layers + exit head) costs %.2f× a single-position pass", d + 1, verifyRatio!))
+        }
+
+        let results = specs.enumerated().map { i, spec -> StrategyResult in
+            let m = last[i]
+            let drafted = m.compactMap(\.drafted).reduce(0, +), accepted = m.compactMap(\.accepted).reduce(0, +)
+            let rounds = m.compactMap(\.rounds).reduce(0, +)
+            let generated = m.map(\.generatedTokens).reduce(0, +)
+            let exits = m.compactMap(\.averageExitLayer)
+            return StrategyResult(
+                strategy: spec.name, options: spec.options, tokensPerSecond: rates[i], medianTokensPerSecond: median(rates[i]),
+                medianRatioToBaseline: median(ratios[i]),
+                acceptanceRate: drafted > 0 ? Double(accepted) / Double(drafted) : nil,
+                tokensPerRound: rounds > 0 ? Double(generated - m.count) / Double(rounds) : nil,
+                averageExitLayer: exits.isEmpty ? nil : exits.reduce(0, +) / Double(exits.count),
+                layerEvaluationsPerToken: m.map(\.layerEvaluationsPerToken).reduce(0, +) / Double(max(m.count, 1)),
+                identicalToBaseline: i == 0 ? nil : outputs[i] == outputs[0])
+        }
+        let kv = cache.byteCount + (prefillCache?.byteCount ?? 0)
         let rss = peakResidentBytes()
         let report = Report(
-            model: model, layers: llama.layerCount, weightBytes: llama.weights.byteCount, kvCacheBytes: kv,
-            threads: KernelReport.current().threads, kernels: KernelReport.current().kernels,
-            promptTokens: promptTokens, newTokens: newTokens, runs: runs,
-            prefillTokensPerSecond: prefill, decodeTokensPerSecond: decode,
-            medianPrefillTokensPerSecond: median(prefill), medianDecodeTokensPerSecond: median(decode),
-            peakRssBytes: rss, peakRssOverWeightsPlusKv: Double(rss) / Double(llama.weights.byteCount + kv))
+            model: model, layers: llama.layerCount, weightBytes: llama.weights.byteCount, threads: KernelReport.current().threads,
+            kernels: KernelReport.current().kernels, runs: runs, newTokens: newTokens, prompts: promptIds.count,
+            prefillTokens: promptTokens, prefillTokensPerSecond: prefillRates,
+            medianPrefillTokensPerSecond: prefillRates.isEmpty ? nil : median(prefillRates), strategies: results,
+            verifyPositions: verifyCost.map { $0 + 1 }, verifyCostRatio: verifyRatio, peakRssBytes: rss, kvCacheBytes: kv,
+            peakRssOverWeightsPlusKv: Double(rss) / Double(llama.weights.byteCount + kv))
         if json {
             try printJSON(report)
-        } else {
-            print(String(format: "model %@: %d layers, weights %.2f GB, KV cache %.1f MB, %d threads, kernels %@",
-                         model, llama.layerCount, Double(report.weightBytes) / 1e9, Double(kv) / 1e6, report.threads, report.kernels))
-            print(String(format: "prefill %d tokens: median %.1f tokens/s", promptTokens, report.medianPrefillTokensPerSecond))
-            print(String(format: "decode %d tokens:  median %.2f tokens/s", newTokens, report.medianDecodeTokensPerSecond))
-            print(String(format: "peak RSS %.2f GB = %.2f × (weights + KV cache)", Double(rss) / 1e9, report.peakRssOverWeightsPlusKv))
+            return
         }
+        if let p = report.medianPrefillTokensPerSecond {
+            print(String(format: "prefill %d tokens: median %.1f tokens/s", promptTokens, p))
+        }
+        for r in results {
+            var line = String(format: "%-60@ median %7.2f tokens/s  %.2f× baseline", Self.describe(StrategySpec(name: r.strategy, options: r.options)) as NSString,
+                              r.medianTokensPerSecond, r.medianRatioToBaseline)
+            if let a = r.acceptanceRate { line += String(format: ", acceptance %.1f%%", a * 100) }
+            if let t = r.tokensPerRound { line += String(format: ", %.2f tokens/round", t) }
+            if let e = r.averageExitLayer { line += String(format: ", average exit %.2f", e) }
+            if let same = r.identicalToBaseline { line += same ? ", output identical to baseline" : ", output differs from baseline" }
+            print(line)
+        }
+        if let v = verifyRatio { print(String(format: "verification pass of %d positions: %.2f× a single-position pass", verifyCost! + 1, v)) }
+        print(String(format: "peak RSS %.2f GB = %.2f × (weights %.2f GB + KV caches %.1f MB)", Double(rss) / 1e9,
+                     report.peakRssOverWeightsPlusKv, Double(llama.weights.byteCount) / 1e9, Double(kv) / 1e6))
+    }
+
+    static func describe(_ spec: StrategySpec) -> String {
+        guard !spec.options.isEmpty else { return spec.name }
+        let options = spec.options.sorted { $0.key < $1.key }.map { key, value -> String in
+            switch value {
+            case let .int(i): return "\(key)=\(i)"
+            case let .double(d): return "\(key)=\(d)"
+            case let .bool(b): return "\(key)=\(b)"
+            case let .string(s): return "\(key)=\(s)"
+            default: return "\(key)=\(value)"
+            }
+        }
+        return spec.name + ":" + options.joined(separator: ",")
+    }
+
+    /// Median time of one all-layer pass + exit head over `positions` positions ÷ the same for one.
+    func measureVerifyCost(_ llama: LlamaModel, positions: Int) -> Double {
+        let h = llama.makeActivations(capacity: positions)
+        let warm = llama.makeActivations(capacity: 32)
+        let logits = llama.makeLogits(capacity: positions)
+        let cache = llama.makeCache(capacity: 64 + positions)
+        let clock = ContinuousClock()
+        func pass(_ n: Int) -> Double {
+            cache.reset()
+            // Attend over a short context, as a round after a prompt would.
+            llama.embed(Array(0..<32), into: warm)
+            llama.forward(warm, layers: 0..<llama.layerCount, positions: 0..<32, cache: cache)
+            llama.embed(Array(0..<n), into: h)
+            let start = clock.now
+            llama.forward(h, layers: 0..<llama.layerCount, positions: 32..<(32 + n), cache: cache)
+            llama.exitLogits(h, rows: 0..<n, into: logits)
+            return (clock.now - start).seconds
+        }
+        var ratios: [Double] = []
+        for _ in 0..<max(runs, 3) {
+            let one = pass(1)
+            let many = pass(positions)
+            ratios.append(many / one)
+        }
+        return median(ratios)
     }
 }
 

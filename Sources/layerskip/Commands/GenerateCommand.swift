@@ -1,4 +1,5 @@
 import ArgumentParser
+import Decoding
 import Engine
 import Foundation
 import Tokenization
@@ -8,19 +9,51 @@ struct GenerateCommand: ParsableCommand {
         commandName: "generate",
         abstract: "Generate text for one prompt, streamed to stdout (no daemon, no database).",
         discussion: """
-            Greedy decoding with all layers, or with --exit-layer E through the first E layers and the
-            exit head (LayerSkip early exit: faster, lossy). The prompt is encoded with the tokenizer's
-            special tokens (e.g. BOS). Timings go to stderr after the text; --json prints one object instead.
+            Strategies: autoregressive (all layers; the default), early-exit (--exit-layer E, or --confidence c
+            for a per-token exit), self-speculative (--exit-layer E --speculations d: draft with the first E
+            layers, verify with the rest; exactly the full model's output). Without --strategy, --exit-layer or
+            --confidence select early-exit. The prompt is encoded with the tokenizer's special tokens (e.g. BOS).
+            Metrics go to stderr after the text; --json prints one object with tokens, text and every metric.
             """)
 
     @Option(help: "Hugging Face model folder (config.json, *.safetensors, tokenizer.json).")
     var model: String
 
+    @Option(help: "autoregressive | early-exit | self-speculative")
+    var strategy: String?
+
     @Option(help: "Maximum number of tokens to generate.")
     var maxNewTokens: Int = 64
 
-    @Option(help: "Leave every token after this many layers (1 ... number of layers).")
+    @Option(help: "Early exit / draft layer count E (1 ... number of layers).")
     var exitLayer: Int?
+
+    @Option(help: "Self-speculative: tokens drafted per round (d).")
+    var speculations: Int?
+
+    @Flag(help: "Self-speculative: stop drafting when the draft is unsure and adapt d to the acceptance.")
+    var adaptive = false
+
+    @Option(help: "Early exit: leave at the first checked layer whose top probability is at least this.")
+    var confidence: Double?
+
+    @Option(help: "Early exit with --confidence: check the exit head every this many layers.")
+    var checkEvery: Int?
+
+    @Option(help: "Sampling temperature (0 = greedy).")
+    var temperature: Double = 0
+
+    @Option(help: "Sample from the k most likely tokens only (0 = all).")
+    var topK: Int = 0
+
+    @Option(help: "Sample from the smallest set of tokens with this total probability (1 = all).")
+    var topP: Double = 1
+
+    @Option(help: "Random seed for sampling (reported in the metrics when not given).")
+    var seed: UInt64?
+
+    @Option(help: "Stop when the text contains this string (cut from the output); repeatable.")
+    var stop: [String] = []
 
     @Option(help: "Ban end-of-sequence tokens for this many generated tokens.")
     var minNewTokens: Int = 0
@@ -28,7 +61,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Compute threads (default: LAYERSKIP_THREADS or all online CPUs).")
     var threads: Int?
 
-    @Flag(help: "Print one JSON object (tokens, text, timings) instead of streaming text.")
+    @Flag(help: "Print one JSON object (tokens, text, metrics) instead of streaming text.")
     var json = false
 
     @Argument(help: "The prompt text.")
@@ -40,67 +73,84 @@ struct GenerateCommand: ParsableCommand {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, found \(threads)") }
     }
 
-    struct Output: Encodable {
-        var model: String
-        var promptTokens: Int
-        var tokens: [Int]
-        var text: String
-        var finishReason: String
-        var exitLayer: Int
-        var layers: Int
-        var prefillMs: Double
-        var decodeMs: Double
-        var tokensPerSecond: Double
-        var prefillTokensPerSecond: Double
+    /// The strategy spec these flags describe, as a job file would write it.
+    var spec: StrategySpec {
+        let name = strategy ?? (exitLayer != nil || confidence != nil ? "early-exit" : "autoregressive")
+        var options: [String: ConfigValue] = [:]
+        if let exitLayer { options["exit_layer"] = .int(exitLayer) }
+        if let speculations { options["speculations"] = .int(speculations) }
+        if adaptive { options["adaptive"] = .bool(true) }
+        if let confidence { options["confidence"] = .double(confidence) }
+        if let checkEvery { options["check_every"] = .int(checkEvery) }
+        return StrategySpec(name: name, options: options)
     }
 
     func run() throws {
         ThreadSettings.apply(threads)
+        let sampling = SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed)
         let directory = URL(fileURLWithPath: model)
+        let config = try ModelConfig.load(from: directory.appendingPathComponent("config.json"))
+        let problems = sampling.problems(path: "sampling") + Strategies.registry.problems(spec, model: config)
+        if !problems.isEmpty {
+            throw ValidationError(problems.map { Self.flagWording($0) }.joined(separator: "\n"))
+        }
         let tokenizer = try Tokenizer(contentsOf: directory.appendingPathComponent("tokenizer.json"))
         let llama = try LlamaModel(directory: directory)
-        let layers = llama.layerCount
-        if let exitLayer, !(1...layers).contains(exitLayer) {
-            throw ValidationError("--exit-layer must be between 1 and \(layers) (the model's layer count), found \(exitLayer)")
-        }
+        let generator = try Strategies.registry.make(spec, model: llama)
+
         let ids = tokenizer.encode(prompt, addSpecialTokens: true)
         guard !ids.isEmpty else { throw ValidationError("the prompt encodes to no tokens") }
         if let bad = ids.first(where: { $0 >= llama.config.vocabSize }) {
             throw CLIError(message: "token id \(bad) from tokenizer.json is outside the model's vocabulary (vocab_size \(llama.config.vocabSize))")
         }
-        guard ids.count + maxNewTokens <= llama.maxPositions else {
-            throw ValidationError("prompt (\(ids.count) tokens) + --max-new-tokens \(maxNewTokens) exceeds the model's \(llama.maxPositions) positions")
+        let request = GenerationRequest(prompt: ids, maxNewTokens: maxNewTokens, minNewTokens: minNewTokens, sampling: sampling,
+                                        stopStrings: stop, eosTokenIds: Set(llama.config.eosTokenIds))
+        let positions = generator.requiredPositions(for: request)
+        guard positions <= llama.maxPositions else {
+            throw ValidationError("prompt (\(ids.count) tokens) + --max-new-tokens \(maxNewTokens) needs \(positions) positions; the model has \(llama.maxPositions)")
         }
+        let cache = llama.makeCache(capacity: positions)
+        let stream = !json
+        let output = GenerationOutput(request: request, tokenizer: tokenizer, onText: { piece in
+            if stream { FileHandle.standardOutput.write(Data(piece.utf8)) }
+        })
+        let metrics = generator.generate(request, cache: cache, output: output)
 
-        var decoder = tokenizer.makeStreamingDecoder(skipSpecialTokens: true)
-        var text = ""
-        let result = GreedyGeneration(model: llama).run(
-            prompt: ids, maxNewTokens: maxNewTokens, exitLayer: exitLayer, minNewTokens: minNewTokens
-        ) { token in
-            let piece = decoder.push(token)
-            text += piece
-            if !json, !piece.isEmpty {
-                FileHandle.standardOutput.write(Data(piece.utf8))
-            }
-            return true
-        }
-        let tail = decoder.finish()
-        text += tail
-        let generated = result.tokens.count
-        let output = Output(
-            model: directory.path, promptTokens: ids.count, tokens: result.tokens, text: text,
-            finishReason: result.finishReason, exitLayer: exitLayer ?? layers, layers: layers,
-            prefillMs: result.prefillSeconds * 1000, decodeMs: result.decodeSeconds * 1000,
-            // The first token comes from the prefill pass, so decode time covers generated - 1 tokens.
-            tokensPerSecond: generated > 1 && result.decodeSeconds > 0 ? Double(generated - 1) / result.decodeSeconds : 0,
-            prefillTokensPerSecond: result.prefillSeconds > 0 ? Double(ids.count) / result.prefillSeconds : 0)
         if json {
-            try printJSON(output)
+            var object = try JSONSerialization.jsonObject(with: JSONEncoder().encode(metrics)) as! [String: Any]
+            object["tokens"] = output.tokens
+            object["text"] = output.text
+            object["model"] = directory.path
+            object["layers"] = llama.layerCount
+            object["strategy_options"] = try JSONSerialization.jsonObject(with: JSONEncoder().encode(spec.options))
+            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+            FileHandle.standardOutput.write(data + Data("\n".utf8))
         } else {
-            FileHandle.standardOutput.write(Data((tail + "\n").utf8))
-            standardError(String(format: "[%d prompt tokens, %d generated (%@); prefill %.1f ms (%.1f tok/s), decode %.2f tok/s; exit layer %d of %d]",
-                                 ids.count, generated, result.finishReason, output.prefillMs, output.prefillTokensPerSecond,
-                                 output.tokensPerSecond, output.exitLayer, layers))
+            FileHandle.standardOutput.write(Data("\n".utf8))
+            standardError(Self.summary(metrics, layers: llama.layerCount))
         }
+    }
+
+    /// Problems are reported in the flags' words (strategy.exit_layer → --exit-layer).
+    static func flagWording(_ p: ConfigurationProblem) -> String {
+        let key = p.path.split(separator: ".").last.map(String.init) ?? p.path
+        let flag = key == "name" ? "--strategy" : "--" + key.replacingOccurrences(of: "_", with: "-")
+        return "\(flag): expected \(p.expected), found \(p.found)"
+    }
+
+    static func summary(_ m: GenerationMetrics, layers: Int) -> String {
+        var parts = [
+            "\(m.strategy): \(m.promptTokens) prompt tokens, \(m.generatedTokens) generated (\(m.finishReason.rawValue))",
+            String(format: "prefill %.1f ms, decode %.1f ms, %.2f tokens/s (%.2f end to end)", m.prefillMs, m.decodeMs,
+                   m.tokensPerSecond, m.endToEndTokensPerSecond),
+            String(format: "%.2f layer evaluations per token of %d layers", m.layerEvaluationsPerToken, layers),
+        ]
+        if let rate = m.acceptanceRate, let rounds = m.rounds, let perRound = m.tokensPerRound {
+            parts.append(String(format: "drafted %d, accepted %d (%.1f%%), %d rounds, %.2f tokens per round",
+                                m.drafted ?? 0, m.accepted ?? 0, rate * 100, rounds, perRound))
+        }
+        if let exit = m.averageExitLayer { parts.append(String(format: "average exit layer %.2f", exit)) }
+        if let seed = m.seed { parts.append("seed \(seed)") }
+        return "[" + parts.joined(separator: "; ") + "]"
     }
 }

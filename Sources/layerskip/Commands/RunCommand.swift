@@ -46,7 +46,7 @@ struct RunCommand: ParsableCommand {
         for file in files {
             let url = URL(fileURLWithPath: file).standardizedFileURL
             let data = (try? Data(contentsOf: url)) ?? Data()
-            let outcome = JobFileValidator.validate(fileAt: url, config: config, registry: strategyRegistry)
+            let outcome = JobFileValidator.validate(fileAt: url, config: config, registry: Strategies.registry)
             let id = try store.insert(Submission(source: url.path, contentHash: JobFileValidator.contentHash(data), outcome: outcome),
                                       defaultMaxAttempts: config.maxAttempts, intakePending: false, storedAs: nil)
             if case let .failure(error) = outcome {
@@ -57,7 +57,7 @@ struct RunCommand: ParsableCommand {
         }
 
         let runner = JobRunner(store: store, models: ModelManager(budget: config.modelMemoryBudget, log: log),
-                               caches: CacheManager(budget: config.cacheMemoryBudget), registry: strategyRegistry, log: log)
+                               caches: CacheManager(budget: config.cacheMemoryBudget), registry: Strategies.registry, log: log)
         signal(SIGINT, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
         let sources = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in

@@ -20,7 +20,7 @@ struct ServeCommand: ParsableCommand {
         ThreadSettings.apply(config.threads > 0 ? config.threads : nil)
         let log = Log(level: config.logLevel)
         do {
-            try Daemon(config: config, registry: strategyRegistry, log: log).run()
+            try Daemon(config: config, registry: Strategies.registry, log: log).run()
         } catch let error as DaemonError {
             throw CLIError(message: error.description)
         }

@@ -42,7 +42,7 @@ struct SubmitCommand: ParsableCommand {
         var ready: [(URL, Data)] = []
         for file in files {
             let url = URL(fileURLWithPath: file).standardizedFileURL
-            switch JobFileValidator.validate(fileAt: url, config: config, registry: strategyRegistry) {
+            switch JobFileValidator.validate(fileAt: url, config: config, registry: Strategies.registry) {
             case let .failure(error):
                 standardError("\(file): not submitted:\n\(formatProblems(error.problems))")
                 invalid = true

@@ -1,0 +1,99 @@
+import Decoding
+import Engine
+import Foundation
+import XCTest
+
+/// Self-speculative sampling must draw from exactly the full model's distribution. The test
+/// enumerates the exact distribution of the first three tokens under the full model (top-k 3,
+/// so 27 sequences), then checks seeded self-speculative runs against it with a chi-square
+/// goodness-of-fit test. Autoregressive sampling is checked the same way as a control.
+///
+/// The test was seen to fail when the rule was broken while writing it (df 26, bound 50.4):
+/// resampling from p instead of normalize(max(0, p − q)) after a rejection gave chi-square 298
+/// (E=1, d=2) and 338 (E=2, d=3); accepting every draft (ignoring min(1, p/q)) produced sequences
+/// outside the full model's top-k support (chi-square > 1e9). The correct rule gave 21 and 34,
+/// autoregressive sampling 24.
+final class SamplingLosslessTests: XCTestCase {
+    let sampling = SamplingParameters(temperature: 1.5, topK: 3, topP: 1)
+    let steps = 3
+
+    /// Exact probabilities of every 3-token continuation under the full model.
+    func exactDistribution(_ model: LlamaModel, prompt: [Int]) -> [[Int]: Double] {
+        let sampler = Sampler(parameters: sampling, vocabSize: model.config.vocabSize)
+        var result: [[Int]: Double] = [:]
+        func expand(_ prefix: [Int], _ probability: Double) {
+            if prefix.count == steps { result[prefix] = probability; return }
+            let sequence = prompt + prefix
+            let cache = model.makeCache(capacity: sequence.count)
+            let h = model.makeActivations(capacity: sequence.count)
+            let logits = model.makeLogits()
+            model.embed(sequence, into: h)
+            model.forward(h, layers: 0..<model.layerCount, positions: 0..<sequence.count, cache: cache)
+            model.exitLogits(h, rows: (sequence.count - 1)..<sequence.count, into: logits)
+            let row = logits.row(0)
+            sampler.distribution(row, into: row)
+            for t in 0..<row.count where row[t] > 0 { expand(prefix + [t], probability * Double(row[t])) }
+        }
+        expand([], 1)
+        return result
+    }
+
+    func chiSquare(_ counts: [[Int]: Int], _ exact: [[Int]: Double], samples: Int) -> Double {
+        var chi = 0.0
+        for (sequence, p) in exact {
+            let expected = p * Double(samples)
+            let observed = Double(counts[sequence] ?? 0)
+            chi += (observed - expected) * (observed - expected) / expected
+        }
+        // A sequence outside the support is an outright failure.
+        for (sequence, c) in counts where exact[sequence] == nil { chi += Double(c) * 1e6 }
+        return chi
+    }
+
+    func sampleCounts(_ model: LlamaModel, _ spec: StrategySpec, prompt: [Int], samples: Int) throws -> [[Int]: Int] {
+        var counts: [[Int]: Int] = [:]
+        for seed in 0..<samples {
+            var params = sampling
+            params.seed = UInt64(seed) &* 7919 &+ 11
+            let run = try generate(model, spec, prompt: prompt, maxNewTokens: steps, minNewTokens: steps, sampling: params)
+            counts[run.tokens, default: 0] += 1
+        }
+        return counts
+    }
+
+    func testSelfSpeculativeSamplingMatchesTheFullModelDistribution() throws {
+        let model = try LlamaModel(directory: Fixtures.directory("tiny-bytelevel-gqa-f32"))
+        let prompt = try Fixtures.expected("tiny-bytelevel-gqa-f32").prompts[1].ids
+        let exact = exactDistribution(model, prompt: prompt)
+        XCTAssertEqual(exact.values.reduce(0, +), 1, accuracy: 1e-6)
+        let df = Double(exact.count - 1)
+        // 99.9th percentile of chi-square ≈ df + 3.1·sqrt(2·df) + 2 for df ≈ 26 (Wilson–Hilferty ≈ 54.1).
+        let bound = df + 3.1 * (2 * df).squareRoot() + 2
+        let samples = 2500
+
+        // The draft (exit after layer 1) must really differ from the full model, or the test proves nothing.
+        let draftIsDifferent = try generate(model, StrategySpec(name: "early-exit", options: ["exit_layer": .int(1)]),
+                                            prompt: prompt, maxNewTokens: 8, minNewTokens: 8).tokens
+        let full = try generate(model, StrategySpec(name: "autoregressive"), prompt: prompt, maxNewTokens: 8, minNewTokens: 8).tokens
+        XCTAssertNotEqual(draftIsDifferent, full)
+
+        let control = chiSquare(try sampleCounts(model, StrategySpec(name: "autoregressive"), prompt: prompt, samples: samples), exact, samples: samples)
+        XCTAssertLessThan(control, bound, "autoregressive sampling vs the exact distribution")
+        for (e, d) in [(1, 2), (2, 3)] {
+            let chi = chiSquare(try sampleCounts(model, selfSpeculative(e, d), prompt: prompt, samples: samples), exact, samples: samples)
+            XCTAssertLessThan(chi, bound, "self-speculative E=\(e) d=\(d): chi-square \(chi), df \(df)")
+        }
+    }
+
+    func testSeedMakesSamplingReproducible() throws {
+        let model = try LlamaModel(directory: Fixtures.directory("tiny-spm-mha-bf16-sharded"))
+        let prompt = try Fixtures.expected("tiny-spm-mha-bf16-sharded").prompts[0].ids
+        let params = SamplingParameters(temperature: 0.8, topK: 40, topP: 0.95, seed: 1234)
+        for spec in [StrategySpec(name: "autoregressive"), selfSpeculative(3, 4)] {
+            let a = try generate(model, spec, prompt: prompt, maxNewTokens: 16, sampling: params)
+            let b = try generate(model, spec, prompt: prompt, maxNewTokens: 16, sampling: params)
+            XCTAssertEqual(a.tokens, b.tokens)
+            XCTAssertEqual(a.metrics.seed, 1234)
+        }
+    }
+}

@@ -1,0 +1,29 @@
+import AutoregressivePlugin
+import Decoding
+import EarlyExitPlugin
+import Engine
+import Foundation
+import SelfSpeculativePlugin
+import Tokenization
+
+let registry = StrategyRegistry([AutoregressiveStrategy.plugin, EarlyExitStrategy.plugin, SelfSpeculativeStrategy.plugin])
+
+/// Runs one generation with a strategy spec on a model; returns tokens, text and metrics.
+func generate(_ model: LlamaModel, _ spec: StrategySpec, prompt: [Int], maxNewTokens: Int, minNewTokens: Int = 0,
+              sampling: SamplingParameters = .greedy, stop: [String] = [], tokenizer: Tokenizer? = nil,
+              configure: (Generator) -> Void = { _ in }) throws -> (tokens: [Int], text: String, metrics: GenerationMetrics) {
+    let generator = try registry.make(spec, model: model)
+    configure(generator)
+    let request = GenerationRequest(prompt: prompt, maxNewTokens: maxNewTokens, minNewTokens: minNewTokens, sampling: sampling,
+                                    stopStrings: stop, eosTokenIds: Set(model.config.eosTokenIds))
+    let cache = model.makeCache(capacity: generator.requiredPositions(for: request))
+    let output = GenerationOutput(request: request, tokenizer: tokenizer)
+    let metrics = generator.generate(request, cache: cache, output: output)
+    return (output.tokens, output.text, metrics)
+}
+
+func selfSpeculative(_ e: Int, _ d: Int, adaptive: Bool = false) -> StrategySpec {
+    var options: [String: ConfigValue] = ["exit_layer": .int(e), "speculations": .int(d)]
+    if adaptive { options["adaptive"] = .bool(true) }
+    return StrategySpec(name: "self-speculative", options: options)
+}
