@@ -43,7 +43,9 @@ public final class JobRunner: @unchecked Sendable {
         do {
             let outcome = try run(job)
             switch outcome {
-            case let .finished(_, state): log.info("runner: job \(job.id) \(state.rawValue)")
+            case let .finished(_, state):
+                log.info("runner: job \(job.id) \(state.rawValue)")
+                onProgress("job \(job.id) \(state.rawValue)")
             case .requeued: log.notice("runner: job \(job.id) put back in the queue (stopping)")
             default: break
             }

@@ -20,13 +20,12 @@ public final class JobStore: @unchecked Sendable {
         }
         pool = try DatabasePool(path: url.path, configuration: config)
         let migrator = Migrations.migrator
-        try pool.writeWithoutTransaction { db in
-            let known = Set(migrator.migrations)
-            let applied = try migrator.appliedIdentifiers(db)
-            let unknown = applied.subtracting(known)
-            if !unknown.isEmpty { throw DaemonError.databaseTooNew(path: url.path, unknown: unknown.sorted()) }
+        // A read first: CLI readers of an up-to-date database never take the write lock.
+        let (unknown, complete) = try pool.read { db in
+            (try migrator.appliedIdentifiers(db).subtracting(migrator.migrations), try migrator.hasCompletedMigrations(db))
         }
-        try migrator.migrate(pool)
+        if !unknown.isEmpty { throw DaemonError.databaseTooNew(path: url.path, unknown: unknown.sorted()) }
+        if !complete { try migrator.migrate(pool) }
     }
 
     /// One write transaction that holds the write lock from its first statement.
