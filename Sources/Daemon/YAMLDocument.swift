@@ -25,11 +25,21 @@ enum YAMLDocument {
             return .failure(ConfigurationError([.init(path: file, expected: "a YAML mapping", found: "an empty document")]))
         }
         var problems: [ConfigurationProblem] = []
-        let value = convert(node, path: "", problems: &problems)
+        var budget = maxValues
+        let value = convert(node, path: "", problems: &problems, budget: &budget)
+        if budget < 0 {
+            return .failure(ConfigurationError([.init(path: file, expected: "at most \(maxValues) values once YAML aliases are expanded",
+                                                      found: "more (an alias bomb?)")]))
+        }
         return problems.isEmpty ? .success(value) : .failure(ConfigurationError(problems))
     }
 
-    private static func convert(_ node: Node, path: String, problems: inout [ConfigurationProblem]) -> ConfigValue {
+    /// Aliases make a small file expand into a huge tree ("billion laughs"); conversion stops here.
+    static let maxValues = 200_000
+
+    private static func convert(_ node: Node, path: String, problems: inout [ConfigurationProblem], budget: inout Int) -> ConfigValue {
+        budget -= 1
+        if budget < 0 { return .null }
         switch node {
         case let .scalar(scalar):
             switch Tag.Name(rawValue: node.tag.rawValue) {
@@ -40,7 +50,7 @@ enum YAMLDocument {
             default: return .string(scalar.string)
             }
         case let .sequence(sequence):
-            return .array(sequence.enumerated().map { convert($1, path: "\(path)[\($0)]", problems: &problems) })
+            return .array(sequence.enumerated().map { convert($1, path: "\(path)[\($0)]", problems: &problems, budget: &budget) })
         case let .mapping(mapping):
             var object: [String: ConfigValue] = [:]
             for (key, value) in mapping {
@@ -53,7 +63,7 @@ enum YAMLDocument {
                 if object[k.string] != nil {
                     problems.append(.init(path: child, expected: "each key once", found: "a duplicate key"))
                 }
-                object[k.string] = convert(value, path: child, problems: &problems)
+                object[k.string] = convert(value, path: child, problems: &problems, budget: &budget)
             }
             return .object(object)
         case .alias:

@@ -69,6 +69,19 @@ final class JobFileTests: XCTestCase {
         XCTAssertEqual(problems("model: tiny\nprompts: [x]\nprompts_file: p.jsonl").map(\.path), ["prompts_file"])
         XCTAssertEqual(problems("model: tiny\nprompts: [{id: a, text: x}, {id: a, text: y}]").map(\.path), ["prompts"])
         XCTAssertEqual(problems("model: ./no/such/folder\nprompts: [x]").map(\.path), ["model"])
+        XCTAssertTrue(problems("prompts: " + String(repeating: "[", count: 100_000)).first?.expected.contains("valid YAML") ?? false)
+    }
+
+    /// A few lines of aliases that expand to 10^10 values are refused quickly, not expanded.
+    func testAliasBombIsRefused() {
+        var lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+        for i in 1..<10 { lines.append("a\(i): &a\(i) [" + Array(repeating: "*a\(i - 1)", count: 10).joined(separator: ", ") + "]") }
+        let started = Date()
+        let found = problems(lines.joined(separator: "\n") + "\nprompts: *a9\n")
+        XCTAssertTrue(found.first?.found.contains("alias") ?? false, "\(found)")
+        XCTAssertLessThan(Date().timeIntervalSince(started), 10)
+        // Ordinary anchors still work.
+        XCTAssertEqual(problems("model: tiny\nbase: &p {id: a, text: x}\nprompts: [*p]\n").map(\.path), ["base"])
     }
 
     func testPromptsFileIsReadRelativeToTheJobFile() throws {
