@@ -60,6 +60,8 @@ enum Main {
             standardError("error: \(error.message)")
             exit(2)
         } catch {
+            // `--help` on a subcommand arrives here: the parser returns a help command that throws.
+            if LayerSkip.exitCode(for: error) == .success { LayerSkip.exit(withError: error) }
             standardError("error: \(error)")
             exit(1)
         }

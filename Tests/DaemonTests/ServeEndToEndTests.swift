@@ -95,6 +95,11 @@ final class ServeEndToEndTests: XCTestCase {
         let failed = try install.cli(["run", bad.path])
         XCTAssertEqual(failed.status, 1)
         XCTAssertTrue(failed.stderr.contains("strategy.exit_layer"), failed.stderr)
+        for command in ["serve", "run", "submit", "jobs", "show", "result", "cancel", "retry", "watch", "stats"] {
+            let help = try Installation.run([command, "--help"])
+            XCTAssertEqual(help.status, 0, "\(command) --help: \(help.stderr)")
+            XCTAssertTrue(help.stdout.contains("--config"), "\(command) --help: \(help.stdout)")
+        }
         let notSubmitted = try install.cli(["submit", bad.path])
         XCTAssertEqual(notSubmitted.status, 1)
         XCTAssertTrue(notSubmitted.stderr.contains("strategy.exit_layer"), notSubmitted.stderr)
