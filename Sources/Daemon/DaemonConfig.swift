@@ -146,7 +146,7 @@ public enum DaemonError: Error, CustomStringConvertible {
         case let .databaseTooNew(path, unknown):
             return "the job database \(path) was written by a newer layerskip (unknown migrations: \(unknown.joined(separator: ", "))); upgrade layerskip or use another state directory"
         case let .alreadyRunning(dir, pid):
-            return "another layerskip serve (pid \(pid)) already uses the state directory \(dir)"
+            return "another layerskip serve or run (pid \(pid)) already uses the state directory \(dir)"
         case let .io(message), let .notFound(message), let .invalidTransition(message):
             return message
         }

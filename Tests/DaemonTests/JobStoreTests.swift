@@ -155,6 +155,16 @@ final class JobStoreTests: XCTestCase {
         XCTAssertTrue(error.contains("cache_memory_budget"), error)
     }
 
+    func testPromptLongerThanTheModelFailsTheJobClearly() throws {
+        let id = try submit("model: tiny\nmax_new_tokens: 8\nprompts: [\"\(String(repeating: "lorem ipsum ", count: 400))\"]\n")
+        let log = Log(level: .error)
+        let runner = JobRunner(store: store, models: ModelManager(budget: 1 << 30, log: log), caches: CacheManager(budget: 1 << 30),
+                               registry: testRegistry, log: log)
+        XCTAssertEqual(try runner.runNext(), .finished(id, .failed))
+        let error = try XCTUnwrap(try store.job(id)?.error)
+        XCTAssertTrue(error.contains("positions") && error.contains("prompt 1"), error)
+    }
+
     func testModelManagerLoadsOnceAndUnloadsBeyondBudget() throws {
         let models = ModelManager(budget: 1, log: Log(level: .error))
         let a = try models.acquire(Paths.tinyModel)
