@@ -92,6 +92,15 @@ final class JobStoreTests: XCTestCase {
         XCTAssertTrue(job.error?.contains("attempt") ?? false, job.error ?? "")
     }
 
+    func testCancelRequestedBeforeACrashEndsCancelled() throws {
+        let id = try submit(jobYAML())
+        XCTAssertNotNil(try store.claimNext())
+        XCTAssertEqual(try store.cancel(id), .requested)
+        try store.recoverInterrupted()
+        XCTAssertEqual(try store.job(id)?.state, .cancelled)
+        XCTAssertNil(try store.claimNext())
+    }
+
     func testCleanStopDoesNotCountAnAttempt() throws {
         let id = try submit(jobYAML(extra: "max_attempts: 1"))
         for _ in 0..<3 {

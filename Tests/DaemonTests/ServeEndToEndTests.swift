@@ -55,6 +55,10 @@ final class ServeEndToEndTests: XCTestCase {
                 XCTAssertNotNil(metrics["tokens_per_second"] as? Double)
                 XCTAssertNotNil(metrics["prefill_ms"] as? Double)
             }
+            let summary = try XCTUnwrap(try install.cli(["show", String(id), "--json"]).json?["summary"] as? [String: Any])
+            XCTAssertEqual(summary["generated_tokens"] as? Int, 24)
+            XCTAssertNotNil(summary["end_to_end_tokens_per_second"] as? Double)
+            if name == "self-speculative" { XCTAssertNotNil(summary["acceptance_rate"] as? Double, "\(summary)") }
             let lines = try install.cli(["result", String(id), "--jsonl"]).jsonLines
             XCTAssertEqual(lines.map { $0["id"] as? String }, ["fib", "hello"])
         }

@@ -76,8 +76,12 @@ struct ShowCommand: ParsableCommand {
         if let finished = job.finishedAt { lines.append(("finished", finished.shortTime)) }
         if job.cancelRequested { lines.append(("cancel", "requested")) }
         if summary.generatedTokens > 0 {
-            lines.append(("tokens", "\(summary.generatedTokens) generated, \(summary.tokensPerSecond.short) tok/s"))
-            if let a = summary.acceptanceRate { lines.append(("acceptance", String(format: "%.1f%%", a * 100))) }
+            lines.append(("tokens", "\(summary.promptTokens) prompt, \(summary.generatedTokens) generated"))
+            lines.append(("speed", "\(summary.tokensPerSecond.short) tok/s decode, \(summary.endToEndTokensPerSecond.short) tok/s end to end (prefill \(summary.prefillMs.short) ms, decode \(summary.decodeMs.short) ms)"))
+            if let l = summary.layerEvaluationsPerToken { lines.append(("layers/token", l.short)) }
+            if let a = summary.acceptanceRate, let d = summary.drafted, let acc = summary.accepted {
+                lines.append(("acceptance", String(format: "%.1f%% (%d of %d drafted)", a * 100, acc, d)))
+            }
             if let e = summary.averageExitLayer { lines.append(("avg exit layer", e.short)) }
         }
         if let error = job.error { lines.append(("error", error)) }

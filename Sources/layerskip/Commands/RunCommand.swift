@@ -94,8 +94,17 @@ struct JobSummary: Encodable {
     var strategy: String?
     var prompts: Int
     var finishedPrompts: Int
+    var promptTokens: Int
     var generatedTokens: Int
+    var prefillMs: Double
+    var decodeMs: Double
+    /// Generated tokens ÷ decode time, over all finished prompts.
     var tokensPerSecond: Double
+    /// Generated tokens ÷ (prefill + decode time).
+    var endToEndTokensPerSecond: Double
+    var layerEvaluationsPerToken: Double?
+    var drafted: Int?
+    var accepted: Int?
     var acceptanceRate: Double?
     var averageExitLayer: Double?
     var error: String?
@@ -110,11 +119,18 @@ struct JobSummary: Encodable {
         let metrics = outputs.compactMap(\.metrics)
         func sum(_ key: String) -> Double { metrics.reduce(0) { $0 + ($1[key]?.number ?? 0) } }
         let generated = sum("generated_tokens")
+        promptTokens = Int(sum("prompt_tokens"))
         generatedTokens = Int(generated)
-        let decodeSeconds = sum("decode_ms") / 1000
-        tokensPerSecond = decodeSeconds > 0 ? generated / decodeSeconds : 0
-        let drafted = sum("drafted")
-        acceptanceRate = drafted > 0 ? sum("accepted") / drafted : nil
+        prefillMs = sum("prefill_ms")
+        decodeMs = sum("decode_ms")
+        tokensPerSecond = decodeMs > 0 ? generated / (decodeMs / 1000) : 0
+        endToEndTokensPerSecond = decodeMs + prefillMs > 0 ? generated / ((decodeMs + prefillMs) / 1000) : 0
+        layerEvaluationsPerToken = generated > 0
+            ? metrics.reduce(0) { $0 + ($1["layer_evaluations_per_token"]?.number ?? 0) * ($1["generated_tokens"]?.number ?? 0) } / generated : nil
+        let draftedTotal = sum("drafted")
+        drafted = draftedTotal > 0 ? Int(draftedTotal) : nil
+        accepted = draftedTotal > 0 ? Int(sum("accepted")) : nil
+        acceptanceRate = draftedTotal > 0 ? sum("accepted") / draftedTotal : nil
         let exits = metrics.filter { $0["average_exit_layer"]?.number != nil }
         let exitTokens = exits.reduce(0) { $0 + ($1["generated_tokens"]?.number ?? 0) }
         averageExitLayer = exitTokens > 0
