@@ -23,18 +23,22 @@ public enum LogLevel: Int, CaseIterable, Sendable, Comparable {
 }
 
 /// Writes one line per message to stderr with journald's priority prefix (`<6>accepted …`), which
-/// systemd turns into the entry's priority; on a terminal the prefix is harmless.
+/// systemd turns into the entry's priority. On a terminal the level is written as a word instead.
 public final class Log: @unchecked Sendable {
     public let level: LogLevel
     private let lock = NSLock()
+    private let prefixed: Bool
 
-    public init(level: LogLevel) { self.level = level }
+    public init(level: LogLevel, journald: Bool = isatty(STDERR_FILENO) == 0) {
+        self.level = level
+        prefixed = journald
+    }
 
     public func log(_ level: LogLevel, _ message: @autoclosure () -> String) {
         guard level >= self.level else { return }
         // One write per line so lines from several threads never interleave.
         let text = message().split(separator: "\n", omittingEmptySubsequences: false)
-            .map { "<\(level.rawValue)>\($0)\n" }.joined()
+            .map { prefixed ? "<\(level.rawValue)>\($0)\n" : "\(level.name): \($0)\n" }.joined()
         lock.lock()
         FileHandle.standardError.write(Data(text.utf8))
         lock.unlock()
