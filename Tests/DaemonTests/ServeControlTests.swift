@@ -58,6 +58,22 @@ final class ServeControlTests: XCTestCase {
         XCTAssertEqual(install.stop(SIGTERM), 0)
     }
 
+    /// A job during which the daemon dies every time ends `failed` with that reason, not in a loop.
+    func testJobThatKeepsKillingTheDaemonEndsFailed() throws {
+        let install = try Installation()
+        try install.start()
+        try install.drop("doomed.yaml", longJob.replacingOccurrences(of: "max_attempts: 5", with: "max_attempts: 2"))
+        for attempt in 1...2 {
+            try waitFor("attempt \(attempt) running", timeout: 30) { (try? install.job(1))?["attempts"] as? Int == attempt }
+            XCTAssertEqual(install.stop(SIGKILL), -SIGKILL)
+            try install.start()
+        }
+        let job = try install.waitForJob(1, toBe: ["failed"], timeout: 30)
+        XCTAssertTrue((job["error"] as? String ?? "").contains("max_attempts 2"), "\(job)")
+        XCTAssertEqual(try install.cli(["watch", "1"]).status, 1)
+        XCTAssertEqual(install.stop(SIGTERM), 0)
+    }
+
     func testCancelRunningJobThenRetry() throws {
         let install = try Installation()
         try install.start()
