@@ -19,9 +19,14 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
         public var adaptive: Bool?
         public var draftConfidence: Double?
         public var maxSpeculations: Int?
-        public static let keys = ["exit_layer", "speculations", "adaptive", "draft_confidence", "max_speculations"]
+        /// `exact` (default): drafts use the stored LM head. `int8`: drafts use an int8 copy of it
+        /// (half the bytes per draft step; verification always uses the exact head, so the output
+        /// stays exactly the full model's).
+        public var draftHead: String?
+        public static let keys = ["exit_layer", "speculations", "adaptive", "draft_confidence", "max_speculations", "draft_head"]
         public init(exitLayer: Int, speculations: Int? = nil, adaptive: Bool? = nil, draftConfidence: Double? = nil,
-                    maxSpeculations: Int? = nil) {
+                    maxSpeculations: Int? = nil, draftHead: String? = nil) {
+            self.draftHead = draftHead
             self.exitLayer = exitLayer
             self.speculations = speculations
             self.adaptive = adaptive
@@ -34,6 +39,7 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
         var confidence: Double { draftConfidence ?? 0.5 }
         /// The most drafts a round may hold (adaptive d grows up to here).
         var dMax: Int { isAdaptive ? (maxSpeculations ?? max(2 * d, 12)) : d }
+        var head: ExitHeadPrecision { draftHead.flatMap(ExitHeadPrecision.init(rawValue:)) ?? .exact }
     }
 
     public static let name = "self-speculative"
@@ -63,6 +69,10 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
             for (key, present) in [("draft_confidence", c.draftConfidence != nil), ("max_speculations", c.maxSpeculations != nil)] where present {
                 problems.append(.init(path: "\(path).\(key)", expected: "only with adaptive: true", found: "a value"))
             }
+        }
+        if let head = c.draftHead, ExitHeadPrecision(rawValue: head) == nil {
+            problems.append(.init(path: "\(path).draft_head", expected: "one of \(ExitHeadPrecision.allCases.map(\.rawValue).joined(separator: ", "))",
+                                  found: "\"\(head)\""))
         }
         if let conf = c.draftConfidence, !(conf >= 0 && conf <= 1) {
             problems.append(.init(path: "\(path).draft_confidence", expected: "a probability in [0, 1]", found: "\(conf)"))
@@ -137,7 +147,7 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
                 model.embed(CollectionOfOne(input), into: hDraft)
                 model.forward(hDraft, layers: 0..<E, positions: (position + i)..<(position + i + 1), cache: cache)
                 exitQueries.copyRows(from: hDraft, 0, to: i, count: 1)
-                model.exitLogits(hDraft, rows: 0..<1, into: draftLogits)
+                model.exitLogits(hDraft, rows: 0..<1, into: draftLogits, head: configuration.head)
                 stats.evaluations += E
                 let row = draftLogits.row(0)
                 output.applyBans(row, step: step + i)

@@ -9,6 +9,8 @@ public final class LlamaModel: @unchecked Sendable {
     public let weights: ModelWeights
     public let directory: URL
     let rope: RoPETable
+    let derived = DerivedWeights()
+    let derivedLock = NSLock()
 
     public var layerCount: Int { config.layerCount }
     /// Positions a cache may hold: the RoPE table is precomputed for this many.

@@ -24,6 +24,8 @@ void ck_force_scalar(int on);
 /// Threads used by ck_matmul (the calling thread counts as one). Default: online CPUs.
 void ck_set_threads(int n);
 int ck_get_threads(void);
+/// Runs fn(ctx, tid, nthreads) for every tid on the kernel thread pool and waits.
+void ck_parallel(void (*fn)(void *ctx, int tid, int nthreads), void *ctx);
 
 // ---- Matrix products -----------------------------------------------------------------------
 

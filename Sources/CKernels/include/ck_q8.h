@@ -1,0 +1,27 @@
+// 8-bit weight copies for speculative drafting. A draft only has to *propose* tokens — the full
+// model verifies them with the exact weights — so the draft may read a cheaper copy of a matrix:
+// half the bytes of bf16, and decode is memory-bound.
+#ifndef CK_Q8_H
+#define CK_Q8_H
+#include <stddef.h>
+#include <stdint.h>
+#include "ckernels.h"
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Symmetric per-row quantisation: scales[r] = max_k |W[r,k]| / 127, Q[r,k] = round(W[r,k] / scales[r]).
+/// W: (rows, cols) in dtype dt; Q: (rows, cols) int8; scales: (rows) f32. Rows [r0, r1) only.
+void ck_q8_quantize_rows(ck_dtype dt, const void *W, int cols, int8_t *Q, float *scales, int r0, int r1);
+
+/// y[t*ldy + o] = scales[o] * sum_k x[t*ldx + k] * Q[o*in + k] for t < n, o in [o0, o1). Single-threaded.
+void ck_matmul_q8_range(const int8_t *Q, const float *scales, int in, const float *x, int ldx, int n,
+                        float *y, int ldy, int o0, int o1);
+
+/// The same over all `out` rows, split across the kernel thread pool.
+void ck_matmul_q8(const int8_t *Q, const float *scales, int out, int in, const float *x, int ldx, int n,
+                  float *y, int ldy);
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,71 @@
+import CKernels
+import Foundation
+
+/// An int8 copy of a weight matrix with one f32 scale per row, for speculative drafting: a draft
+/// only proposes tokens that the exact weights then verify, so it may read half the bytes.
+public final class QuantizedMatrix: @unchecked Sendable {
+    public let rows: Int
+    public let cols: Int
+    /// (rows, cols) int8, row-major.
+    let values: UnsafeMutablePointer<Int8>
+    /// (rows) f32: row r of the matrix ≈ scales[r] · values[r].
+    let scales: FloatBuffer
+
+    public var byteCount: Int { rows * cols + rows * 4 }
+
+    init(_ w: WeightMatrix) {
+        rows = w.rows
+        cols = w.cols
+        values = UnsafeMutablePointer<Int8>.allocate(capacity: rows * cols)
+        scales = FloatBuffer(count: rows)
+        struct Job { let w: WeightMatrix; let q: UnsafeMutablePointer<Int8>; let s: UnsafeMutablePointer<Float> }
+        var job = Job(w: w, q: values, s: scales.pointer)
+        withUnsafeMutablePointer(to: &job) { ptr in
+            ck_parallel({ ctx, tid, nth in
+                let job = ctx!.assumingMemoryBound(to: Job.self).pointee
+                let r0 = Int32(Int(job.w.rows) * Int(tid) / Int(nth)), r1 = Int32(Int(job.w.rows) * Int(tid + 1) / Int(nth))
+                ck_q8_quantize_rows(job.w.dtype.kernelType, job.w.data, Int32(job.w.cols), job.q, job.s, r0, r1)
+            }, ptr)
+        }
+    }
+
+    deinit { values.deallocate() }
+}
+
+/// Which LM head the exit head applies.
+public enum ExitHeadPrecision: String, Sendable, CaseIterable {
+    /// The stored weights: what verification and every non-draft use must apply.
+    case exact
+    /// The int8 copy (built on first use, shared by every job on the model): for drafts only.
+    case int8
+}
+
+extension LlamaModel {
+    /// The exit head with a chosen LM-head precision; see `exitLogits(_:rows:into:at:)`.
+    public func exitLogits(_ h: Activations, rows: Range<Int>, into logits: Logits, at firstRow: Int = 0, head: ExitHeadPrecision) {
+        guard head == .int8 else { return exitLogits(h, rows: rows, into: logits, at: firstRow) }
+        let n = rows.count
+        precondition(n > 0 && rows.upperBound <= h.capacity && firstRow + n <= logits.capacity)
+        let hd = config.hiddenSize
+        ck_rmsnorm(h.hidden.pointer + rows.lowerBound * hd, weights.finalNorm.data, weights.finalNorm.dtype.kernelType,
+                   config.rmsNormEps, Int32(hd), Int32(n), h.normed.pointer)
+        let q = int8Head
+        ck_matmul_q8(q.values, q.scales.pointer, Int32(q.rows), Int32(q.cols), h.normed.pointer, Int32(hd), Int32(n),
+                     logits.values.pointer + firstRow * config.vocabSize, Int32(config.vocabSize))
+    }
+
+    /// The LM head's int8 copy, made once per model on first use.
+    public var int8Head: QuantizedMatrix {
+        derivedLock.lock()
+        defer { derivedLock.unlock() }
+        if let head = derived.int8Head { return head }
+        let head = QuantizedMatrix(weights.lmHead)
+        derived.int8Head = head
+        return head
+    }
+}
+
+/// Weight copies derived from the stored ones on demand (guarded by LlamaModel.derivedLock).
+final class DerivedWeights: @unchecked Sendable {
+    var int8Head: QuantizedMatrix?
+}
