@@ -120,7 +120,10 @@ final class ServeControlTests: XCTestCase {
         try install.drop("d.yaml", jobYAML(priority: 9))
         try install.start()
         try waitFor("all done", timeout: 30) { try install.jobs().allSatisfy { $0["state"] as? String == "succeeded" } }
-        XCTAssertEqual(install.stop(SIGTERM), 0)
+        XCTAssertEqual(install.stop(SIGINT), 0, "SIGINT stops as gracefully as SIGTERM")
+        let limited = try install.cli(["jobs", "--limit", "2", "--json"])
+        XCTAssertEqual((limited.json?["jobs"] as? [[String: Any]])?.compactMap { $0["id"] as? Int }, [4, 3])
+        XCTAssertEqual(try install.cli(["jobs", "--state", "succeeded"]).stdout.split(separator: "\n").count, 5)
         let order = try DatabaseQueue(path: install.database.path).read { db in
             try String.fetchAll(db, sql: "SELECT j.source FROM events e JOIN jobs j ON j.id = e.job_id WHERE e.to_state = 'running' ORDER BY e.id")
         }

@@ -104,6 +104,15 @@ final class ServeEndToEndTests: XCTestCase {
             XCTAssertEqual(help.status, 0, "\(command) --help: \(help.stderr)")
             XCTAssertTrue(help.stdout.contains("--config"), "\(command) --help: \(help.stdout)")
         }
+        // Without a daemon the file still lands in the spool, and submit says so.
+        try FileManager.default.createDirectory(at: install.incoming, withIntermediateDirectories: true)
+        let parked = try install.cli(["submit", "--wait", "0.3", Paths.jobs.appendingPathComponent("early-exit.yaml").path])
+        XCTAssertEqual(parked.status, 0, parked.stderr)
+        XCTAssertTrue(parked.stderr.contains("no daemon recorded it"), parked.stderr)
+        let parkedName = parked.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        XCTAssertTrue(parkedName.hasSuffix("-early-exit.yaml"), parkedName)
+        let parkedText = try String(contentsOf: install.incoming.appendingPathComponent(parkedName), encoding: .utf8)
+        XCTAssertTrue(parkedText.hasPrefix("# layerskip-base-directory: \(Paths.jobs.path)\n"), parkedText)
         let notSubmitted = try install.cli(["submit", bad.path])
         XCTAssertEqual(notSubmitted.status, 1)
         XCTAssertTrue(notSubmitted.stderr.contains("strategy.exit_layer"), notSubmitted.stderr)
