@@ -116,7 +116,7 @@ final class Installation {
         process.environment = env
         logIndex += 1
         let log = root.appendingPathComponent("serve-\(logIndex).log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         process.standardError = try FileHandle(forWritingTo: log)
         process.standardOutput = FileHandle.nullDevice
         try process.run()

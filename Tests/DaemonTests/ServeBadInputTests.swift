@@ -28,7 +28,7 @@ final class ServeBadInputTests: XCTestCase {
         try garbage.write(to: install.root.appendingPathComponent("garbage.tmp"))
         try FileManager.default.moveItem(at: install.root.appendingPathComponent("garbage.tmp"), to: install.incoming.appendingPathComponent("garbage.yaml"))
         let big = install.root.appendingPathComponent("big.tmp")
-        FileManager.default.createFile(atPath: big.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: big.path, contents: nil)
         let handle = try FileHandle(forWritingTo: big)
         let chunk = Data(repeating: UInt8(ascii: "#"), count: 1 << 20)
         for _ in 0..<50 { handle.write(chunk) }
