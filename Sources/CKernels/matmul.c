@@ -1,42 +1,196 @@
-// PLACEHOLDER scalar kernels (the kernels helper replaces this file).
-#include "ckernels.h"
-#include <string.h>
+// Public entry points of CKernels: CPU dispatch, threading of ck_matmul, conversions.
+#include "ck_internal.h"
 
-static int g_threads = 1;
-int ck_simd_level(void) { return 0; }
-const char *ck_simd_name(void) { return "scalar"; }
-void ck_force_scalar(int on) { (void)on; }
-void ck_set_threads(int n) { g_threads = n; }
-int ck_get_threads(void) { return g_threads; }
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 
-static inline float bf16_to_f32(uint16_t h) { uint32_t u = (uint32_t)h << 16; float f; memcpy(&f, &u, 4); return f; }
-static inline float f16_to_f32(uint16_t h) {
-    uint32_t s = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 0x1f, m = h & 0x3ff, u;
-    if (e == 0) { if (m == 0) u = s; else { e = 127 - 15 + 1; while (!(m & 0x400)) { m <<= 1; e--; } m &= 0x3ff; u = s | (e << 23) | (m << 13); } }
-    else if (e == 31) u = s | 0x7f800000 | (m << 13);
-    else u = s | ((e + 127 - 15) << 23) | (m << 13);
-    float f; memcpy(&f, &u, 4); return f;
-}
-static inline float load(ck_dtype dt, const void *W, size_t i) {
-    switch (dt) { case CK_F32: return ((const float *)W)[i]; case CK_F16: return f16_to_f32(((const uint16_t *)W)[i]); default: return bf16_to_f32(((const uint16_t *)W)[i]); }
-}
-void ck_matmul_range(ck_dtype dt, const void *W, int out, int in, const float *x, int ldx, int n, float *y, int ldy, int o0, int o1) {
-    (void)out;
-    for (int o = o0; o < o1; o++) for (int t = 0; t < n; t++) {
-        float acc = 0; for (int k = 0; k < in; k++) acc += load(dt, W, (size_t)o * in + k) * x[(size_t)t * ldx + k];
-        y[(size_t)t * ldy + o] = acc;
+// ---- CPU features --------------------------------------------------------------------------
+
+static _Atomic int g_cpu_level = -1; // detected level
+static _Atomic int g_force_scalar;
+
+static int detect_level(void) {
+    int v = atomic_load_explicit(&g_cpu_level, memory_order_relaxed);
+    if (v < 0) {
+        v = 0;
+#if CK_X86
+        __builtin_cpu_init();
+        // __builtin_cpu_supports reports AVX features only when the OS saves the YMM state.
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+            v = 1;
+#endif
+        const char *e = getenv("CK_FORCE_SCALAR");
+        if (e && *e && *e != '0') v = 0;
+        atomic_store_explicit(&g_cpu_level, v, memory_order_relaxed);
     }
+    return v;
 }
-void ck_matmul(ck_dtype dt, const void *W, int out, int in, const float *x, int ldx, int n, float *y, int ldy) {
-    ck_matmul_range(dt, W, out, in, x, ldx, n, y, ldy, 0, out);
+
+int ck_simd_level(void) {
+    return atomic_load_explicit(&g_force_scalar, memory_order_relaxed) ? 0 : detect_level();
 }
-void ck_to_f32(ck_dtype dt, const void *src, float *dst, size_t count) { for (size_t i = 0; i < count; i++) dst[i] = load(dt, src, i); }
+const char *ck_simd_name(void) { return ck_simd_level() ? "avx2-fma-f16c" : "scalar"; }
+void ck_force_scalar(int on) { atomic_store(&g_force_scalar, on ? 1 : 0); }
+
+// ---- scratch -------------------------------------------------------------------------------
+
+float *ck_buf_reserve(ck_buf *b, size_t count) {
+    if (b->cap >= count && b->p) return b->p;
+    size_t cap = count + count / 4 + 1024;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, cap * sizeof(float)) != 0) return NULL;
+    free(b->p);
+    b->p = p;
+    b->cap = cap;
+    return b->p;
+}
+
+static pthread_key_t g_scratch_key;
+static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
+static _Thread_local ck_scratch *t_scratch;
+
+static void scratch_free(void *p) {
+    ck_scratch *s = p;
+    free(s->wc.p);
+    free(s->cs.p);
+    free(s->xprep.p);
+    free(s);
+}
+static void scratch_key_init(void) { pthread_key_create(&g_scratch_key, scratch_free); }
+
+ck_scratch *ck_tls_scratch(void) {
+    if (t_scratch) return t_scratch;
+    pthread_once(&g_scratch_once, scratch_key_init);
+    ck_scratch *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    pthread_setspecific(g_scratch_key, s);
+    t_scratch = s;
+    return s;
+}
+
+// Activations prepared by ck_matmul, shared by its tasks (guarded by g_prep_mu).
+static pthread_mutex_t g_prep_mu = PTHREAD_MUTEX_INITIALIZER;
+static ck_buf g_prep;
+
+// ---- matrix products -----------------------------------------------------------------------
+
+static void zero_rows(float *y, int ldy, int n, int o0, int o1) {
+    for (int t = 0; t < n; t++) memset(y + (size_t)t * ldy + o0, 0, (size_t)(o1 - o0) * sizeof(float));
+}
+
+void ck_matmul_range(ck_dtype dt, const void *W, int out, int in, const float *x, int ldx, int n,
+                     float *y, int ldy, int o0, int o1) {
+    if (o0 < 0) o0 = 0;
+    if (o1 > out) o1 = out;
+    if (n <= 0 || o0 >= o1) return;
+    if (in <= 0) { zero_rows(y, ldy, n, o0, o1); return; }
+    if (ck_simd_level()) {
+        ck_scratch *s = ck_tls_scratch();
+        size_t need = ck_avx2_prep_floats(dt, in, n);
+        float *buf = NULL;
+        if (s && (need == 0 || (buf = ck_buf_reserve(&s->xprep, need)))) {
+            ck_xprep px;
+            ck_avx2_prepare(dt, in, x, ldx, n, buf, &px);
+            if (!px.small) ck_avx2_pack_groups(in, x, ldx, n, buf, 0, (n + 15) / 16);
+            if (ck_avx2_range(dt, W, in, x, ldx, &px, n, y, ldy, o0, o1, s) == 0) return;
+        }
+    }
+    ck_scalar_range(dt, W, in, x, ldx, n, y, ldy, o0, o1);
+}
+
+typedef struct {
+    ck_dtype dt;
+    const void *W;
+    int out, in;
+    const float *x;
+    int ldx, n;
+    float *y;
+    int ldy;
+    int simd;
+    ck_xprep px;
+} mm_job;
+
+static void split_rows(int out, int tid, int nth, int *a, int *b) {
+    int units = (out + CK_ROW_ALIGN - 1) / CK_ROW_ALIGN;
+    int per = units / nth, rem = units % nth;
+    int u0 = tid * per + (tid < rem ? tid : rem);
+    int u1 = u0 + per + (tid < rem ? 1 : 0);
+    *a = u0 * CK_ROW_ALIGN < out ? u0 * CK_ROW_ALIGN : out;
+    *b = u1 * CK_ROW_ALIGN < out ? u1 * CK_ROW_ALIGN : out;
+}
+
+static void mm_task(void *ctx, int tid, int nth) {
+    mm_job *j = ctx;
+    int o0, o1;
+    split_rows(j->out, tid, nth, &o0, &o1);
+    if (o0 >= o1) return;
+    if (j->simd) {
+        ck_scratch *s = ck_tls_scratch();
+        if (s && ck_avx2_range(j->dt, j->W, j->in, j->x, j->ldx, &j->px, j->n, j->y, j->ldy, o0, o1, s) == 0)
+            return;
+    }
+    ck_scalar_range(j->dt, j->W, j->in, j->x, j->ldx, j->n, j->y, j->ldy, o0, o1);
+}
+
+static void pack_task(void *ctx, int tid, int nth) {
+    mm_job *j = ctx;
+    int groups = (j->n + 15) / 16;
+    int g0 = (int)((long)groups * tid / nth), g1 = (int)((long)groups * (tid + 1) / nth);
+    ck_avx2_pack_groups(j->in, j->x, j->ldx, j->n, (float *)j->px.xp, g0, g1);
+}
+
+// Below this many weight elements a call runs on the calling thread only.
+#define CK_PAR_MIN_ELEMS 32768
+
+void ck_matmul(ck_dtype dt, const void *W, int out, int in, const float *x, int ldx, int n,
+               float *y, int ldy) {
+    if (n <= 0 || out <= 0) return;
+    if (in <= 0) { zero_rows(y, ldy, n, 0, out); return; }
+    int nth = ck_pool_threads();
+    int max_chunks = (out + CK_ROW_ALIGN - 1) / CK_ROW_ALIGN;
+    if ((size_t)out * (size_t)in < CK_PAR_MIN_ELEMS) nth = 1;
+    if (nth > max_chunks) nth = max_chunks;
+    if (nth <= 1 || ck_pool_in_task()) {
+        ck_matmul_range(dt, W, out, in, x, ldx, n, y, ldy, 0, out);
+        return;
+    }
+    mm_job j = {dt, W, out, in, x, ldx, n, y, ldy, 0, {0}};
+    int locked = 0;
+    if (ck_simd_level()) {
+        size_t need = ck_avx2_prep_floats(dt, in, n);
+        float *buf = NULL;
+        if (need == 0) {
+            j.simd = 1;
+        } else {
+            pthread_mutex_lock(&g_prep_mu);
+            locked = 1;
+            if ((buf = ck_buf_reserve(&g_prep, need))) j.simd = 1;
+        }
+        if (j.simd) {
+            ck_avx2_prepare(dt, in, x, ldx, n, buf, &j.px);
+            if (!j.px.small) ck_pool_run(pack_task, &j, nth);
+        }
+    }
+    ck_pool_run(mm_task, &j, nth);
+    if (locked) pthread_mutex_unlock(&g_prep_mu);
+}
+
+// ---- conversions ---------------------------------------------------------------------------
+
+void ck_to_f32(ck_dtype dt, const void *src, float *dst, size_t count) {
+    if (ck_simd_level()) { ck_avx2_to_f32(dt, src, dst, count); return; }
+    if (dt == CK_F32) { memmove(dst, src, count * 4); return; }
+    for (size_t i = 0; i < count; i++) dst[i] = ck_load_elem(dt, src, i);
+}
+
 void ck_from_f32(ck_dtype dt, const float *src, void *dst, size_t count) {
-    for (size_t i = 0; i < count; i++) {
-        uint32_t u; memcpy(&u, &src[i], 4);
-        if (dt == CK_F32) ((float *)dst)[i] = src[i];
-        else if (dt == CK_BF16) { u += 0x7fff + ((u >> 16) & 1); ((uint16_t *)dst)[i] = (uint16_t)(u >> 16); }
-        else { ((uint16_t *)dst)[i] = 0; /* placeholder */ }
-    }
+    if (ck_simd_level()) { ck_avx2_from_f32(dt, src, dst, count); return; }
+    if (dt == CK_F32) { memmove(dst, src, count * 4); return; }
+    uint16_t *d = dst;
+    if (dt == CK_BF16)
+        for (size_t i = 0; i < count; i++) d[i] = ck_f32_to_bf16(src[i]);
+    else
+        for (size_t i = 0; i < count; i++) d[i] = ck_f32_to_f16(src[i]);
 }
 void ck_parallel(void (*fn)(void *ctx, int tid, int nthreads), void *ctx) { fn(ctx, 0, 1); }

@@ -24,7 +24,9 @@ void ck_force_scalar(int on);
 /// Threads used by ck_matmul (the calling thread counts as one). Default: online CPUs.
 void ck_set_threads(int n);
 int ck_get_threads(void);
-/// Runs fn(ctx, tid, nthreads) for every tid on the kernel thread pool and waits.
+/// Runs fn(ctx, tid, nthreads) for every tid in [0, nthreads) on the kernel thread pool (the caller
+/// runs tid 0) and returns when all have finished; nthreads = ck_get_threads(). Calls are serialised
+/// with ck_matmul; a call made from inside such a task runs fn(ctx, 0, 1) on the calling thread.
 void ck_parallel(void (*fn)(void *ctx, int tid, int nthreads), void *ctx);
 
 // ---- Matrix products -----------------------------------------------------------------------

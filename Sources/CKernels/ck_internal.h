@@ -1,0 +1,131 @@
+// Private declarations shared by the CKernels translation units (not part of the public API).
+#ifndef CK_INTERNAL_H
+#define CK_INTERNAL_H
+
+#include "ckernels.h"
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+// Functions that use AVX2/FMA/F16C carry this attribute; the translation units themselves are
+// compiled for baseline x86-64, so nothing outside these functions may use those instructions.
+#if defined(__x86_64__) || defined(__i386__)
+#define CK_X86 1
+#define CK_AVX2 __attribute__((target("avx2,fma,f16c")))
+#else
+#define CK_X86 0
+#define CK_AVX2
+#endif
+#define CK_INLINE static inline __attribute__((always_inline))
+
+// ---- scalar element conversions (exact, portable) -------------------------------------------
+
+static inline float ck_bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static inline uint32_t ck_f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+
+static inline float ck_bf16_to_f32(uint16_t h) { return ck_bits_f32((uint32_t)h << 16); }
+
+static inline uint16_t ck_f32_to_bf16(float f) {
+    uint32_t u = ck_f32_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); // NaN stays (quiet) NaN
+    u += 0x7fffu + ((u >> 16) & 1u);                                          // round to nearest even
+    return (uint16_t)(u >> 16);
+}
+
+static inline float ck_f16_to_f32(uint16_t h) {
+    uint32_t s = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    if (e == 0x1f) return ck_bits_f32(s | 0x7f800000u | (m ? (0x400000u | (m << 13)) : 0)); // inf / quiet NaN
+    if (e == 0) {
+        if (m == 0) return ck_bits_f32(s);
+        // subnormal: m * 2^-24, exact in f32
+        float v = (float)m * (1.0f / 16777216.0f);
+        return s ? -v : v;
+    }
+    return ck_bits_f32(s | ((e + 112u) << 23) | (m << 13));
+}
+
+static inline uint16_t ck_f32_to_f16(float f) {
+    uint32_t u = ck_f32_bits(f);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    u &= 0x7fffffffu;
+    if (u >= 0x7f800000u) // inf or NaN (NaN: quiet, top payload bits kept, as F16C does)
+        return (uint16_t)(sign | 0x7c00u | (u > 0x7f800000u ? (0x200u | ((u >> 13) & 0x3ffu)) : 0));
+    if (u >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); // >= 65520 rounds to inf
+    uint32_t e = u >> 23;
+    if (e < 113) { // result is subnormal (or zero / smallest normal after rounding)
+        if (e < 102) return sign; // < 2^-25: rounds to zero
+        uint32_t mant = (u & 0x7fffffu) | 0x800000u, shift = 126 - e; // 14..24
+        uint32_t r = mant >> shift, rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (r & 1u))) r++;
+        return (uint16_t)(sign | r);
+    }
+    uint32_t h = ((e - 112) << 10) | ((u >> 13) & 0x3ffu), rem = u & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++; // carry may reach the exponent: fine
+    return (uint16_t)(sign | h);
+}
+
+static inline float ck_load_elem(ck_dtype dt, const void *p, size_t i) {
+    switch (dt) {
+    case CK_F32: { float f; memcpy(&f, (const char *)p + 4 * i, 4); return f; }
+    case CK_F16: { uint16_t h; memcpy(&h, (const char *)p + 2 * i, 2); return ck_f16_to_f32(h); }
+    default: { uint16_t h; memcpy(&h, (const char *)p + 2 * i, 2); return ck_bf16_to_f32(h); }
+    }
+}
+
+static inline size_t ck_dt_size(ck_dtype dt) { return dt == CK_F32 ? 4 : 2; }
+
+// ---- scratch memory ------------------------------------------------------------------------
+
+typedef struct { float *p; size_t cap; } ck_buf;
+/// Grows b to hold at least `count` floats (64-byte aligned). Returns b->p or NULL.
+float *ck_buf_reserve(ck_buf *b, size_t count);
+
+typedef struct {
+    ck_buf wc;    // converted weight block (GEMM path)
+    ck_buf cs;    // accumulator tiles (GEMM path)
+    ck_buf xprep; // prepared activations when ck_matmul_range is called directly
+} ck_scratch;
+/// Per-thread scratch (freed when the thread exits). NULL only if out of memory.
+ck_scratch *ck_tls_scratch(void);
+
+// ---- kernels -------------------------------------------------------------------------------
+
+/// Activations prepared once per call for the AVX2 kernels.
+typedef struct {
+    int small;          // 1: dot-product kernels (small n); 0: packed GEMM kernels
+    const float *xs;    // small: x as the kernels read it (bf16: even/odd permuted copy)
+    size_t xs_ld;
+    const float *xp;    // GEMM: x packed in groups of 16 tokens, [group][k][16]
+} ck_xprep;
+
+int ck_avx2_use_small(int n);
+/// Internal tuning hook (benchmarks while tuning): small_nmax, r1, pf, pfd, rb, xbytes.
+void ck_tune(const char *key, int value);
+/// Floats of scratch ck_avx2_prepare needs (0: none).
+size_t ck_avx2_prep_floats(ck_dtype dt, int in, int n);
+/// Small path: fills px (using buf when needed). GEMM path: sets px->xp = buf; the packing itself
+/// is done by ck_avx2_pack_groups (it can be split over threads by group).
+void ck_avx2_prepare(ck_dtype dt, int in, const float *x, int ldx, int n, float *buf, ck_xprep *px);
+void ck_avx2_pack_groups(int in, const float *x, int ldx, int n, float *xp, int g0, int g1);
+/// Output rows [o0, o1). Returns 0 on success, -1 if scratch could not be allocated.
+int ck_avx2_range(ck_dtype dt, const void *W, int in, const float *x, int ldx, const ck_xprep *px,
+                  int n, float *y, int ldy, int o0, int o1, ck_scratch *s);
+void ck_scalar_range(ck_dtype dt, const void *W, int in, const float *x, int ldx, int n,
+                     float *y, int ldy, int o0, int o1);
+
+void ck_avx2_to_f32(ck_dtype dt, const void *src, float *dst, size_t count);
+void ck_avx2_from_f32(ck_dtype dt, const float *src, void *dst, size_t count);
+
+/// Row alignment of the per-thread chunks (a multiple of every microkernel's row count).
+#define CK_ROW_ALIGN 24
+
+// ---- thread pool ---------------------------------------------------------------------------
+
+typedef void (*ck_task_fn)(void *ctx, int tid, int nth);
+/// Runs fn(ctx, tid, nth) for tid in [0, nth) on the pool (the caller is tid 0) and waits.
+void ck_pool_run(ck_task_fn fn, void *ctx, int nth);
+int ck_pool_threads(void);
+/// 1 on a thread that is running a pool task.
+int ck_pool_in_task(void);
+
+#endif
