@@ -79,7 +79,7 @@ int ck_avx2_use_small(int n) { return n <= g_small_nmax; }
 #define CK_PF_HINT _MM_HINT_T0
 
 // Tile of T tokens x R rows over k in [k0, k16) (whole 16-blocks), then, if `last`, the scalar tail
-// [k16, k1). xs: activations (token t at xs + t*xld) in the layout of w_lo/w_hi (the tail in natural
+// [k16, k1). xs: activations (see xld below) in the element order of w_lo/w_hi (the tail in natural
 // order). The T*R vector accumulators start at zero (`first`) or from vacc, and are either saved to
 // vacc (not `last`) or reduced and stored to y[t*ldy + o + r] (`last`).
 // pf_off != 0: prefetch the weights at byte offset pf_off from the ones being read (where the next
@@ -93,7 +93,10 @@ CK_INLINE CK_AVX2 void dot_tile(int dt, int T, int R, const void *W, size_t in, 
     const void *wr[8];
     const float *xt[4];
     for (int r = 0; r < R; r++) wr[r] = w_row(dt, W, in, o + r);
-    for (int t = 0; t < T; t++) xt[t] = xs + (size_t)t * xld;
+    // xld != 0: token t at xs + t*xld. xld == 0: the group's tokens interleaved per 16-block,
+    // element (t, k) at xs + (k & ~15)*T + 16*t + (k & 15), so a pass reads one sequential stream.
+    const size_t km = xld ? 1 : (size_t)T;
+    for (int t = 0; t < T; t++) xt[t] = xs + (size_t)t * (xld ? xld : 16);
     for (int t = 0; t < T; t++)
         for (int r = 0; r < R; r++)
             acc[t][r] = first ? _mm256_setzero_ps() : _mm256_load_ps(vacc + (t * R + r) * 8);
@@ -106,12 +109,12 @@ CK_INLINE CK_AVX2 void dot_tile(int dt, int T, int R, const void *W, size_t in, 
     do {                                                                                      \
         if (R > T) {                                                                          \
             __m256 xv[4];                                                                     \
-            for (int t = 0; t < T; t++) xv[t] = _mm256_loadu_ps(xt[t] + (kk));                \
+            for (int t = 0; t < T; t++) xv[t] = _mm256_loadu_ps(xt[t] + (kk) * km);           \
             for (int r = 0; r < R; r++) {                                                     \
                 __m256 w = w_lo(dt, wr[r], (kk));                                             \
                 for (int t = 0; t < T; t++) acc[t][r] = _mm256_fmadd_ps(xv[t], w, acc[t][r]); \
             }                                                                                 \
-            for (int t = 0; t < T; t++) xv[t] = _mm256_loadu_ps(xt[t] + (kk) + 8);            \
+            for (int t = 0; t < T; t++) xv[t] = _mm256_loadu_ps(xt[t] + (kk) * km + 8);       \
             for (int r = 0; r < R; r++) {                                                     \
                 __m256 w = w_hi(dt, wr[r], (kk));                                             \
                 for (int t = 0; t < T; t++) acc[t][r] = _mm256_fmadd_ps(xv[t], w, acc[t][r]); \
@@ -120,12 +123,12 @@ CK_INLINE CK_AVX2 void dot_tile(int dt, int T, int R, const void *W, size_t in, 
             __m256 wv[8];                                                                     \
             for (int r = 0; r < R; r++) wv[r] = w_lo(dt, wr[r], (kk));                        \
             for (int t = 0; t < T; t++) {                                                     \
-                __m256 xv = _mm256_loadu_ps(xt[t] + (kk));                                    \
+                __m256 xv = _mm256_loadu_ps(xt[t] + (kk) * km);                               \
                 for (int r = 0; r < R; r++) acc[t][r] = _mm256_fmadd_ps(xv, wv[r], acc[t][r]); \
             }                                                                                 \
             for (int r = 0; r < R; r++) wv[r] = w_hi(dt, wr[r], (kk));                        \
             for (int t = 0; t < T; t++) {                                                     \
-                __m256 xv = _mm256_loadu_ps(xt[t] + (kk) + 8);                                \
+                __m256 xv = _mm256_loadu_ps(xt[t] + (kk) * km + 8);                           \
                 for (int r = 0; r < R; r++) acc[t][r] = _mm256_fmadd_ps(xv, wv[r], acc[t][r]); \
             }                                                                                 \
         }                                                                                     \
@@ -170,7 +173,7 @@ CK_INLINE CK_AVX2 void dot_tile(int dt, int T, int R, const void *W, size_t in, 
             _mm_storeu_ps(s + 4, hsum4(acc[t][4], R > 5 ? acc[t][5] : z, R > 6 ? acc[t][6] : z,
                                        R > 7 ? acc[t][7] : z));
         for (size_t kk = k16; kk < k1; kk++) {
-            float xv = xt[t][kk];
+            float xv = xld ? xt[t][kk] : xs[(kk & ~(size_t)15) * T + 16 * (size_t)t + (kk & 15)];
             for (int r = 0; r < R; r++) s[r] += xv * ck_load_elem((ck_dtype)dt, wr[r], kk);
         }
         float *yt = y + (size_t)t * ldy + o;
@@ -259,15 +262,22 @@ static CK_AVX2 void widen_f16_tile(const uint16_t *W, size_t in, int o, int R, s
 // n rows of x. The activations are read from L2 (k is only blocked when they exceed g_xbytes; then
 // vector partial sums are carried between k-blocks in vacc). f16 tiles are widened once into wt
 // (R * in floats) for all groups, since vcvtph2ps is the expensive part of the f16 kernel.
-static void small_range(ck_dtype dt, const void *W, int in, const float *xs, size_t xld, int n,
-                        float *y, size_t ldy, int o0, int o1, float *vacc, float *wt) {
+// Token groups of the small path: ceil(n/4) groups of balanced sizes <= 4.
+static int small_groups(int n, int *gsize, int *gstart) {
     const int ngroups = (n + 3) / 4;
-    int gsize[CK_SMALL_GROUPS_MAX], gstart[CK_SMALL_GROUPS_MAX];
     for (int g = 0, t = 0; g < ngroups; g++) {
         gsize[g] = n / ngroups + (g < n % ngroups);
         gstart[g] = t;
         t += gsize[g];
     }
+    return ngroups;
+}
+
+// xs: staged activations, group g at xs + gstart[g]*xld, its tokens interleaved per 16-block.
+static void small_range(ck_dtype dt, const void *W, int in, const float *xs, size_t xld, int n,
+                        float *y, size_t ldy, int o0, int o1, float *vacc, float *wt) {
+    int gsize[CK_SMALL_GROUPS_MAX], gstart[CK_SMALL_GROUPS_MAX];
+    const int ngroups = small_groups(n, gsize, gstart);
     const int R = ngroups == 1 ? rows_for(n) : 3;
     const int widen = dt == CK_F16 && ngroups > 1 && wt;
     const size_t es = ck_dt_size(dt);
@@ -300,7 +310,7 @@ static void small_range(ck_dtype dt, const void *W, int in, const float *xs, siz
                 for (int g = 0; g < ngroups; g++) {
                     float *va = vacc ? vacc + ((size_t)ti * ngroups + g) * 96 : NULL;
                     dot_table[tdt][gsize[g] - 1][r - 1](Wt, (size_t)in, to, xs + (size_t)gstart[g] * xld,
-                                                        xld, kb, k16, ke, va, kb == 0, last,
+                                                        0, kb, k16, ke, va, kb == 0, last,
                                                         y + (size_t)gstart[g] * ldy + (o - to), ldy,
                                                         g == 0 ? pf : 0);
                 }
@@ -485,42 +495,40 @@ static CK_AVX2 int gemm_range(ck_dtype dt, const void *W, int in, const float *x
 // Preparation and entry
 // ============================================================================================
 
-// Row stride of staged activations: a multiple of 16 floats that is an odd number of cache lines
-// past a multiple of 4 KiB, so the rows of one k-block do not compete for the same L1 sets.
-static size_t staged_ld(int in) {
-    size_t ld = ((size_t)in + 15) / 16 * 16;
-    if (ld % 1024 == 0) ld += 16;
-    else if ((ld / 16) % 2 == 0) ld += 16;
-    return ld;
-}
+static size_t round16(int in) { return ((size_t)in + 15) / 16 * 16; }
 
 // Small path: n == 1 reads x in place (bf16 needs the even/odd order, so it is staged); n > 1 stages
-// x for every dtype with the padded stride. GEMM path: [group][k][16] packing.
+// x for every dtype, each token group interleaved per 16-block (see dot_tile). GEMM path:
+// [group of 16][k][16] packing.
 size_t ck_avx2_prep_floats(ck_dtype dt, int in, int n) {
-    if (ck_avx2_use_small(n)) return (n > 1 || dt == CK_BF16) ? (size_t)n * staged_ld(in) : 0;
+    if (ck_avx2_use_small(n)) return (n > 1 || dt == CK_BF16) ? (size_t)n * round16(in) : 0;
     return (size_t)((n + 15) / 16) * (size_t)in * 16;
 }
 
-static void stage_copy(int in, const float *x, int ldx, int n, float *xs, size_t xld) {
-    for (int t = 0; t < n; t++) memcpy(xs + (size_t)t * xld, x + (size_t)t * ldx, (size_t)in * sizeof(float));
-}
-
-// bf16 staging: per 16-block, the 8 even elements then the 8 odd ones; the tail as is.
-static CK_AVX2 void stage_bf16(int in, const float *x, int ldx, int n, float *xs, size_t xld) {
-    for (int t = 0; t < n; t++) {
-        const float *src = x + (size_t)t * ldx;
-        float *dst = xs + (size_t)t * xld;
-        int k = 0;
-        for (; k + 16 <= in; k += 16) {
-            __m256 a = _mm256_loadu_ps(src + k), b = _mm256_loadu_ps(src + k + 8);
-            __m256 ev = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)); // a0 a2 b0 b2 | a4 a6 b4 b6
-            __m256 od = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
-            ev = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), _MM_SHUFFLE(3, 1, 2, 0)));
-            od = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(od), _MM_SHUFFLE(3, 1, 2, 0)));
-            _mm256_storeu_ps(dst + k, ev);
-            _mm256_storeu_ps(dst + k + 8, od);
+static CK_AVX2 void stage_small(ck_dtype dt, int in, const float *x, int ldx, int n, float *xs) {
+    int gsize[CK_SMALL_GROUPS_MAX], gstart[CK_SMALL_GROUPS_MAX];
+    const int ngroups = small_groups(n, gsize, gstart);
+    const size_t k16 = (size_t)in / 16 * 16, ld = round16(in);
+    for (int g = 0; g < ngroups; g++) {
+        const size_t T = (size_t)gsize[g];
+        float *base = xs + (size_t)gstart[g] * ld;
+        for (size_t t = 0; t < T; t++) {
+            const float *src = x + (size_t)(gstart[g] + (int)t) * ldx;
+            size_t k = 0;
+            for (; k < k16; k += 16) {
+                float *dst = base + k * T + 16 * t;
+                __m256 a = _mm256_loadu_ps(src + k), b = _mm256_loadu_ps(src + k + 8);
+                if (dt == CK_BF16) { // even elements, then odd ones
+                    __m256 ev = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)); // a0 a2 b0 b2 | a4 a6 b4 b6
+                    __m256 od = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+                    a = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), _MM_SHUFFLE(3, 1, 2, 0)));
+                    b = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(od), _MM_SHUFFLE(3, 1, 2, 0)));
+                }
+                _mm256_storeu_ps(dst, a);
+                _mm256_storeu_ps(dst + 8, b);
+            }
+            for (; k < (size_t)in; k++) base[k16 * T + 16 * t + (k - k16)] = src[k];
         }
-        for (; k < in; k++) dst[k] = src[k];
     }
 }
 
@@ -530,14 +538,10 @@ void ck_avx2_prepare(ck_dtype dt, int in, const float *x, int ldx, int n, float 
     px->xs_ld = (size_t)ldx;
     px->xp = NULL;
     if (px->small) {
-        if (dt == CK_BF16) {
-            px->xs_ld = staged_ld(in);
-            stage_bf16(in, x, ldx, n, buf, px->xs_ld);
+        if (n > 1 || dt == CK_BF16) {
+            stage_small(dt, in, x, ldx, n, buf);
             px->xs = buf;
-        } else if (n > 1) {
-            px->xs_ld = staged_ld(in);
-            stage_copy(in, x, ldx, n, buf, px->xs_ld);
-            px->xs = buf;
+            px->xs_ld = round16(in);
         }
     } else {
         px->xp = buf;
