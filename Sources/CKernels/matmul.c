@@ -193,4 +193,3 @@ void ck_from_f32(ck_dtype dt, const float *src, void *dst, size_t count) {
     else
         for (size_t i = 0; i < count; i++) d[i] = ck_f32_to_f16(src[i]);
 }
-void ck_parallel(void (*fn)(void *ctx, int tid, int nthreads), void *ctx) { fn(ctx, 0, 1); }
