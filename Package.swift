@@ -16,9 +16,11 @@ let package = Package(
         .library(name: "Engine", targets: ["Engine"]),
         .library(name: "Tokenization", targets: ["Tokenization"]),
         .library(name: "Decoding", targets: ["Decoding"]),
+        .library(name: "Training", targets: ["Training"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // OpenBLAS from the system (Debian: libopenblas-dev).
@@ -50,6 +52,13 @@ let package = Package(
             path: "Sources/Decoding",
             swiftSettings: hotSwift
         ),
+        // The LayerSkip training recipe on CPU: forward/backward, AdamW, corpus streaming, BPE training, evaluation.
+        .target(
+            name: "Training",
+            dependencies: ["Engine", "Tokenization", "CKernels", "COpenBLAS"],
+            path: "Sources/Training",
+            swiftSettings: hotSwift
+        ),
         // Decoding-strategy plugins: each depends on the decoding protocol, never on the daemon.
         .target(name: "AutoregressivePlugin", dependencies: ["Decoding", "Engine"], path: "Plugins/Autoregressive", swiftSettings: hotSwift),
         .target(name: "EarlyExitPlugin", dependencies: ["Decoding", "Engine", "CKernels"], path: "Plugins/EarlyExit", swiftSettings: hotSwift),
@@ -58,8 +67,9 @@ let package = Package(
             name: "layerskip",
             dependencies: [
                 "Engine", "Tokenization", "COpenBLAS", "CKernels", "Decoding",
-                "AutoregressivePlugin", "EarlyExitPlugin", "SelfSpeculativePlugin",
+                "AutoregressivePlugin", "EarlyExitPlugin", "SelfSpeculativePlugin", "Training",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Yams", package: "Yams"),
             ],
             path: "Sources/layerskip"
         ),
@@ -83,6 +93,12 @@ let package = Package(
             name: "DecodingTests",
             dependencies: ["Decoding", "Engine", "Tokenization", "AutoregressivePlugin", "EarlyExitPlugin", "SelfSpeculativePlugin"],
             path: "Tests/DecodingTests"
+        ),
+        .testTarget(
+            name: "TrainingTests",
+            dependencies: ["Training", "Engine", "Tokenization"],
+            path: "Tests/TrainingTests",
+            swiftSettings: hotSwift
         ),
         .testTarget(
             name: "CLITests",
