@@ -20,6 +20,8 @@ struct LayerSkip: ParsableCommand {
                 InitModelCommand.self,
                 BenchCommand.self,
                 DoctorCommand.self,
+                TrainCommand.self,
+                TrainTokenizerCommand.self,
             ]
         )
     }
