@@ -52,10 +52,12 @@ let package = Package(
             path: "Sources/Decoding",
             swiftSettings: hotSwift
         ),
+        // Vectorised element-wise kernels of the trainer (softmax, SwiGLU forward/backward).
+        .target(name: "CTrainingKernels", path: "Sources/CTrainingKernels", cSettings: [.unsafeFlags(["-O3", "-fno-math-errno", "-ffp-contract=fast", "-Wall"])]),
         // The LayerSkip training recipe on CPU: forward/backward, AdamW, corpus streaming, BPE training, evaluation.
         .target(
             name: "Training",
-            dependencies: ["Engine", "Tokenization", "CKernels", "COpenBLAS"],
+            dependencies: ["Engine", "Tokenization", "CKernels", "COpenBLAS", "CTrainingKernels"],
             path: "Sources/Training",
             swiftSettings: hotSwift
         ),

@@ -63,9 +63,6 @@ func rope<S: TrainScalar>(_ v: UnsafeMutablePointer<S>, heads: Int, headDim: Int
     }
 }
 
-@inline(__always)
-func sigmoid<S: TrainScalar>(_ x: S) -> S { 1 / (1 + S.exponential(-x)) }
-
 /// The cos/sin tables of the engine (f32 angles, as Hugging Face computes them), for positions
 /// 0..<positions: each (positions, headDim/2), row-major.
 struct RoPETables<S: TrainScalar> {

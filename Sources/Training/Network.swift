@@ -177,10 +177,7 @@ public final class Network<S: TrainScalar>: @unchecked Sendable {
         let f = c.intermediateSize
         linearForward(s.mlpIn.pointer, p + w.gate, rows: n, inDim: hd, outDim: f, s.gate.pointer)
         linearForward(s.mlpIn.pointer, p + w.up, rows: n, inDim: hd, outDim: f, s.up.pointer)
-        for i in 0..<n * f {
-            let g = s.gate.pointer[i]
-            s.act.pointer[i] = g * sigmoid(g) * s.up.pointer[i]
-        }
+        S.swigluForward(s.gate.pointer, s.up.pointer, s.act.pointer, n * f)
         linearForward(s.act.pointer, p + w.down, rows: n, inDim: f, outDim: hd, tmp.pointer)
         for i in 0..<n * hd { out[i] = s.mid.pointer[i] + tmp.pointer[i] }
         // A dropped sample's rows leave the layer exactly as they came in.
@@ -203,17 +200,8 @@ public final class Network<S: TrainScalar>: @unchecked Sendable {
                 S.gemm(false, true, t, t, dh, scale, q, c.qDim, k, c.kvDim, 0, probs, t)
                 for i in 0..<t {
                     let row = probs + i * t
-                    var m = row[0]
-                    for j in 0...i where row[j] > m { m = row[j] }
-                    var sum: S = 0
-                    for j in 0...i {
-                        let e = S.exponential(row[j] - m)
-                        row[j] = e
-                        sum += e
-                    }
-                    let inv = 1 / sum
-                    for j in 0...i { row[j] *= inv }
-                    for j in (i + 1)..<t { row[j] = 0 }
+                    _ = S.softmax(row, i + 1, scale: 1)
+                    (row + i + 1).update(repeating: 0, count: t - i - 1)
                 }
                 S.gemm(false, false, t, dh, t, 1, probs, t, v, c.kvDim, 0, s.attn.pointer + b * t * c.qDim + h * dh, c.qDim)
             }
@@ -230,11 +218,7 @@ public final class Network<S: TrainScalar>: @unchecked Sendable {
 
         // MLP block.
         linearBackward(dm, s.act.pointer, p + w.down, rows: n, inDim: f, outDim: hd, dx: dAct.pointer, accumulate: false, dw: gr + w.down)
-        for i in 0..<n * f {
-            let g = s.gate.pointer[i], sg = sigmoid(g), da = dAct.pointer[i]
-            dGate.pointer[i] = da * s.up.pointer[i] * sg * (1 + g * (1 - sg))
-            dUp.pointer[i] = da * g * sg
-        }
+        S.swigluBackward(s.gate.pointer, s.up.pointer, dAct.pointer, dGate.pointer, dUp.pointer, n * f)
         linearBackward(dGate.pointer, s.mlpIn.pointer, p + w.gate, rows: n, inDim: hd, outDim: f, dx: dNormIn.pointer, accumulate: false, dw: gr + w.gate)
         linearBackward(dUp.pointer, s.mlpIn.pointer, p + w.up, rows: n, inDim: hd, outDim: f, dx: dNormIn.pointer, accumulate: true, dw: gr + w.up)
         dMid.pointer.update(from: dm, count: n * hd)
@@ -313,17 +297,11 @@ public final class Network<S: TrainScalar>: @unchecked Sendable {
             for r in 0..<m {
                 let row = logits.pointer + r * vocab
                 let target = Int(targets[start + r])
-                var mx = row[0]
-                for j in 1..<vocab where row[j] > mx { mx = row[j] }
-                var sum: S = 0
-                for j in 0..<vocab { sum += S.exponential(row[j] - mx) }
-                total += Double(mx + S.logarithm(sum) - row[target])
-                if grads != nil {
-                    // ∂CE/∂logits = softmax − onehot(target), scaled once here.
-                    let inv = 1 / sum
-                    for j in 0..<vocab { row[j] = S.exponential(row[j] - mx) * inv * gradScale }
-                    row[target] -= gradScale
-                }
+                let targetLogit = row[target]
+                // Softmax in place, scaled once so the row becomes weight·(softmax − onehot)/N after the fix-up.
+                let lse = S.softmax(row, vocab, scale: gradScale)
+                total += Double(lse - targetLogit)
+                if grads != nil { row[target] -= gradScale }
             }
             if let grads {
                 linearBackward(logits.pointer, x, p + layout.lmHead, rows: m, inDim: hd, outDim: vocab,

@@ -1,4 +1,5 @@
 import COpenBLAS
+import CTrainingKernels
 import Foundation
 
 /// The element type of the trainer's arithmetic. Training runs in f32; the gradient check runs the
@@ -10,6 +11,42 @@ public protocol TrainScalar: BinaryFloatingPoint, Sendable {
                      _ beta: Self, _ c: UnsafeMutablePointer<Self>, _ ldc: Int)
     static func exponential(_ x: Self) -> Self
     static func logarithm(_ x: Self) -> Self
+    /// In place: x ← scale·softmax(x) over n values; returns log Σ exp(x) of the input.
+    static func softmax(_ x: UnsafeMutablePointer<Self>, _ n: Int, scale: Self) -> Self
+    /// act = silu(gate)·up over n elements.
+    static func swigluForward(_ gate: UnsafePointer<Self>, _ up: UnsafePointer<Self>, _ act: UnsafeMutablePointer<Self>, _ n: Int)
+    /// dGate = dAct·up·silu'(gate), dUp = dAct·silu(gate) over n elements.
+    static func swigluBackward(_ gate: UnsafePointer<Self>, _ up: UnsafePointer<Self>, _ dAct: UnsafePointer<Self>,
+                               _ dGate: UnsafeMutablePointer<Self>, _ dUp: UnsafeMutablePointer<Self>, _ n: Int)
+}
+
+extension TrainScalar {
+    // Plain loops: the reference the vectorised f32 kernels are checked against, and the f64 path.
+    public static func softmax(_ x: UnsafeMutablePointer<Self>, _ n: Int, scale: Self) -> Self {
+        var mx = x[0]
+        for i in 1..<max(n, 1) where x[i] > mx { mx = x[i] }
+        var sum: Self = 0
+        for i in 0..<n {
+            x[i] = exponential(x[i] - mx)
+            sum += x[i]
+        }
+        let inv = scale / sum
+        for i in 0..<n { x[i] *= inv }
+        return mx + logarithm(sum)
+    }
+
+    public static func swigluForward(_ gate: UnsafePointer<Self>, _ up: UnsafePointer<Self>, _ act: UnsafeMutablePointer<Self>, _ n: Int) {
+        for i in 0..<n { act[i] = gate[i] / (1 + exponential(-gate[i])) * up[i] }
+    }
+
+    public static func swigluBackward(_ gate: UnsafePointer<Self>, _ up: UnsafePointer<Self>, _ dAct: UnsafePointer<Self>,
+                                      _ dGate: UnsafeMutablePointer<Self>, _ dUp: UnsafeMutablePointer<Self>, _ n: Int) {
+        for i in 0..<n {
+            let g = gate[i], s = 1 / (1 + exponential(-g))
+            dGate[i] = dAct[i] * up[i] * s * (1 + g * (1 - s))
+            dUp[i] = dAct[i] * g * s
+        }
+    }
 }
 
 extension Float: TrainScalar {
@@ -21,6 +58,14 @@ extension Float: TrainScalar {
     }
     @inline(__always) public static func exponential(_ x: Float) -> Float { Foundation.exp(x) }
     @inline(__always) public static func logarithm(_ x: Float) -> Float { Foundation.log(x) }
+    public static func softmax(_ x: UnsafeMutablePointer<Float>, _ n: Int, scale: Float) -> Float { ct_softmax(x, n, scale) }
+    public static func swigluForward(_ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>, _ act: UnsafeMutablePointer<Float>, _ n: Int) {
+        ct_swiglu_forward(gate, up, act, n)
+    }
+    public static func swigluBackward(_ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>, _ dAct: UnsafePointer<Float>,
+                                      _ dGate: UnsafeMutablePointer<Float>, _ dUp: UnsafeMutablePointer<Float>, _ n: Int) {
+        ct_swiglu_backward(gate, up, dAct, dGate, dUp, n)
+    }
 }
 
 extension Double: TrainScalar {

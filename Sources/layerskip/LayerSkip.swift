@@ -22,6 +22,7 @@ struct LayerSkip: ParsableCommand {
                 DoctorCommand.self,
                 TrainCommand.self,
                 TrainTokenizerCommand.self,
+                EvalCommand.self,
             ]
         )
     }

@@ -84,6 +84,13 @@ struct TrainCommand: ParsableCommand {
             if report.step % cfg.output.checkpointEvery == 0 { try trainer.saveCheckpoint(to: checkpoint) }
         }
         progress.finish()
+        if progress.tokens > 0 {
+            let rate = Double(progress.tokens) / progress.elapsed
+            let gflops = Throughput.sgemmGFLOPS()
+            let fraction = Throughput.fraction(parameters: params, tokensPerSecond: rate, sgemmGFLOPS: gflops)
+            standardError(String(format: "throughput: %.0f tokens/s; 6 × %d params × tokens/s = %.1f GFLOP/s = %.0f%% of sgemm (%.1f GFLOP/s measured)",
+                                 rate, params, 6 * Double(params) * rate / 1e9, 100 * fraction, gflops))
+        }
         try trainer.saveCheckpoint(to: checkpoint)
         if stopRequested != 0 {
             standardError("stopped at step \(trainer.step); checkpoint written, run the same command to resume")
