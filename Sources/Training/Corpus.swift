@@ -79,19 +79,27 @@ public struct DataPosition: Codable, Equatable, Sendable {
 /// Sequences of consecutive tokens from a list of files, one file in memory at a time (so a corpus
 /// larger than memory streams through). Each file's tokens end with `separator` (the EOS token).
 /// Training streams shuffle the file order every epoch with the seed; validation streams do not.
+/// A training batch reads each of its rows from its own *lane*: lane b of `lanes` takes every
+/// lanes-th file of the epoch's shuffled order, so the rows of one batch come from different files.
 public final class TokenStream: @unchecked Sendable {
     let files: [String]
     let tokenizer: Tokenizer
     let separator: Int32?
     let shuffleSeed: UInt64?
+    let lane: Int
+    let lanes: Int
     public private(set) var position: DataPosition
     private var order: [Int] = []
     private var current: [Int32] = []
     private var loaded: (epoch: Int, file: Int)?
 
-    public init(files: [String], tokenizer: Tokenizer, separator: Int?, shuffleSeed: UInt64?, position: DataPosition = DataPosition()) {
-        precondition(!files.isEmpty)
+    public init(files: [String], tokenizer: Tokenizer, separator: Int?, shuffleSeed: UInt64?,
+                lane: Int = 0, lanes: Int = 1, position: DataPosition = DataPosition()) {
+        precondition(!files.isEmpty && lane >= 0 && lane < lanes)
         self.files = files
+        // More lanes than files: every lane reads all files (in its epoch's order).
+        self.lanes = lanes <= files.count ? lanes : 1
+        self.lane = lanes <= files.count ? lane : 0
         self.tokenizer = tokenizer
         self.separator = separator.map(Int32.init)
         self.shuffleSeed = shuffleSeed
@@ -99,23 +107,25 @@ public final class TokenStream: @unchecked Sendable {
         order = makeOrder(epoch: position.epoch)
     }
 
+    /// This lane's files of an epoch, as indices into `files`.
     private func makeOrder(epoch: Int) -> [Int] {
         var order = Array(files.indices)
-        guard let seed = shuffleSeed else { return order }
-        var rng = CounterRNG(seed: seed, stream: 0xF11E_5000 &+ UInt64(epoch))
-        for i in stride(from: order.count - 1, to: 0, by: -1) {
-            order.swapAt(i, Int(rng.next() % UInt64(i + 1)))
+        if let seed = shuffleSeed {
+            var rng = CounterRNG(seed: seed, stream: 0xF11E_5000 &+ UInt64(epoch))
+            for i in stride(from: order.count - 1, to: 0, by: -1) {
+                order.swapAt(i, Int(rng.next() % UInt64(i + 1)))
+            }
         }
-        return order
+        return lanes == 1 ? order : order.enumerated().filter { $0.offset % lanes == lane }.map(\.element)
     }
 
     /// The path of the file being read.
-    public var currentFile: String { files[order[min(position.file, files.count - 1)]] }
+    public var currentFile: String { files[order[min(position.file, order.count - 1)]] }
 
     private func nextToken() -> Int32 {
         var emptyInARow = 0
         while true {
-            if position.file >= files.count {
+            if position.file >= order.count {
                 position.epoch += 1
                 position.file = 0
                 position.offset = 0
@@ -134,7 +144,7 @@ public final class TokenStream: @unchecked Sendable {
                 return current[position.offset - 1]
             }
             emptyInARow = position.offset == 0 ? emptyInARow + 1 : 0
-            precondition(emptyInARow <= files.count, "no file of the corpus yields any token")
+            precondition(emptyInARow <= order.count, "no file of this lane yields any token")
             position.file += 1
             position.offset = 0
         }

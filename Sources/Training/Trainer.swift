@@ -26,7 +26,8 @@ public final class Trainer: @unchecked Sendable {
     public let params: Tensor<Float>   // (layout.count)
     let grads: Tensor<Float>           // (layout.count)
     let optimizer: AdamW
-    let stream: TokenStream
+    /// One stream per row of a micro-batch (see `TokenStream` lanes).
+    let lanes: [TokenStream]
     /// Held-out sequences of sequence_length + 1 tokens, fixed for the run.
     public let validationSequences: [[Int32]]
     public private(set) var step = 0
@@ -54,7 +55,10 @@ public final class Trainer: @unchecked Sendable {
         optimizer.beta1 = t.beta1
         optimizer.beta2 = t.beta2
         optimizer.weightDecay = t.weightDecay
-        stream = TokenStream(files: corpus.trainFiles, tokenizer: tok, separator: eos.first, shuffleSeed: t.seed)
+        let trainFiles = corpus.trainFiles
+        lanes = (0..<t.batchSize).map { b in
+            TokenStream(files: trainFiles, tokenizer: tok, separator: eos.first, shuffleSeed: t.seed, lane: b, lanes: t.batchSize)
+        }
         if corpus.validationFiles.isEmpty || config.data.validationSequences <= 0 {
             validationSequences = []
         } else {
@@ -66,7 +70,7 @@ public final class Trainer: @unchecked Sendable {
     }
 
     public var tokensPerStep: Int { config.training.batchSize * config.training.accumulation * config.training.sequenceLength }
-    public var dataPosition: DataPosition { stream.position }
+    public var dataPositions: [DataPosition] { lanes.map(\.position) }
 
     /// One optimizer step (accumulating `accumulation` micro-batches).
     public func trainStep() -> StepReport {
@@ -79,7 +83,7 @@ public final class Trainer: @unchecked Sendable {
         for m in 0..<t.accumulation {
             var tokens: [Int32] = []
             tokens.reserveCapacity(t.batchSize * (t.sequenceLength + 1))
-            for _ in 0..<t.batchSize { tokens += stream.nextSequence(length: t.sequenceLength) }
+            for lane in lanes { tokens += lane.nextSequence(length: t.sequenceLength) }
             let keep = schedule.keepMask(step: step, steps: t.steps, layers: L, samples: t.batchSize,
                                          sampleBase: m * t.batchSize, seed: t.seed)
             let ce = network.run(tokens: tokens, keep: keep, exitWeights: weights, params: params.pointer,
@@ -135,7 +139,7 @@ public final class Trainer: @unchecked Sendable {
     struct State: Codable {
         var step: Int
         var updates: Int
-        var position: DataPosition
+        var positions: [DataPosition]
         var parameterCount: Int
         var fingerprint: String
     }
@@ -154,7 +158,7 @@ public final class Trainer: @unchecked Sendable {
         let temp = directory.deletingLastPathComponent().appendingPathComponent(".\(directory.lastPathComponent).tmp")
         try? fm.removeItem(at: temp)
         try fm.createDirectory(at: temp, withIntermediateDirectories: true)
-        let state = State(step: step, updates: optimizer.updates, position: stream.position,
+        let state = State(step: step, updates: optimizer.updates, positions: dataPositions,
                           parameterCount: layout.count, fingerprint: fingerprint)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -177,7 +181,7 @@ public final class Trainer: @unchecked Sendable {
         do { state = try JSONDecoder().decode(State.self, from: Data(contentsOf: stateFile)) } catch {
             throw TrainingError(file: stateFile.path, "unreadable checkpoint state: \(error)")
         }
-        guard state.fingerprint == fingerprint, state.parameterCount == layout.count else {
+        guard state.fingerprint == fingerprint, state.parameterCount == layout.count, state.positions.count == lanes.count else {
             throw TrainingError(file: stateFile.path, field: "fingerprint",
                                 "checkpoint is of another model or batch geometry (\(state.fingerprint), this run: \(fingerprint))")
         }
@@ -192,7 +196,7 @@ public final class Trainer: @unchecked Sendable {
         }
         step = state.step
         optimizer.updates = state.updates
-        stream.seek(to: state.position)
+        for (lane, position) in zip(lanes, state.positions) { lane.seek(to: position) }
     }
 
     // MARK: - Export

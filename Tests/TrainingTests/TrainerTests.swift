@@ -44,7 +44,7 @@ final class TrainerTests: XCTestCase {
         for _ in 5..<12 { resumed.trainStep() }
 
         XCTAssertEqual(resumed.step, straight.step)
-        XCTAssertEqual(resumed.dataPosition, straight.dataPosition)
+        XCTAssertEqual(resumed.dataPositions, straight.dataPositions)
         XCTAssertEqual(resumed.optimizer.updates, straight.optimizer.updates)
         for (a, b, name) in [(resumed.params, straight.params, "params"), (resumed.optimizer.m, straight.optimizer.m, "m"),
                              (resumed.optimizer.v, straight.optimizer.v, "v")] {
@@ -138,5 +138,26 @@ final class TrainerTests: XCTestCase {
         let s3 = TokenStream(files: a.trainFiles, tokenizer: tok, separator: 1, shuffleSeed: 9)
         s3.seek(to: s2.position)
         for i in 150..<400 { XCTAssertEqual(s3.nextSequence(length: 40), seqs[i]) }
+    }
+}
+
+final class LaneTests: XCTestCase {
+    /// The lanes of a batch split each epoch's files between them: no file is read by two lanes.
+    func testLanesPartitionTheFiles() throws {
+        let dir = TrainingFixtures.temporaryDirectory("lanes")
+        let corpus = try Corpus(paths: [TrainingFixtures.writeCorpus(in: dir, files: 12).path], validationFraction: 0)
+        let tok = try Tokenizer(contentsOf: URL(fileURLWithPath: TrainingFixtures.tokenizer))
+        var seen: [Set<String>] = []
+        for lane in 0..<3 {
+            let s = TokenStream(files: corpus.trainFiles, tokenizer: tok, separator: 1, shuffleSeed: 4, lane: lane, lanes: 3)
+            var files = Set<String>()
+            while s.position.epoch == 0 {
+                files.insert(s.currentFile)
+                _ = s.nextSequence(length: 16)
+            }
+            XCTAssertEqual(files.count, 4, "lane \(lane)")
+            seen.append(files)
+        }
+        XCTAssertEqual(seen[0].union(seen[1]).union(seen[2]).count, 12)
     }
 }
