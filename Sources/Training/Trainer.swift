@@ -212,7 +212,11 @@ public final class Trainer: @unchecked Sendable {
         try writer.write(UnsafeBufferPointer(start: params.pointer, count: layout.count))
         try writer.finish()
         let tokOut = directory.appendingPathComponent("tokenizer.json")
-        try? FileManager.default.removeItem(at: tokOut)
-        try FileManager.default.copyItem(at: URL(fileURLWithPath: config.tokenizer), to: tokOut)
+        let tokIn = URL(fileURLWithPath: config.tokenizer)
+        // The output folder may be where the tokenizer already lives (models/default).
+        if tokIn.standardizedFileURL.resolvingSymlinksInPath() != tokOut.standardizedFileURL.resolvingSymlinksInPath() {
+            try? FileManager.default.removeItem(at: tokOut)
+            try FileManager.default.copyItem(at: tokIn, to: tokOut)
+        }
     }
 }
