@@ -174,6 +174,15 @@ public final class Trainer: @unchecked Sendable {
         try? fm.removeItem(at: old)
     }
 
+    /// The checkpoint folder to resume from, if any: `directory` itself, or the previous checkpoint
+    /// left beside it when a run was killed between the two renames of `saveCheckpoint`.
+    public static func resumableCheckpoint(_ directory: URL) -> URL? {
+        let fm = FileManager.default
+        if fm.fileExists(atPath: directory.appendingPathComponent("state.json").path) { return directory }
+        let old = directory.deletingLastPathComponent().appendingPathComponent(".\(directory.lastPathComponent).old")
+        return fm.fileExists(atPath: old.appendingPathComponent("state.json").path) ? old : nil
+    }
+
     /// Restores a checkpoint written by `saveCheckpoint` for this same configuration.
     public func loadCheckpoint(from directory: URL) throws {
         let stateFile = directory.appendingPathComponent("state.json")

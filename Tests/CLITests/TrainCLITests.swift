@@ -83,3 +83,63 @@ final class TrainCLITests: XCTestCase {
         XCTAssertLessThan(ids.count, 20)
     }
 }
+
+/// A training process killed with SIGKILL mid-run, then started again with the same command, ends
+/// with the same weights, byte for byte, as a run that was never interrupted.
+final class TrainKillResumeCLITests: XCTestCase {
+    func testKilledRunResumesToIdenticalWeights() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("layerskip-train-kill-\(getpid())")
+        try? FileManager.default.removeItem(at: dir)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let corpus = dir.appendingPathComponent("corpus")
+        try FileManager.default.createDirectory(at: corpus, withIntermediateDirectories: true)
+        for f in 0..<6 {
+            let text = (0..<20).map { "def g\($0 * f)(y):\n    return y - \($0)\n" }.joined(separator: "\n")
+            try text.write(to: corpus.appendingPathComponent("m\(f).py"), atomically: true, encoding: .utf8)
+        }
+        let tokenizer = CLI.fixtures.appendingPathComponent("tiny-bytelevel-gqa-f32/tokenizer.json").path
+        let steps = 400
+        func config(_ out: String) throws -> String {
+            let path = dir.appendingPathComponent("\(out).yaml").path
+            try """
+                tokenizer: \(tokenizer)
+                model: {hidden_size: 32, intermediate_size: 64, num_layers: 3, num_heads: 2, num_kv_heads: 1}
+                data: {paths: [corpus], validation_fraction: 0}
+                training: {steps: \(steps), batch_size: 2, accumulation: 2, sequence_length: 16, learning_rate: 0.005, warmup_steps: 5, seed: 3}
+                layerskip: {dropout_max: 0.3, dropout_time: exp, exit_scale: 1.0, curriculum: rotational, rotation_period: 2}
+                output: {dir: \(out), log_every: 1, checkpoint_every: 7, dtype: f32}
+                """.write(toFile: path, atomically: true, encoding: .utf8)
+            return path
+        }
+        let straight = try CLI.run(["train", "--config", try config("straight")])
+        XCTAssertEqual(straight.status, 0, straight.stderr)
+
+        let killedConfig = try config("killed")
+        let process = Process()
+        process.executableURL = CLI.binary
+        process.arguments = ["train", "--config", killedConfig]
+        process.standardError = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        // Kill once a few checkpoints exist but well before the end.
+        let log = dir.appendingPathComponent("killed/train_log.jsonl").path
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            let lines = (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").count ?? 0
+            if lines >= 30 { break }
+            usleep(2000)
+        }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationReason, .uncaughtSignal, "the run ended before it could be killed; make it longer")
+        let linesAtKill = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").count
+        XCTAssertLessThan(linesAtKill, steps)
+
+        let resumed = try CLI.run(["train", "--config", killedConfig])
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertTrue(resumed.stderr.contains("resumed from"), resumed.stderr)
+        let a = try Data(contentsOf: dir.appendingPathComponent("straight/model.safetensors"))
+        let b = try Data(contentsOf: dir.appendingPathComponent("killed/model.safetensors"))
+        XCTAssertEqual(a, b, "weights after kill + resume differ from the uninterrupted run")
+    }
+}

@@ -64,7 +64,7 @@ struct EvalCommand: ParsableCommand {
         }
         let result = Evaluator.evaluate(model: llama, sequences: sequences, speculations: speculations, name: dir.lastPathComponent)
         if let svg {
-            try Evaluator.svgChart(result, title: "\(dir.lastPathComponent): exits on \(result.tokens) held-out tokens")
+            try Evaluator.svgChart(result, title: "\(dir.lastPathComponent): every exit on \(result.tokens) tokens of --data")
                 .write(toFile: svg, atomically: true, encoding: .utf8)
         }
         if json {

@@ -59,9 +59,9 @@ struct TrainCommand: ParsableCommand {
         let outDir = URL(fileURLWithPath: cfg.output.directory)
         try FileManager.default.createDirectory(at: outDir, withIntermediateDirectories: true)
         let checkpoint = outDir.appendingPathComponent("checkpoint")
-        if !fresh, FileManager.default.fileExists(atPath: checkpoint.appendingPathComponent("state.json").path) {
-            try trainer.loadCheckpoint(from: checkpoint)
-            standardError("resumed from \(checkpoint.path) at step \(trainer.step)")
+        if !fresh, let found = Trainer.resumableCheckpoint(checkpoint) {
+            try trainer.loadCheckpoint(from: found)
+            standardError("resumed from \(found.path) at step \(trainer.step)")
         }
         let params = trainer.layout.count
         standardError("model: \(params) parameters (\(trainer.modelConfig.layerCount) layers, hidden \(trainer.modelConfig.hiddenSize), vocab \(trainer.modelConfig.vocabSize)); "
