@@ -88,6 +88,9 @@ public struct TrainingConfig: Sendable, Equatable {
             training.gradClip = try t.double("grad_clip") ?? training.gradClip
             training.seed = UInt64(try t.int("seed") ?? 0)
             try t.rejectUnknown()
+            guard training.sequenceLength <= model.maxPositions else {
+                throw t.error("sequence_length", "must not exceed model.max_positions (\(model.maxPositions)), found \(training.sequenceLength)")
+            }
         }
         if let l = try root.section("layerskip") {
             layerskip.dropoutMax = try l.double("dropout_max") ?? 0

@@ -56,7 +56,7 @@ struct TrainCommand: ParsableCommand {
         ThreadSettings.apply(threads)
 
         let trainer = try Trainer(config: cfg)
-        let outDir = URL(fileURLWithPath: cfg.output.directory)
+        let outDir = URL(fileURLWithPath: cfg.output.directory).standardizedFileURL
         try FileManager.default.createDirectory(at: outDir, withIntermediateDirectories: true)
         let checkpoint = outDir.appendingPathComponent("checkpoint")
         if !fresh, let found = Trainer.resumableCheckpoint(checkpoint) {
