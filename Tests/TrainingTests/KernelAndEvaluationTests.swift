@@ -46,6 +46,14 @@ final class KernelAndEvaluationTests: XCTestCase {
             XCTAssertEqual(e.layers[l].loss, val[l], accuracy: 1e-3, "exit \(l + 1)")
             XCTAssertEqual(e.layers[l].perplexity, Foundation.exp(e.layers[l].loss), accuracy: 1e-9)
         }
+        // The engine's own forward and exit head give the same statistics as the sgemm path.
+        let viaEngine = Evaluator.evaluate(model: model, sequences: trainer.validationSequences, speculations: 4, name: "m", useEngine: true)
+        XCTAssertEqual(viaEngine.tokens, e.tokens)
+        for l in 0..<3 {
+            XCTAssertEqual(viaEngine.layers[l].loss, e.layers[l].loss, accuracy: 1e-4)
+            XCTAssertEqual(viaEngine.layers[l].accuracy, e.layers[l].accuracy, accuracy: 0.02)
+            XCTAssertEqual(viaEngine.layers[l].agreement, e.layers[l].agreement, accuracy: 0.02)
+        }
         XCTAssertEqual(e.layers[2].agreement, 1)
         XCTAssertEqual(e.layers[2].acceptanceRate, 1)
         XCTAssertEqual(e.layers[2].tokensPerRound, 5, accuracy: 0.5)

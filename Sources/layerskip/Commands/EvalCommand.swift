@@ -18,7 +18,10 @@ struct EvalCommand: ParsableCommand {
     var model: String
 
     @Option(name: .customLong("data"), help: "Held-out files, folders or globs (repeatable).")
-    var data: [String]
+    var data: [String] = []
+
+    @Option(help: "A training config: evaluate on its held-out (validation) files instead of --data.")
+    var config: String?
 
     @Option(name: .customLong("extension"), help: "Only files ending so, in folders (repeatable).")
     var extensions: [String] = []
@@ -50,12 +53,26 @@ struct EvalCommand: ParsableCommand {
             throw e.kind == .missingFile ? CLIError.notFound(e.description) : CLIError(message: e.description)
         }
         let tokenizer = try Tokenizer(contentsOf: dir.appendingPathComponent("tokenizer.json"))
-        let corpus: Corpus
-        do { corpus = try Corpus(paths: data, extensions: extensions, validationFraction: 0, source: "--data") } catch let e as TrainingError {
-            throw CLIError.notFound(e.description)
+        let files: [String]
+        if let config {
+            var mapping = try TrainCommand.loadMapping(config, overrides: [])
+            mapping["tokenizer"] = mapping["tokenizer"] ?? dir.appendingPathComponent("tokenizer.json").path
+            let cfg: TrainingConfig
+            do { cfg = try TrainingConfig(mapping: mapping, file: config) } catch let e as TrainingError {
+                throw CLIError(message: e.description, exitCode: 2)
+            }
+            let split = try Corpus(paths: cfg.data.paths, extensions: cfg.data.extensions, exclude: cfg.data.exclude,
+                                   validationFraction: cfg.data.validationFraction, source: config)
+            guard !split.validationFiles.isEmpty else { throw CLIError(message: "\(config): data.validation_fraction leaves no held-out files", exitCode: 2) }
+            files = split.validationFiles
+        } else {
+            guard !data.isEmpty else { throw ValidationError("give --data (held-out text) or --config (its held-out files)") }
+            do { files = try Corpus(paths: data, extensions: extensions, validationFraction: 0, source: "--data").trainFiles } catch let e as TrainingError {
+                throw CLIError.notFound(e.description)
+            }
         }
         let n = min(length, llama.maxPositions - 1)
-        let stream = TokenStream(files: corpus.trainFiles, tokenizer: tokenizer, separator: llama.config.eosTokenIds.first, shuffleSeed: nil)
+        let stream = TokenStream(files: files, tokenizer: tokenizer, separator: llama.config.eosTokenIds.first, shuffleSeed: nil)
         var sequences: [[Int32]] = []
         while sequences.count * n < maxTokens && stream.position.epoch == 0 {
             let s = stream.nextSequence(length: n)
