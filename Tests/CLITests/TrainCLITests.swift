@@ -141,5 +141,14 @@ final class TrainKillResumeCLITests: XCTestCase {
         let a = try Data(contentsOf: dir.appendingPathComponent("straight/model.safetensors"))
         let b = try Data(contentsOf: dir.appendingPathComponent("killed/model.safetensors"))
         XCTAssertEqual(a, b, "weights after kill + resume differ from the uninterrupted run")
+        // The log of the resumed run has each step once, as the uninterrupted one.
+        func loggedSteps(_ run: String) throws -> [Int] {
+            try String(contentsOf: dir.appendingPathComponent("\(run)/train_log.jsonl"), encoding: .utf8).split(separator: "\n").compactMap {
+                (try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["loss"] != nil
+                    ? (try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["step"] as? Int : nil
+            }
+        }
+        XCTAssertEqual(try loggedSteps("killed"), Array(1...steps))
+        XCTAssertEqual(try loggedSteps("straight"), Array(1...steps))
     }
 }

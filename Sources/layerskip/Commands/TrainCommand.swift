@@ -67,7 +67,11 @@ struct TrainCommand: ParsableCommand {
         standardError("model: \(params) parameters (\(trainer.modelConfig.layerCount) layers, hidden \(trainer.modelConfig.hiddenSize), vocab \(trainer.modelConfig.vocabSize)); "
                       + "corpus: \(trainer.corpus.trainFiles.count) training files, \(trainer.corpus.validationFiles.count) held out; "
                       + "\(trainer.tokensPerStep) tokens/step, \(cfg.training.steps) steps")
-        let log = try JSONLog(url: outDir.appendingPathComponent("train_log.jsonl"))
+        let logURL = outDir.appendingPathComponent("train_log.jsonl")
+        if fresh { try? FileManager.default.removeItem(at: logURL) }
+        // Steps a killed run logged after its last checkpoint are redone now: drop their lines.
+        JSONLog.truncate(logURL, afterStep: trainer.step)
+        let log = try JSONLog(url: logURL)
         signal(SIGINT) { _ in stopRequested = 1 }
         signal(SIGTERM) { _ in stopRequested = 1 }
 
@@ -139,6 +143,17 @@ final class JSONLog {
         handle = try FileHandle(forWritingTo: url)
         handle.seekToEndOfFile()
     }
+    /// Keeps only the lines of steps ≤ `step`.
+    static func truncate(_ url: URL, afterStep step: Int) {
+        guard let text = try? String(contentsOf: url, encoding: .utf8) else { return }
+        let kept = text.split(separator: "\n").filter { line in
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  let s = object["step"] as? Int else { return false }
+            return s <= step
+        }
+        try? (kept.map { $0 + "\n" }.joined()).write(to: url, atomically: true, encoding: .utf8)
+    }
+
     private func write(_ object: [String: Any]) {
         guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return }
         handle.write(data + Data("\n".utf8))
