@@ -4,8 +4,9 @@ import XCTest
 @testable import Training
 
 final class BPETrainerTests: XCTestCase {
-    func trainedTokenizer(vocabSize: Int) throws -> (Tokenizer, BPETrainer.Result, URL) {
-        let dir = TrainingFixtures.temporaryDirectory("bpe")
+    func trainedTokenizer(vocabSize: Int, run: String = "a") throws -> (Tokenizer, BPETrainer.Result, URL) {
+        let dir = TrainingFixtures.temporaryDirectory("bpe-\(run)")
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
         let corpus = TrainingFixtures.writeCorpus(in: dir, files: 10)
         var trainer = BPETrainer(vocabSize: vocabSize)
         for file in try FileManager.default.contentsOfDirectory(atPath: corpus.path).sorted() {
@@ -44,8 +45,9 @@ final class BPETrainerTests: XCTestCase {
     }
 
     func testTrainingIsDeterministic() throws {
-        let (_, a, urlA) = try trainedTokenizer(vocabSize: 300)
-        let (_, b, urlB) = try trainedTokenizer(vocabSize: 300)
+        let (_, a, urlA) = try trainedTokenizer(vocabSize: 300, run: "first")
+        let (_, b, urlB) = try trainedTokenizer(vocabSize: 300, run: "second")
+        XCTAssertNotEqual(urlA, urlB)
         XCTAssertEqual(a.vocabulary, b.vocabulary)
         XCTAssertEqual(try Data(contentsOf: urlA), try Data(contentsOf: urlB))
     }

@@ -33,6 +33,7 @@ final class KernelAndEvaluationTests: XCTestCase {
     /// same sequences; the last exit agrees with itself everywhere; the chart has a line per metric.
     func testEvaluationMatchesTrainerValidation() throws {
         let dir = TrainingFixtures.temporaryDirectory("eval")
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
         let corpus = TrainingFixtures.writeCorpus(in: dir)
         let out = dir.appendingPathComponent("model")
         let trainer = try Trainer(config: TrainingConfig(mapping: TrainingFixtures.mapping(corpus: corpus, output: out, steps: 10), file: "t.yaml"))

@@ -6,6 +6,7 @@ import XCTest
 final class TrainerTests: XCTestCase {
     func testFewStepsLowerValidationLoss() throws {
         let dir = TrainingFixtures.temporaryDirectory("loss")
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
         let corpus = TrainingFixtures.writeCorpus(in: dir)
         let config = try TrainingConfig(mapping: TrainingFixtures.mapping(corpus: corpus, output: dir.appendingPathComponent("out")), file: "test.yaml")
         let trainer = try Trainer(config: config)
@@ -24,6 +25,7 @@ final class TrainerTests: XCTestCase {
     /// bits (parameters, AdamW moments, data position) as an uninterrupted run.
     func testKilledAndResumedRunIsBitIdentical() throws {
         let dir = TrainingFixtures.temporaryDirectory("resume")
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
         let corpus = TrainingFixtures.writeCorpus(in: dir)
         let mapping = TrainingFixtures.mapping(corpus: corpus, output: dir.appendingPathComponent("out"), steps: 12,
                                                extra: ["training": ["accumulation": 2],
@@ -63,6 +65,7 @@ final class TrainerTests: XCTestCase {
     func testEngineReproducesTrainerLogits() throws {
         for tied in [true, false] {
             let dir = TrainingFixtures.temporaryDirectory("export-\(tied)")
+            addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
             let corpus = TrainingFixtures.writeCorpus(in: dir, files: 6)
             let out = dir.appendingPathComponent("model")
             let mapping = TrainingFixtures.mapping(corpus: corpus, output: out, steps: 4,
@@ -98,6 +101,7 @@ final class TrainerTests: XCTestCase {
 
     func testConfigErrorsNameFileAndField() {
         let dir = TrainingFixtures.temporaryDirectory("config")
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
         let corpus = TrainingFixtures.writeCorpus(in: dir, files: 2)
         var m = TrainingFixtures.mapping(corpus: corpus, output: dir)
         m["training"] = ["batch_sise": 4]
@@ -118,6 +122,7 @@ final class TrainerTests: XCTestCase {
     /// The split is by file and stable; a stream resumed at a saved position continues identically.
     func testCorpusSplitAndStreamPositions() throws {
         let dir = TrainingFixtures.temporaryDirectory("corpus")
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
         let corpus = TrainingFixtures.writeCorpus(in: dir, files: 40)
         let a = try Corpus(paths: [corpus.path], extensions: [".py"], validationFraction: 0.25)
         let b = try Corpus(paths: [corpus.path + "/*.py"], validationFraction: 0.25)
@@ -145,6 +150,7 @@ final class LaneTests: XCTestCase {
     /// The lanes of a batch split each epoch's files between them: no file is read by two lanes.
     func testLanesPartitionTheFiles() throws {
         let dir = TrainingFixtures.temporaryDirectory("lanes")
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
         let corpus = try Corpus(paths: [TrainingFixtures.writeCorpus(in: dir, files: 12).path], validationFraction: 0)
         let tok = try Tokenizer(contentsOf: URL(fileURLWithPath: TrainingFixtures.tokenizer))
         var seen: [Set<String>] = []
