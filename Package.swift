@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "Engine", targets: ["Engine"]),
         .library(name: "Tokenization", targets: ["Tokenization"]),
         .library(name: "Decoding", targets: ["Decoding"]),
+        .library(name: "Training", targets: ["Training"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -52,6 +53,15 @@ let package = Package(
             path: "Sources/Decoding",
             swiftSettings: hotSwift
         ),
+        // Vectorised element-wise kernels of the trainer (softmax, SwiGLU forward/backward).
+        .target(name: "CTrainingKernels", path: "Sources/CTrainingKernels", cSettings: [.unsafeFlags(["-O3", "-fno-math-errno", "-ffp-contract=fast", "-Wall"])]),
+        // The LayerSkip training recipe on CPU: forward/backward, AdamW, corpus streaming, BPE training, evaluation.
+        .target(
+            name: "Training",
+            dependencies: ["Engine", "Tokenization", "CKernels", "COpenBLAS", "CTrainingKernels"],
+            path: "Sources/Training",
+            swiftSettings: hotSwift
+        ),
         // Decoding-strategy plugins: each depends on the decoding protocol, never on the daemon.
         .target(name: "AutoregressivePlugin", dependencies: ["Decoding", "Engine"], path: "Plugins/Autoregressive", swiftSettings: hotSwift),
         .target(name: "EarlyExitPlugin", dependencies: ["Decoding", "Engine", "CKernels"], path: "Plugins/EarlyExit", swiftSettings: hotSwift),
@@ -69,9 +79,10 @@ let package = Package(
         .executableTarget(
             name: "layerskip",
             dependencies: [
-                "Engine", "Tokenization", "COpenBLAS", "CKernels", "Decoding", "Daemon",
+                "Engine", "Tokenization", "COpenBLAS", "CKernels", "Decoding", "Daemon", "Training",
                 "AutoregressivePlugin", "EarlyExitPlugin", "SelfSpeculativePlugin",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Yams", package: "Yams"),
             ],
             path: "Sources/layerskip"
         ),
@@ -100,6 +111,12 @@ let package = Package(
             name: "DaemonTests",
             dependencies: ["Daemon", "Decoding", "Engine", "Tokenization", .product(name: "GRDB", package: "GRDB.swift")],
             path: "Tests/DaemonTests"
+        ),
+        .testTarget(
+            name: "TrainingTests",
+            dependencies: ["Training", "Engine", "Tokenization"],
+            path: "Tests/TrainingTests",
+            swiftSettings: hotSwift
         ),
         .testTarget(
             name: "CLITests",

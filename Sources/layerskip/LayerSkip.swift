@@ -31,6 +31,9 @@ struct LayerSkip: ParsableCommand {
                 RetryCommand.self,
                 WatchCommand.self,
                 StatsCommand.self,
+                TrainCommand.self,
+                TrainTokenizerCommand.self,
+                EvalCommand.self,
             ]
         )
     }
