@@ -66,7 +66,7 @@ static int g_pfd = 1024;       // prefetch distance along a row (bytes)
 static int g_rb = 48;          // rows per block when k is blocked (multiple of 12)
 static int g_xbytes = 1 << 20; // activation bytes (all tokens) above which k is blocked
 
-void ck_tune(const char *key, int value) {
+void ck_kernels_tune(const char *key, int value) {
     if (!strcmp(key, "small_nmax") && value >= 0 && value <= 4 * CK_SMALL_GROUPS_MAX) g_small_nmax = value;
     else if (!strcmp(key, "r1") && value >= 1 && value <= 8) g_r1 = value;
     else if (!strcmp(key, "pf")) g_pf = value != 0;
@@ -469,17 +469,37 @@ static CK_AVX2 int gemm_range(ck_dtype dt, const void *W, int in, const float *x
             for (int r = 0; r < nb; r++)
                 widen(dt, (const char *)W + ((size_t)(ob + r) * in + kb) * es, wc + (size_t)r * CK_KC, (size_t)kl);
             for (int r = nb; r < nbp; r++) memset(wc + (size_t)r * CK_KC, 0, (size_t)kl * 4);
+            // While this block is computed, prefetch the next one (the same rows' next k-block, or
+            // the next row block), spread over the microkernel calls.
+            int pr0 = ob, pk0 = kb + CK_KC, pnb = nb;
+            if (pk0 >= in) { pr0 = ob + CK_OB; pk0 = 0; pnb = o1 - pr0 < CK_OB ? o1 - pr0 : CK_OB; }
+            const int pkl = in - pk0 < CK_KC ? in - pk0 : CK_KC;
+            const int lines_per_row = pnb > 0 ? (int)((pkl * es + 63) / 64) : 0;
+            const int plines = g_pf ? pnb * lines_per_row : 0;
+            const int calls = ngroups * (nbp / 6);
+            const int per_call = calls ? (plines + calls - 1) / calls : 0;
+            int pl = 0;
+#define CK_PF_NEXT()                                                                             \
+    for (int q = 0; q < per_call && pl < plines; q++, pl++)                                      \
+        _mm_prefetch((const char *)W + ((size_t)(pr0 + pl / lines_per_row) * in + pk0) * es +    \
+                         (size_t)(pl % lines_per_row) * 64, CK_PF_HINT)
             for (int g = 0; g < ngroups; g++) {
                 const float *xg = xp + ((size_t)g * in + kb) * 16;
                 float *cg = cs + (size_t)g * CK_NB6 * 96;
                 if (g == ngroups - 1 && last_narrow) {
-                    for (int m = 0; m < nbp / 6; m += 2)
+                    for (int m = 0; m < nbp / 6; m += 2) {
+                        CK_PF_NEXT();
+                        CK_PF_NEXT();
                         mk8x12(xg, wc + (size_t)m * 6 * CK_KC, kl, cg + (size_t)m * 96, kb == 0);
+                    }
                 } else {
-                    for (int m = 0; m < nbp / 6; m++)
+                    for (int m = 0; m < nbp / 6; m++) {
+                        CK_PF_NEXT();
                         mk16x6(xg, wc + (size_t)m * 6 * CK_KC, kl, cg + (size_t)m * 96, kb == 0);
+                    }
                 }
             }
+#undef CK_PF_NEXT
         }
         for (int t = 0; t < n; t++) {
             const float *ct = cs + (size_t)(t / 16) * CK_NB6 * 96 + (t % 16);
@@ -633,7 +653,7 @@ CK_AVX2 void ck_avx2_from_f32(ck_dtype dt, const float *src, void *dst, size_t c
 #else // !CK_X86: the AVX2 entry points are never selected
 
 int ck_avx2_use_small(int n) { (void)n; return 1; }
-void ck_tune(const char *key, int value) { (void)key; (void)value; }
+void ck_kernels_tune(const char *key, int value) { (void)key; (void)value; }
 size_t ck_avx2_prep_floats(ck_dtype dt, int in, int n) { (void)dt; (void)in; (void)n; return 0; }
 void ck_avx2_prepare(ck_dtype dt, int in, const float *x, int ldx, int n, float *buf, ck_xprep *px) {
     (void)dt; (void)in; (void)x; (void)ldx; (void)n; (void)buf; (void)px;
