@@ -82,9 +82,10 @@ int ck_avx2_use_small(int n) { return n <= g_small_nmax; }
 // [k16, k1). xs: activations (see xld below) in the element order of w_lo/w_hi (the tail in natural
 // order). The T*R vector accumulators start at zero (`first`) or from vacc, and are either saved to
 // vacc (not `last`) or reduced and stored to y[t*ldy + o + r] (`last`).
-// pf_off != 0: prefetch the weights at byte offset pf_off from the ones being read (where the next
-// tile will read), one cache line per row per 32 elements: the hardware prefetchers stop at page
-// boundaries and every weight row is a new stream.
+// pf_off != 0: software prefetch g_pfd bytes ahead along each row, continuing into the next tile's
+// rows (which start pf_off bytes after this tile's) near the end of the range; one cache line per
+// row per 32 elements. The hardware prefetchers stop at 4 KiB pages and every weight row is a new
+// stream, so without this the first lines of every row are demand misses.
 // SAVE (f16 only): also store the widened weights to ws[r*in + k], for the following groups.
 CK_INLINE CK_AVX2 void dot_tile(int dt, int T, int R, int SAVE, const void *W, size_t in, int o,
                                 const float *xs, size_t xld, size_t k0, size_t k16, size_t k1,
