@@ -100,7 +100,7 @@ typedef struct {
 
 int ck_avx2_use_small(int n);
 /// Internal tuning hook (benchmarks while tuning): small_nmax, r1, pf, pfd, rb, xbytes.
-void ck_tune(const char *key, int value);
+void ck_kernels_tune(const char *key, int value);
 /// Floats of scratch ck_avx2_prepare needs (0: none).
 size_t ck_avx2_prep_floats(ck_dtype dt, int in, int n);
 /// Small path: fills px (using buf when needed). GEMM path: sets px->xp = buf; the packing itself

@@ -66,7 +66,7 @@ static int g_pfd = 1024;       // prefetch distance along a row (bytes)
 static int g_rb = 48;          // rows per block when k is blocked (multiple of 12)
 static int g_xbytes = 1 << 20; // activation bytes (all tokens) above which k is blocked
 
-void ck_tune(const char *key, int value) {
+void ck_kernels_tune(const char *key, int value) {
     if (!strcmp(key, "small_nmax") && value >= 0 && value <= 4 * CK_SMALL_GROUPS_MAX) g_small_nmax = value;
     else if (!strcmp(key, "r1") && value >= 1 && value <= 8) g_r1 = value;
     else if (!strcmp(key, "pf")) g_pf = value != 0;
@@ -82,13 +82,15 @@ int ck_avx2_use_small(int n) { return n <= g_small_nmax; }
 // [k16, k1). xs: activations (see xld below) in the element order of w_lo/w_hi (the tail in natural
 // order). The T*R vector accumulators start at zero (`first`) or from vacc, and are either saved to
 // vacc (not `last`) or reduced and stored to y[t*ldy + o + r] (`last`).
-// pf_off != 0: prefetch the weights at byte offset pf_off from the ones being read (where the next
-// tile will read), one cache line per row per 32 elements: the hardware prefetchers stop at page
-// boundaries and every weight row is a new stream.
-CK_INLINE CK_AVX2 void dot_tile(int dt, int T, int R, const void *W, size_t in, int o,
+// pf_off != 0: software prefetch g_pfd bytes ahead along each row, continuing into the next tile's
+// rows (which start pf_off bytes after this tile's) near the end of the range; one cache line per
+// row per 32 elements. The hardware prefetchers stop at 4 KiB pages and every weight row is a new
+// stream, so without this the first lines of every row are demand misses.
+// SAVE (f16 only): also store the widened weights to ws[r*in + k], for the following groups.
+CK_INLINE CK_AVX2 void dot_tile(int dt, int T, int R, int SAVE, const void *W, size_t in, int o,
                                 const float *xs, size_t xld, size_t k0, size_t k16, size_t k1,
                                 float *vacc, int first, int last, float *y, size_t ldy,
-                                ptrdiff_t pf_off) {
+                                ptrdiff_t pf_off, float *ws) {
     __m256 acc[4][8];
     const void *wr[8];
     const float *xt[4];
@@ -112,21 +114,29 @@ CK_INLINE CK_AVX2 void dot_tile(int dt, int T, int R, const void *W, size_t in, 
             for (int t = 0; t < T; t++) xv[t] = _mm256_loadu_ps(xt[t] + (kk) * km);           \
             for (int r = 0; r < R; r++) {                                                     \
                 __m256 w = w_lo(dt, wr[r], (kk));                                             \
+                if (SAVE) _mm256_storeu_ps(ws + (size_t)r * in + (kk), w);                    \
                 for (int t = 0; t < T; t++) acc[t][r] = _mm256_fmadd_ps(xv[t], w, acc[t][r]); \
             }                                                                                 \
             for (int t = 0; t < T; t++) xv[t] = _mm256_loadu_ps(xt[t] + (kk) * km + 8);       \
             for (int r = 0; r < R; r++) {                                                     \
                 __m256 w = w_hi(dt, wr[r], (kk));                                             \
+                if (SAVE) _mm256_storeu_ps(ws + (size_t)r * in + (kk) + 8, w);                \
                 for (int t = 0; t < T; t++) acc[t][r] = _mm256_fmadd_ps(xv[t], w, acc[t][r]); \
             }                                                                                 \
         } else {                                                                              \
             __m256 wv[8];                                                                     \
-            for (int r = 0; r < R; r++) wv[r] = w_lo(dt, wr[r], (kk));                        \
+            for (int r = 0; r < R; r++) {                                                     \
+                wv[r] = w_lo(dt, wr[r], (kk));                                                \
+                if (SAVE) _mm256_storeu_ps(ws + (size_t)r * in + (kk), wv[r]);                \
+            }                                                                                 \
             for (int t = 0; t < T; t++) {                                                     \
                 __m256 xv = _mm256_loadu_ps(xt[t] + (kk) * km);                               \
                 for (int r = 0; r < R; r++) acc[t][r] = _mm256_fmadd_ps(xv, wv[r], acc[t][r]); \
             }                                                                                 \
-            for (int r = 0; r < R; r++) wv[r] = w_hi(dt, wr[r], (kk));                        \
+            for (int r = 0; r < R; r++) {                                                     \
+                wv[r] = w_hi(dt, wr[r], (kk));                                                \
+                if (SAVE) _mm256_storeu_ps(ws + (size_t)r * in + (kk) + 8, wv[r]);            \
+            }                                                                                 \
             for (int t = 0; t < T; t++) {                                                     \
                 __m256 xv = _mm256_loadu_ps(xt[t] + (kk) * km + 8);                           \
                 for (int r = 0; r < R; r++) acc[t][r] = _mm256_fmadd_ps(xv, wv[r], acc[t][r]); \
@@ -174,7 +184,11 @@ CK_INLINE CK_AVX2 void dot_tile(int dt, int T, int R, const void *W, size_t in, 
                                        R > 7 ? acc[t][7] : z));
         for (size_t kk = k16; kk < k1; kk++) {
             float xv = xld ? xt[t][kk] : xs[(kk & ~(size_t)15) * T + 16 * (size_t)t + (kk & 15)];
-            for (int r = 0; r < R; r++) s[r] += xv * ck_load_elem((ck_dtype)dt, wr[r], kk);
+            for (int r = 0; r < R; r++) {
+                float wk = ck_load_elem((ck_dtype)dt, wr[r], kk);
+                if (SAVE && t == 0) ws[(size_t)r * in + kk] = wk;
+                s[r] += xv * wk;
+            }
         }
         float *yt = y + (size_t)t * ldy + o;
         for (int r = 0; r < R; r++) yt[r] = s[r];
@@ -183,15 +197,17 @@ CK_INLINE CK_AVX2 void dot_tile(int dt, int T, int R, const void *W, size_t in, 
 
 typedef void (*dot_fn)(const void *W, size_t in, int o, const float *xs, size_t xld, size_t k0,
                        size_t k16, size_t k1, float *vacc, int first, int last, float *y,
-                       size_t ldy, ptrdiff_t pf_off);
+                       size_t ldy, ptrdiff_t pf_off, float *ws);
 
-#define CK_DOT_INST(DT, T, R)                                                                  \
-    static CK_AVX2 void dot_##DT##_##T##_##R(const void *W, size_t in, int o, const float *xs,  \
-                                             size_t xld, size_t k0, size_t k16, size_t k1,      \
-                                             float *vacc, int first, int last, float *y,        \
-                                             size_t ldy, ptrdiff_t pf_off) {                    \
-        dot_tile(DT, T, R, W, in, o, xs, xld, k0, k16, k1, vacc, first, last, y, ldy, pf_off); \
+#define CK_DOT_INST2(NAME, DT, T, R, SAVE)                                                     \
+    static CK_AVX2 void NAME(const void *W, size_t in, int o, const float *xs, size_t xld,     \
+                             size_t k0, size_t k16, size_t k1, float *vacc, int first, int last, \
+                             float *y, size_t ldy, ptrdiff_t pf_off, float *ws) {              \
+        dot_tile(DT, T, R, SAVE, W, in, o, xs, xld, k0, k16, k1, vacc, first, last, y, ldy,     \
+                 pf_off, ws);                                                                  \
     }
+#define CK_DOT_INST(DT, T, R) CK_DOT_INST2(dot_##DT##_##T##_##R, DT, T, R, 0)
+#define CK_SAVE_INST(T, R) CK_DOT_INST2(dot_save_##T##_##R, 1, T, R, 1)
 #define CK_DOT_INST_T(DT)                                                                      \
     CK_DOT_INST(DT, 1, 1) CK_DOT_INST(DT, 1, 2) CK_DOT_INST(DT, 1, 3) CK_DOT_INST(DT, 1, 4)     \
     CK_DOT_INST(DT, 1, 5) CK_DOT_INST(DT, 1, 6) CK_DOT_INST(DT, 1, 7) CK_DOT_INST(DT, 1, 8)     \
@@ -212,6 +228,13 @@ CK_DOT_INST_T(2)
      {dot_##D##_4_1, dot_##D##_4_2, dot_##D##_4_3, NULL, NULL, NULL, NULL, NULL}}
 // [dtype][T-1][R-1]; NULL where T*R accumulators would not fit the 16 registers.
 static const dot_fn dot_table[3][4][8] = {CK_DOT_TABLE(0), CK_DOT_TABLE(1), CK_DOT_TABLE(2)};
+// f16 tiles of the first group that also save the widened weights (T = 4, R <= 3: see small_range).
+CK_SAVE_INST(1, 1) CK_SAVE_INST(1, 2) CK_SAVE_INST(1, 3) CK_SAVE_INST(2, 1) CK_SAVE_INST(2, 2)
+CK_SAVE_INST(2, 3) CK_SAVE_INST(3, 1) CK_SAVE_INST(3, 2) CK_SAVE_INST(3, 3) CK_SAVE_INST(4, 1)
+CK_SAVE_INST(4, 2) CK_SAVE_INST(4, 3)
+static const dot_fn dot_save_table[4][3] = {
+    {dot_save_1_1, dot_save_1_2, dot_save_1_3}, {dot_save_2_1, dot_save_2_2, dot_save_2_3},
+    {dot_save_3_1, dot_save_3_2, dot_save_3_3}, {dot_save_4_1, dot_save_4_2, dot_save_4_3}};
 
 // Rows per tile for a single group of T tokens (T*R accumulators + R weight vectors <= 16 regs).
 static inline int rows_for(int T) { return T == 1 ? g_r1 : T == 2 ? 4 : 3; }
@@ -227,7 +250,7 @@ static void gemv_range(ck_dtype dt, const void *W, int in, const float *xs, floa
     const ptrdiff_t pf = (ptrdiff_t)((size_t)g_pf * R * in * es);
     for (int o = o0; o < o1; o += R) {
         int r = o1 - o < R ? o1 - o : R;
-        dot_table[dt][0][r - 1](W, (size_t)in, o, xs, 0, 0, k16, (size_t)in, NULL, 1, 1, y, 0, pf);
+        dot_table[dt][0][r - 1](W, (size_t)in, o, xs, 0, 0, k16, (size_t)in, NULL, 1, 1, y, 0, pf, NULL);
     }
 }
 
@@ -238,30 +261,6 @@ static size_t small_kc(int n, int in) {
     return kc >= (size_t)in ? (size_t)in : kc;
 }
 
-// f16 row segments [k0, k1) of rows o..o+R-1 widened to f32 at wt[r*in + k], prefetching the same
-// segment pf_off bytes further on (the next tile).
-static CK_AVX2 void widen_f16_tile(const uint16_t *W, size_t in, int o, int R, size_t k0, size_t k1,
-                                   float *wt, ptrdiff_t pf_off) {
-    for (int r = 0; r < R; r++) {
-        const uint16_t *src = W + (size_t)(o + r) * in;
-        float *dst = wt + (size_t)r * in;
-        size_t k = k0;
-        for (; k + 32 <= k1; k += 32) {
-            if (pf_off) _mm_prefetch((const char *)(src + k) + pf_off, CK_PF_HINT);
-            for (int j = 0; j < 32; j += 8)
-                _mm256_storeu_ps(dst + k + j, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + k + j))));
-        }
-        for (; k + 8 <= k1; k += 8)
-            _mm256_storeu_ps(dst + k, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + k))));
-        for (; k < k1; k++) dst[k] = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(src[k])));
-    }
-}
-
-// 2 <= n <= g_small_nmax. Tokens in groups of <= 4; a tile is R weight rows. Each tile is read from
-// memory once and reused from cache by every group right away, so the weights cost one read for all
-// n rows of x. The activations are read from L2 (k is only blocked when they exceed g_xbytes; then
-// vector partial sums are carried between k-blocks in vacc). f16 tiles are widened once into wt
-// (R * in floats) for all groups, since vcvtph2ps is the expensive part of the f16 kernel.
 // Token groups of the small path: ceil(n/4) groups of balanced sizes <= 4.
 static int small_groups(int n, int *gsize, int *gstart) {
     const int ngroups = (n + 3) / 4;
@@ -279,9 +278,9 @@ static void small_range(ck_dtype dt, const void *W, int in, const float *xs, siz
     int gsize[CK_SMALL_GROUPS_MAX], gstart[CK_SMALL_GROUPS_MAX];
     const int ngroups = small_groups(n, gsize, gstart);
     const int R = ngroups == 1 ? rows_for(n) : 3;
-    const int widen = dt == CK_F16 && ngroups > 1 && wt;
     const size_t es = ck_dt_size(dt);
     const size_t kc = small_kc(n, in);
+    const int save_f16 = dt == CK_F16 && ngroups > 1 && wt && kc == (size_t)in;
     const int rb = (kc == (size_t)in) ? (o1 - o0) : g_rb;
     const size_t k16all = (size_t)in / 16 * 16;
     for (int ob = o0; ob < o1; ob += rb) {
@@ -301,18 +300,19 @@ static void small_range(ck_dtype dt, const void *W, int in, const float *xs, siz
                     else if (!last) pf = (ptrdiff_t)(kc * es) - (ptrdiff_t)((size_t)(o - ob) * in * es);
                     else pf = (ptrdiff_t)((size_t)R * in * es) - (ptrdiff_t)(kb * es);
                 }
-                const void *Wt = W;
-                int to = o, tdt = dt;
-                if (widen) {
-                    widen_f16_tile(W, (size_t)in, o, r, kb, ke, wt, pf);
-                    Wt = wt, to = 0, tdt = CK_F32, pf = 0;
-                }
                 for (int g = 0; g < ngroups; g++) {
                     float *va = vacc ? vacc + ((size_t)ti * ngroups + g) * 96 : NULL;
-                    dot_table[tdt][gsize[g] - 1][r - 1](Wt, (size_t)in, to, xs + (size_t)gstart[g] * xld,
-                                                        0, kb, k16, ke, va, kb == 0, last,
-                                                        y + (size_t)gstart[g] * ldy + (o - to), ldy,
-                                                        g == 0 ? pf : 0);
+                    const float *xg = xs + (size_t)gstart[g] * xld;
+                    float *yg = y + (size_t)gstart[g] * ldy;
+                    if (save_f16 && g == 0) // f16, first group: widen in registers and keep the result
+                        dot_save_table[gsize[g] - 1][r - 1](W, (size_t)in, o, xg, 0, kb, k16, ke, va, kb == 0,
+                                                            last, yg, ldy, pf, wt);
+                    else if (save_f16)      // f16, other groups: the widened rows, as f32
+                        dot_table[CK_F32][gsize[g] - 1][r - 1](wt, (size_t)in, 0, xg, 0, kb, k16, ke, va, kb == 0,
+                                                               last, yg + o, ldy, 0, NULL);
+                    else
+                        dot_table[dt][gsize[g] - 1][r - 1](W, (size_t)in, o, xg, 0, kb, k16, ke, va, kb == 0,
+                                                           last, yg, ldy, g == 0 ? pf : 0, NULL);
                 }
             }
         }
@@ -470,17 +470,37 @@ static CK_AVX2 int gemm_range(ck_dtype dt, const void *W, int in, const float *x
             for (int r = 0; r < nb; r++)
                 widen(dt, (const char *)W + ((size_t)(ob + r) * in + kb) * es, wc + (size_t)r * CK_KC, (size_t)kl);
             for (int r = nb; r < nbp; r++) memset(wc + (size_t)r * CK_KC, 0, (size_t)kl * 4);
+            // While this block is computed, prefetch the next one (the same rows' next k-block, or
+            // the next row block), spread over the microkernel calls.
+            int pr0 = ob, pk0 = kb + CK_KC, pnb = nb;
+            if (pk0 >= in) { pr0 = ob + CK_OB; pk0 = 0; pnb = o1 - pr0 < CK_OB ? o1 - pr0 : CK_OB; }
+            const int pkl = in - pk0 < CK_KC ? in - pk0 : CK_KC;
+            const int lines_per_row = pnb > 0 ? (int)((pkl * es + 63) / 64) : 0;
+            const int plines = g_pf ? pnb * lines_per_row : 0;
+            const int calls = ngroups * (nbp / 6);
+            const int per_call = calls ? (plines + calls - 1) / calls : 0;
+            int pl = 0;
+#define CK_PF_NEXT()                                                                             \
+    for (int q = 0; q < per_call && pl < plines; q++, pl++)                                      \
+        _mm_prefetch((const char *)W + ((size_t)(pr0 + pl / lines_per_row) * in + pk0) * es +    \
+                         (size_t)(pl % lines_per_row) * 64, CK_PF_HINT)
             for (int g = 0; g < ngroups; g++) {
                 const float *xg = xp + ((size_t)g * in + kb) * 16;
                 float *cg = cs + (size_t)g * CK_NB6 * 96;
                 if (g == ngroups - 1 && last_narrow) {
-                    for (int m = 0; m < nbp / 6; m += 2)
+                    for (int m = 0; m < nbp / 6; m += 2) {
+                        CK_PF_NEXT();
+                        CK_PF_NEXT();
                         mk8x12(xg, wc + (size_t)m * 6 * CK_KC, kl, cg + (size_t)m * 96, kb == 0);
+                    }
                 } else {
-                    for (int m = 0; m < nbp / 6; m++)
+                    for (int m = 0; m < nbp / 6; m++) {
+                        CK_PF_NEXT();
                         mk16x6(xg, wc + (size_t)m * 6 * CK_KC, kl, cg + (size_t)m * 96, kb == 0);
+                    }
                 }
             }
+#undef CK_PF_NEXT
         }
         for (int t = 0; t < n; t++) {
             const float *ct = cs + (size_t)(t / 16) * CK_NB6 * 96 + (t % 16);
@@ -634,7 +654,7 @@ CK_AVX2 void ck_avx2_from_f32(ck_dtype dt, const float *src, void *dst, size_t c
 #else // !CK_X86: the AVX2 entry points are never selected
 
 int ck_avx2_use_small(int n) { (void)n; return 1; }
-void ck_tune(const char *key, int value) { (void)key; (void)value; }
+void ck_kernels_tune(const char *key, int value) { (void)key; (void)value; }
 size_t ck_avx2_prep_floats(ck_dtype dt, int in, int n) { (void)dt; (void)in; (void)n; return 0; }
 void ck_avx2_prepare(ck_dtype dt, int in, const float *x, int ldx, int n, float *buf, ck_xprep *px) {
     (void)dt; (void)in; (void)x; (void)ldx; (void)n; (void)buf; (void)px;

@@ -48,6 +48,29 @@ func now() -> Double {
     return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }
 
+/// CPU seconds used by other processes since the start (Linux: /proc/stat minus our rusage), to
+/// tell a quiet run from a contended one.
+func foreignCPUSeconds() -> Double? {
+    #if os(Linux)
+    guard let f = fopen("/proc/stat", "r") else { return nil }
+    defer { fclose(f) }
+    var line = [CChar](repeating: 0, count: 512)
+    guard fgets(&line, 512, f) != nil else { return nil }
+    let fields = String(cString: line).split(separator: " ").dropFirst().compactMap { Double($0) }
+    guard fields.count >= 7 else { return nil }
+    let busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6] // user nice system irq softirq
+    var ru = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &ru)
+    let own = Double(ru.ru_utime.tv_sec) + Double(ru.ru_utime.tv_usec) * 1e-6
+        + Double(ru.ru_stime.tv_sec) + Double(ru.ru_stime.tv_usec) * 1e-6
+    return busy / Double(sysconf(Int32(_SC_CLK_TCK))) - own
+    #else
+    return nil
+    #endif
+}
+let foreignAtStart = foreignCPUSeconds()
+let startTime = now()
+
 func median(_ v: [Double]) -> Double {
     let s = v.sorted()
     return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
@@ -260,4 +283,10 @@ for name in dtypeNames {
         }
         print(line)
     }
+}
+
+if let a = foreignAtStart, let b = foreignCPUSeconds() {
+    print("")
+    print("other processes used \(fmt(b - a)) CPU-seconds during this \(fmt(now() - startTime, 0)) s run "
+          + "(non-zero: the numbers above are disturbed)")
 }

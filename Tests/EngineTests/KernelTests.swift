@@ -285,6 +285,44 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// Verification passes (n <= 40) reproduce one-token calls bit for bit, whatever the thread
+    /// count: speculative decoding then accepts exactly what plain decoding would produce.
+    func testSmallBatchesMatchSingleTokenCallsExactly() {
+        let out = 203, inDim = 2063
+        var firstThreadCount = [String: [Float]]() // one-token results per kernel set and dtype
+        forEachConfig { cfg in
+            for (dt, name) in Self.dtypes {
+                var rng = Rng(9)
+                let w = Self.makeWeights(dt, count: out * inDim, rng: &rng, integers: false)
+                let x = (0..<(40 * inDim)).map { _ in rng.unit() }
+                var single = [Float](repeating: 0, count: 40 * out)
+                w.raw.withUnsafeBytes { wb in
+                    for t in 0..<40 {
+                        x.withUnsafeBufferPointer { xb in
+                            single.withUnsafeMutableBufferPointer { yb in
+                                ck_matmul(dt, wb.baseAddress, Int32(out), Int32(inDim), xb.baseAddress! + t * inDim,
+                                          Int32(inDim), 1, yb.baseAddress! + t * out, Int32(out))
+                            }
+                        }
+                    }
+                    let key = "\(String(cString: ck_simd_name())) \(name)"
+                    if let earlier = firstThreadCount[key] {
+                        XCTAssert(earlier.elementsEqual(single) { $0.bitPattern == $1.bitPattern },
+                                  "\(cfg) \(name): results depend on the thread count")
+                    } else {
+                        firstThreadCount[key] = single
+                    }
+                    for n in [2, 3, 5, 8, 12, 16, 17, 33, 40] {
+                        var y = [Float](repeating: 0, count: n * out)
+                        ck_matmul(dt, wb.baseAddress, Int32(out), Int32(inDim), x, Int32(inDim), Int32(n), &y, Int32(out))
+                        let same = (0..<(n * out)).allSatisfy { y[$0].bitPattern == single[$0].bitPattern }
+                        XCTAssert(same, "\(cfg) \(name) n=\(n): rows differ from one-token calls")
+                    }
+                }
+            }
+        }
+    }
+
     func testThreadSettings() {
         let saved = ck_get_threads()
         defer { ck_set_threads(saved) }

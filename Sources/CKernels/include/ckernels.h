@@ -15,13 +15,18 @@ typedef enum { CK_F32 = 0, CK_F16 = 1, CK_BF16 = 2 } ck_dtype;
 
 // ---- CPU features and threads -------------------------------------------------------------
 
-/// 1 when the AVX2+FMA+F16C kernels are in use, 0 for the portable scalar ones.
+/// 1 when the AVX2+FMA+F16C kernels are in use, 0 for the portable scalar ones. Detected at run
+/// time (the library is built for baseline x86-64); the environment variable CK_FORCE_SCALAR=1
+/// forces 0 for the whole process.
 int ck_simd_level(void);
 /// Human-readable name of the kernel set in use ("avx2-fma-f16c" or "scalar").
 const char *ck_simd_name(void);
 /// Forces the scalar kernels (tests compare both paths). 0 = auto, 1 = force scalar.
 void ck_force_scalar(int on);
-/// Threads used by ck_matmul (the calling thread counts as one). Default: online CPUs.
+/// Threads used by ck_matmul (the calling thread counts as one). Default: online CPUs (fewer if
+/// the process's CPU affinity allows fewer). n < 1 restores the default. The pool's workers are
+/// created lazily, spin for ~200 us after each call (environment CK_SPIN_US overrides) and then
+/// block, so an idle process uses no CPU. Lowering the count joins the extra workers.
 void ck_set_threads(int n);
 int ck_get_threads(void);
 /// Runs fn(ctx, tid, nthreads) for every tid in [0, nthreads) on the kernel thread pool (the caller
@@ -33,18 +38,30 @@ void ck_parallel(void (*fn)(void *ctx, int tid, int nthreads), void *ctx);
 
 /// y[t*ldy + o] = sum_k x[t*ldx + k] * W[o*in + k]   for t < n, o < out.
 /// W: (out, in) in dtype `dt`; x: (n, ldx) f32; y: (n, ldy) f32. Weights are read once for all n
-/// rows of x (a multi-position pass costs about one weight read, not n). Uses the thread pool.
+/// rows of x (a multi-position pass costs about one weight read, not n). Uses the thread pool
+/// (output rows split in chunks of 24); no allocation once its scratch buffers have grown.
+/// Alignment: W needs only its element alignment (2 bytes for f16/bf16, 4 for f32), x and y their
+/// float alignment; ldx/ldy are arbitrary (>= in / >= out). Only y[t*ldy + o] for o < out is
+/// written. Accumulation is f32 (fused multiply-add). The summation order never depends on the
+/// thread count, and for n <= 40 (every n on the scalar kernels) not on n either: row t of a
+/// multi-token verification pass is bit-identical to a one-token call on x row t. Larger n
+/// (prefill) uses a differently ordered GEMM kernel, equal up to f32 rounding.
+/// Calls from several threads are safe; concurrent calls serialise on a mutex. A call made from
+/// inside a ck_parallel task runs on the calling thread only.
 void ck_matmul(ck_dtype dt, const void *W, int out, int in,
                const float *x, int ldx, int n, float *y, int ldy);
 
 /// Same as ck_matmul restricted to output rows [o0, o1), single-threaded (the building block).
+/// Uses per-thread scratch only, so it may be called concurrently from several threads.
 void ck_matmul_range(ck_dtype dt, const void *W, int out, int in,
                      const float *x, int ldx, int n, float *y, int ldy, int o0, int o1);
 
 /// dst[i] = (float)src[i] for i < count (one embedding row, say).
 void ck_to_f32(ck_dtype dt, const void *src, float *dst, size_t count);
 
-/// dst[i] = round-to-nearest-even bf16 / IEEE half of src[i] (for writing weights).
+/// dst[i] = round-to-nearest-even bf16 / IEEE half of src[i] (for writing weights). f16: subnormals,
+/// overflow to +-inf (|x| >= 65520), inf and NaN as IEEE 754 (F16C when available, bit-identical
+/// scalar fallback); NaNs stay (quiet) NaNs in both formats.
 void ck_from_f32(ck_dtype dt, const float *src, void *dst, size_t count);
 
 #ifdef __cplusplus
