@@ -145,8 +145,23 @@ static void wait_workers(int count) {
     }
 }
 
+// After fork() the child has none of the workers: forget them (they are re-created on demand) and
+// reset the locks, which may have been held by other threads of the parent.
+static void atfork_child(void) {
+    pthread_mutex_init(&g_call_mu, NULL);
+    pthread_mutex_init(&g_sleep_mu, NULL);
+    pthread_cond_init(&g_sleep_cv, NULL);
+    atomic_store(&g_sleepers, 0);
+    atomic_store(&g_exit_from, INT_MAX);
+    g_nworkers = 0;
+    t_in_task = 0;
+}
+static pthread_once_t g_atfork_once = PTHREAD_ONCE_INIT;
+static void atfork_register(void) { pthread_atfork(NULL, NULL, atfork_child); }
+
 // Grows (or shrinks) the set of workers to `want` (caller holds g_call_mu). Returns workers alive.
 static int resize_workers(int want) {
+    pthread_once(&g_atfork_once, atfork_register);
     if (want < 0) want = 0;
     if (want > CK_MAX_THREADS - 1) want = CK_MAX_THREADS - 1;
     if (want < g_nworkers) {
