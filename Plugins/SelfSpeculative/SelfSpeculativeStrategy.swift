@@ -19,14 +19,19 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
         public var adaptive: Bool?
         public var draftConfidence: Double?
         public var maxSpeculations: Int?
-        /// `exact` (default): drafts use the stored LM head. `int8`: drafts use an int8 copy of it
-        /// (half the bytes per draft step; verification always uses the exact head, so the output
-        /// stays exactly the full model's).
-        public var draftHead: String?
-        public static let keys = ["exit_layer", "speculations", "adaptive", "draft_confidence", "max_speculations", "draft_head"]
+        /// Which weights the drafts read; verification always uses the stored ones, so the output is
+        /// exactly the full model's whatever this is.
+        /// - `exact` (default): the stored weights — pure LayerSkip, with the exit-query cache reuse.
+        /// - `int8-head`: an int8 copy of the LM head (half its bytes per draft step); the drafted
+        ///   layers are exact, so the exit-query cache is still reused.
+        /// - `int8`: int8 copies of layers 0..<E and the head. The drafted states are approximate, so
+        ///   verification recomputes layers 0..<E for the round's positions (no exit-query reuse).
+        ///   Costs about half the draft layers' bytes in extra memory.
+        public var draftPrecision: String?
+        public static let keys = ["exit_layer", "speculations", "adaptive", "draft_confidence", "max_speculations", "draft_precision"]
         public init(exitLayer: Int, speculations: Int? = nil, adaptive: Bool? = nil, draftConfidence: Double? = nil,
-                    maxSpeculations: Int? = nil, draftHead: String? = nil) {
-            self.draftHead = draftHead
+                    maxSpeculations: Int? = nil, draftPrecision: String? = nil) {
+            self.draftPrecision = draftPrecision
             self.exitLayer = exitLayer
             self.speculations = speculations
             self.adaptive = adaptive
@@ -39,7 +44,9 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
         var confidence: Double { draftConfidence ?? 0.5 }
         /// The most drafts a round may hold (adaptive d grows up to here).
         var dMax: Int { isAdaptive ? (maxSpeculations ?? max(2 * d, 12)) : d }
-        var head: ExitHeadPrecision { draftHead.flatMap(ExitHeadPrecision.init(rawValue:)) ?? .exact }
+        static let precisions = ["exact", "int8-head", "int8"]
+        var head: WeightPrecision { draftPrecision == nil || draftPrecision == "exact" ? .exact : .int8 }
+        var layers: WeightPrecision { draftPrecision == "int8" ? .int8 : .exact }
     }
 
     public static let name = "self-speculative"
@@ -70,9 +77,9 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
                 problems.append(.init(path: "\(path).\(key)", expected: "only with adaptive: true", found: "a value"))
             }
         }
-        if let head = c.draftHead, ExitHeadPrecision(rawValue: head) == nil {
-            problems.append(.init(path: "\(path).draft_head", expected: "one of \(ExitHeadPrecision.allCases.map(\.rawValue).joined(separator: ", "))",
-                                  found: "\"\(head)\""))
+        if let precision = c.draftPrecision, !Configuration.precisions.contains(precision) {
+            problems.append(.init(path: "\(path).draft_precision", expected: "one of \(Configuration.precisions.joined(separator: ", "))",
+                                  found: "\"\(precision)\""))
         }
         if let conf = c.draftConfidence, !(conf >= 0 && conf <= 1) {
             problems.append(.init(path: "\(path).draft_confidence", expected: "a probability in [0, 1]", found: "\(conf)"))
@@ -122,6 +129,7 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
         let q = greedy ? nil : FloatBuffer(count: dMax * V)
         var drafts: [Int] = []
         drafts.reserveCapacity(dMax)
+        let reuseExitQueries = configuration.layers == .exact
 
         let last = prefill(model, prompt: request.prompt[...], layers: 0..<L, activations: hPrompt, cache: cache)
         model.exitLogits(hPrompt, rows: last..<(last + 1), into: fullLogits)
@@ -145,8 +153,9 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
             var input = pending
             for i in 0..<budget {
                 model.embed(CollectionOfOne(input), into: hDraft)
-                model.forward(hDraft, layers: 0..<E, positions: (position + i)..<(position + i + 1), cache: cache)
-                exitQueries.copyRows(from: hDraft, 0, to: i, count: 1)
+                model.forward(hDraft, layers: 0..<E, positions: (position + i)..<(position + i + 1), cache: cache,
+                              precision: configuration.layers)
+                if reuseExitQueries { exitQueries.copyRows(from: hDraft, 0, to: i, count: 1) }
                 model.exitLogits(hDraft, rows: 0..<1, into: draftLogits, head: configuration.head)
                 stats.evaluations += E
                 let row = draftLogits.row(0)
@@ -168,14 +177,24 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
             }
             let k = drafts.count
 
-            // The last draft (or `pending` when nothing was drafted) still needs layers 0..<E.
-            model.embed(CollectionOfOne(input), into: hDraft)
-            model.forward(hDraft, layers: 0..<E, positions: (position + k)..<(position + k + 1), cache: cache)
-            exitQueries.copyRows(from: hDraft, 0, to: k, count: 1)
-            // Verify every drafted position in one pass through the remaining layers.
-            model.forward(exitQueries, layers: E..<L, positions: position..<(position + k + 1), cache: cache)
+            if reuseExitQueries {
+                // The last draft (or `pending` when nothing was drafted) still needs layers 0..<E.
+                model.embed(CollectionOfOne(input), into: hDraft)
+                model.forward(hDraft, layers: 0..<E, positions: (position + k)..<(position + k + 1), cache: cache)
+                exitQueries.copyRows(from: hDraft, 0, to: k, count: 1)
+                // Verify every drafted position in one pass through the remaining layers.
+                model.forward(exitQueries, layers: E..<L, positions: position..<(position + k + 1), cache: cache)
+                stats.evaluations += E + (L - E) * (k + 1)
+            } else {
+                // Drafted with approximate layers: their K/V and states are discarded and the
+                // round's inputs run through every layer with the exact weights, in one pass.
+                for l in 0..<E { cache.truncate(layer: l, to: position) }
+                model.embed(CollectionOfOne(pending), into: exitQueries)
+                model.embed(drafts, into: exitQueries, at: 1)
+                model.forward(exitQueries, layers: 0..<L, positions: position..<(position + k + 1), cache: cache)
+                stats.evaluations += L * (k + 1)
+            }
             model.exitLogits(exitQueries, rows: 0..<(k + 1), into: fullLogits)
-            stats.evaluations += E + (L - E) * (k + 1)
 
             // Accept the longest agreeing prefix, then take the full model's own next token.
             var accepted = 0

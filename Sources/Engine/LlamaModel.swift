@@ -45,12 +45,12 @@ public final class LlamaModel: @unchecked Sendable {
 
     // MARK: - Forward
 
-    /// Writes the embeddings of `tokens` into rows 0..<tokens.count of `h`.
-    public func embed<C: Collection>(_ tokens: C, into h: Activations) where C.Element == Int {
-        precondition(tokens.count <= h.capacity, "more tokens than the activations hold")
+    /// Writes the embeddings of `tokens` into rows startRow..<startRow + tokens.count of `h`.
+    public func embed<C: Collection>(_ tokens: C, into h: Activations, at startRow: Int = 0) where C.Element == Int {
+        precondition(startRow + tokens.count <= h.capacity, "more tokens than the activations hold")
         for (r, token) in tokens.enumerated() {
             precondition(token >= 0 && token < config.vocabSize, "token id \(token) outside the vocabulary")
-            weights.embedding.copyRow(token, into: h.row(r))
+            weights.embedding.copyRow(token, into: h.row(startRow + r))
         }
     }
 
@@ -58,7 +58,11 @@ public final class LlamaModel: @unchecked Sendable {
     /// `positions` (one pass: prefill, a single decode step, or multi-token verification).
     /// Each layer's cache must hold exactly `positions.lowerBound` positions; afterwards it holds
     /// `positions.upperBound`. Weights are read once per pass whatever the number of positions.
-    public func forward(_ h: Activations, layers: Range<Int>, positions: Range<Int>, cache: KVCache) {
+    ///
+    /// `precision: .int8` reads int8 copies of the layers' matrices (speculative drafts only): the
+    /// K/V it writes are approximations that verification must overwrite.
+    public func forward(_ h: Activations, layers: Range<Int>, positions: Range<Int>, cache: KVCache,
+                        precision: WeightPrecision = .exact) {
         let n = positions.count
         let start = positions.lowerBound
         precondition(n > 0 && n <= h.capacity, "pass of \(n) positions for activations of \(h.capacity)")
@@ -69,13 +73,22 @@ public final class LlamaModel: @unchecked Sendable {
         for l in layers {
             precondition(cache.lengths[l] == start, "layer \(l) cache holds \(cache.lengths[l]) positions, pass starts at \(start)")
             let w = weights.layers[l]
+            let q8 = precision == .int8 ? int8Layer(l) : nil
+            /// y = x·Wᵀ with the stored or the int8 copy of one of this layer's matrices.
+            func product(_ m: WeightMatrix, _ quantized: QuantizedMatrix?, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, ldy: Int) {
+                if let quantized {
+                    ck_matmul_q8(quantized.values, quantized.scales.pointer, Int32(m.rows), Int32(m.cols), x, Int32(m.cols), Int32(n), y, Int32(ldy))
+                } else {
+                    matmul(m, x, n, y, ldy: ldy)
+                }
+            }
 
             // Attention block: x = h + o(attn(rmsnorm(h)))
             ck_rmsnorm(h.hidden.pointer, w.inputNorm.data, w.inputNorm.dtype.kernelType, c.rmsNormEps, Int32(hd), Int32(n), h.normed.pointer)
-            matmul(w.q, h.normed.pointer, n, h.query.pointer, ldy: c.qDim)
+            product(w.q, q8?.q, h.normed.pointer, h.query.pointer, ldy: c.qDim)
             // K and V go straight into the cache rows of these positions.
-            matmul(w.k, h.normed.pointer, n, cache.keyRow(layer: l, position: start), ldy: c.kvDim)
-            matmul(w.v, h.normed.pointer, n, cache.valueRow(layer: l, position: start), ldy: c.kvDim)
+            product(w.k, q8?.k, h.normed.pointer, cache.keyRow(layer: l, position: start), ldy: c.kvDim)
+            product(w.v, q8?.v, h.normed.pointer, cache.valueRow(layer: l, position: start), ldy: c.kvDim)
             for r in 0..<n {
                 let p = start + r
                 ck_rope(h.query.pointer + r * c.qDim, Int32(c.headCount), Int32(c.headDim), rope.cosRow(p), rope.sinRow(p))
@@ -86,15 +99,15 @@ public final class LlamaModel: @unchecked Sendable {
                              cache.keyRow(layer: l, position: 0), cache.valueRow(layer: l, position: 0), Int32(c.kvDim),
                              Int32(start + r + 1), h.attention.pointer + r * c.qDim, h.scores.pointer)
             }
-            matmul(w.o, h.attention.pointer, n, h.normed.pointer, ldy: hd)
+            product(w.o, q8?.o, h.attention.pointer, h.normed.pointer, ldy: hd)
             ck_add(h.hidden.pointer, h.normed.pointer, n * hd)
 
             // MLP block: x = x + down(silu(gate(rmsnorm(x))) * up(rmsnorm(x)))
             ck_rmsnorm(h.hidden.pointer, w.postAttentionNorm.data, w.postAttentionNorm.dtype.kernelType, c.rmsNormEps, Int32(hd), Int32(n), h.normed.pointer)
-            matmul(w.gate, h.normed.pointer, n, h.gate.pointer, ldy: c.intermediateSize)
-            matmul(w.up, h.normed.pointer, n, h.up.pointer, ldy: c.intermediateSize)
+            product(w.gate, q8?.gate, h.normed.pointer, h.gate.pointer, ldy: c.intermediateSize)
+            product(w.up, q8?.up, h.normed.pointer, h.up.pointer, ldy: c.intermediateSize)
             ck_silu_mul(h.gate.pointer, h.up.pointer, n * c.intermediateSize)
-            matmul(w.down, h.gate.pointer, n, h.normed.pointer, ldy: hd)
+            product(w.down, q8?.down, h.gate.pointer, h.normed.pointer, ldy: hd)
             ck_add(h.hidden.pointer, h.normed.pointer, n * hd)
 
             cache.setLength(start + n, layer: l)

@@ -22,13 +22,13 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "draft_confidence": .double(0.5)]),
                        ["strategy.draft_confidence: expected only with adaptive: true, found a value"])
         XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "adaptive": .bool(true)]), [])
-        XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "draft_head": .string("fp4")]),
-                       ["strategy.draft_head: expected one of exact, int8, found \"fp4\""])
+        XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "draft_precision": .string("fp4")]),
+                       ["strategy.draft_precision: expected one of exact, int8-head, int8, found \"fp4\""])
     }
 
     func testUnknownKeysAndStrategies() {
         XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "speculation": .int(3)]),
-                       ["strategy.speculation: expected one of exit_layer, speculations, adaptive, draft_confidence, max_speculations, draft_head, found an unknown key"])
+                       ["strategy.speculation: expected one of exit_layer, speculations, adaptive, draft_confidence, max_speculations, draft_precision, found an unknown key"])
         XCTAssertEqual(problems("autoregressive", ["exit_layer": .int(2)]),
                        ["strategy.exit_layer: expected no options, found an unknown key"])
         XCTAssertEqual(problems("medusa", [:]),

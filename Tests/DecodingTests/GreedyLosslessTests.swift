@@ -32,16 +32,21 @@ final class GreedyLosslessTests: XCTestCase {
         }
     }
 
-    /// An int8 draft head changes only which tokens are proposed, never the output.
-    func testInt8DraftHeadIsStillExact() throws {
+    /// int8 draft weights change only which tokens are proposed, never the output.
+    func testInt8DraftPrecisionsAreStillExact() throws {
         for name in Fixtures.models {
             let model = try LlamaModel(directory: Fixtures.directory(name))
             for prompt in try Fixtures.expected(name).prompts {
                 let reference = try XCTUnwrap(prompt.greedy["autoregressive"]?.tokens)
-                for e in 1..<model.layerCount {
-                    let spec = StrategySpec(name: "self-speculative", options: ["exit_layer": .int(e), "speculations": .int(4), "draft_head": .string("int8")])
-                    let got = try generate(model, spec, prompt: prompt.ids, maxNewTokens: reference.count, minNewTokens: reference.count)
-                    XCTAssertEqual(got.tokens, reference, "\(name) int8 draft head E=\(e)")
+                for precision in ["int8-head", "int8"] {
+                    for e in 1..<model.layerCount {
+                        for d in [1, 4, 7] {
+                            let spec = StrategySpec(name: "self-speculative", options: ["exit_layer": .int(e), "speculations": .int(d),
+                                                                                        "draft_precision": .string(precision)])
+                            let got = try generate(model, spec, prompt: prompt.ids, maxNewTokens: reference.count, minNewTokens: reference.count)
+                            XCTAssertEqual(got.tokens, reference, "\(name) \(precision) E=\(e) d=\(d)")
+                        }
+                    }
                 }
             }
         }

@@ -79,8 +79,9 @@ final class SamplingLosslessTests: XCTestCase {
 
         let control = chiSquare(try sampleCounts(model, StrategySpec(name: "autoregressive"), prompt: prompt, samples: samples), exact, samples: samples)
         XCTAssertLessThan(control, bound, "autoregressive sampling vs the exact distribution")
-        for (e, d) in [(1, 2), (2, 3)] {
-            let chi = chiSquare(try sampleCounts(model, selfSpeculative(e, d), prompt: prompt, samples: samples), exact, samples: samples)
+        let int8Drafts = StrategySpec(name: "self-speculative", options: ["exit_layer": .int(2), "speculations": .int(3), "draft_precision": .string("int8")])
+        for (e, d, spec) in [(1, 2, selfSpeculative(1, 2)), (2, 3, selfSpeculative(2, 3)), (2, 3, int8Drafts)] {
+            let chi = chiSquare(try sampleCounts(model, spec, prompt: prompt, samples: samples), exact, samples: samples)
             XCTAssertLessThan(chi, bound, "self-speculative E=\(e) d=\(d): chi-square \(chi), df \(df)")
         }
     }

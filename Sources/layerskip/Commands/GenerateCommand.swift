@@ -34,6 +34,9 @@ struct GenerateCommand: ParsableCommand {
     @Flag(help: "Self-speculative: stop drafting when the draft is unsure and adapt d to the acceptance.")
     var adaptive = false
 
+    @Option(help: "Self-speculative: weights the drafts read — exact | int8-head | int8 (verification is always exact).")
+    var draftPrecision: String?
+
     @Option(help: "Early exit: leave at the first checked layer whose top probability is at least this.")
     var confidence: Double?
 
@@ -80,6 +83,7 @@ struct GenerateCommand: ParsableCommand {
         if let exitLayer { options["exit_layer"] = .int(exitLayer) }
         if let speculations { options["speculations"] = .int(speculations) }
         if adaptive { options["adaptive"] = .bool(true) }
+        if let draftPrecision { options["draft_precision"] = .string(draftPrecision) }
         if let confidence { options["confidence"] = .double(confidence) }
         if let checkEvery { options["check_every"] = .int(checkEvery) }
         return StrategySpec(name: name, options: options)

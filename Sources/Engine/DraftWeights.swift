@@ -32,17 +32,32 @@ public final class QuantizedMatrix: @unchecked Sendable {
     deinit { values.deallocate() }
 }
 
-/// Which LM head the exit head applies.
-public enum ExitHeadPrecision: String, Sendable, CaseIterable {
+/// Which copy of the weights a pass reads.
+public enum WeightPrecision: String, Sendable, CaseIterable {
     /// The stored weights: what verification and every non-draft use must apply.
     case exact
-    /// The int8 copy (built on first use, shared by every job on the model): for drafts only.
+    /// int8 copies (built on first use, shared by every job on the model): for drafts only.
     case int8
+}
+
+/// int8 copies of one decoder layer's matrices (norm weights stay as stored).
+public final class QuantizedLayer: @unchecked Sendable {
+    let q, k, v, o, gate, up, down: QuantizedMatrix
+    init(_ w: LayerWeights) {
+        q = QuantizedMatrix(w.q)
+        k = QuantizedMatrix(w.k)
+        v = QuantizedMatrix(w.v)
+        o = QuantizedMatrix(w.o)
+        gate = QuantizedMatrix(w.gate)
+        up = QuantizedMatrix(w.up)
+        down = QuantizedMatrix(w.down)
+    }
+    public var byteCount: Int { [q, k, v, o, gate, up, down].reduce(0) { $0 + $1.byteCount } }
 }
 
 extension LlamaModel {
     /// The exit head with a chosen LM-head precision; see `exitLogits(_:rows:into:at:)`.
-    public func exitLogits(_ h: Activations, rows: Range<Int>, into logits: Logits, at firstRow: Int = 0, head: ExitHeadPrecision) {
+    public func exitLogits(_ h: Activations, rows: Range<Int>, into logits: Logits, at firstRow: Int = 0, head: WeightPrecision) {
         guard head == .int8 else { return exitLogits(h, rows: rows, into: logits, at: firstRow) }
         let n = rows.count
         precondition(n > 0 && rows.upperBound <= h.capacity && firstRow + n <= logits.capacity)
@@ -63,9 +78,27 @@ extension LlamaModel {
         derived.int8Head = head
         return head
     }
+
+    /// int8 copies of layer l's matrices, made once per model on first use.
+    public func int8Layer(_ l: Int) -> QuantizedLayer {
+        derivedLock.lock()
+        defer { derivedLock.unlock() }
+        if let layer = derived.int8Layers[l] { return layer }
+        let layer = QuantizedLayer(weights.layers[l])
+        derived.int8Layers[l] = layer
+        return layer
+    }
+
+    /// Bytes held by the int8 copies made so far (memory a draft precision costs).
+    public var derivedByteCount: Int {
+        derivedLock.lock()
+        defer { derivedLock.unlock() }
+        return (derived.int8Head?.byteCount ?? 0) + derived.int8Layers.values.reduce(0) { $0 + $1.byteCount }
+    }
 }
 
 /// Weight copies derived from the stored ones on demand (guarded by LlamaModel.derivedLock).
 final class DerivedWeights: @unchecked Sendable {
     var int8Head: QuantizedMatrix?
+    var int8Layers: [Int: QuantizedLayer] = [:]
 }
