@@ -97,14 +97,16 @@ let package = Package(
             dependencies: ["Tokenization"],
             path: "Tests/TokenizationTests"
         ),
+        // The Hugging Face reference fixtures' loader, shared by the test targets.
+        .target(name: "TestFixtures", path: "Tests/TestFixtures"),
         .testTarget(
             name: "EngineTests",
-            dependencies: ["Engine", "Tokenization", "CKernels"],
+            dependencies: ["Engine", "Tokenization", "CKernels", "TestFixtures"],
             path: "Tests/EngineTests"
         ),
         .testTarget(
             name: "DecodingTests",
-            dependencies: ["Decoding", "Engine", "Tokenization", "AutoregressivePlugin", "EarlyExitPlugin", "SelfSpeculativePlugin"],
+            dependencies: ["Decoding", "Engine", "Tokenization", "AutoregressivePlugin", "EarlyExitPlugin", "SelfSpeculativePlugin", "TestFixtures"],
             path: "Tests/DecodingTests"
         ),
         .testTarget(

@@ -1,3 +1,4 @@
+import TestFixtures
 import Decoding
 import Engine
 import Foundation

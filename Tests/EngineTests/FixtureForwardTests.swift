@@ -1,3 +1,4 @@
+import TestFixtures
 import Engine
 import Foundation
 import XCTest

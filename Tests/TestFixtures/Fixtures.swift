@@ -1,0 +1,46 @@
+import Foundation
+
+/// The Hugging Face reference fixtures copied into Tests/Fixtures (see its README), shared by the
+/// engine and decoding test targets.
+public enum Fixtures {
+    public static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Fixtures")
+    public static let models = ["tiny-bytelevel-gqa-f32", "tiny-spm-mha-bf16-sharded"]
+
+    public static func directory(_ name: String) -> URL { root.appendingPathComponent(name) }
+
+    public static func expected(_ name: String) throws -> Expected {
+        let data = try Data(contentsOf: directory(name).appendingPathComponent("expected.json"))
+        return try JSONDecoder().decode(Expected.self, from: data)
+    }
+
+    /// Tolerance on logits: the fixtures were computed in f32 from the stored weights.
+    public static func logitTolerance(_ name: String) -> Float { name.contains("bf16") ? 1e-3 : 1e-4 }
+}
+
+public struct Expected: Decodable {
+    public struct Prompt: Decodable {
+        public var text: String
+        public var ids: [Int]
+        public var logits_last: [String: [Float]]
+        public var greedy: [String: GreedyValue]
+    }
+    public enum GreedyValue: Decodable {
+        case tokens([Int]), number(Double)
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.singleValueContainer()
+            if let t = try? c.decode([Int].self) { self = .tokens(t) } else { self = .number(try c.decode(Double.self)) }
+        }
+        public var tokens: [Int]? { if case let .tokens(t) = self { return t }; return nil }
+    }
+    public struct TokenizerCase: Decodable {
+        public var text: String
+        public var ids: [Int]
+        public var ids_with_special: [Int]
+        public var decoded: String
+    }
+    public var num_layers: Int
+    public var exit_layers: [Int]
+    public var tokenizer_cases: [TokenizerCase]
+    public var prompts: [Prompt]
+}
