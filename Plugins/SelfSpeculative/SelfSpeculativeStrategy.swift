@@ -136,6 +136,8 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
         clock.prefillDone()
 
         var stats = (drafted: 0, accepted: 0, rounds: 0, evaluations: 0)
+        let wallClock = ContinuousClock()
+        var draftTime = Duration.zero, verifyTime = Duration.zero
         let first = fullLogits.row(0)
         output.applyBans(first, step: 0)
         var pending = sampler.sample(first)
@@ -149,6 +151,7 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
             guard budget >= 0 else { output.finish(.length); break }
 
             // Draft with layers 0..<E, one position at a time.
+            let roundStart = wallClock.now
             drafts.removeAll(keepingCapacity: true)
             var input = pending
             for i in 0..<budget {
@@ -176,6 +179,8 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
                 if !confident { break }
             }
             let k = drafts.count
+            let draftEnd = wallClock.now
+            draftTime += draftEnd - roundStart
 
             if reuseExitQueries {
                 // The last draft (or `pending` when nothing was drafted) still needs layers 0..<E.
@@ -229,6 +234,7 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
 
             // Positions position...position+accepted hold committed inputs; the rest is dropped.
             cache.truncate(to: position + accepted + 1)
+            verifyTime += wallClock.now - draftEnd
             position += accepted + 1
             stats.drafted += k
             stats.accepted += accepted
@@ -253,6 +259,8 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
         metrics.rounds = stats.rounds
         // The first token comes from the prefill; every other one from a round.
         metrics.tokensPerRound = stats.rounds > 0 ? Double(max(output.tokens.count - 1, 0)) / Double(stats.rounds) : nil
+        metrics.draftMs = draftTime.seconds * 1000
+        metrics.verifyMs = verifyTime.seconds * 1000
         metrics.seed = greedy ? nil : sampler.seed
         return metrics
     }

@@ -20,6 +20,10 @@ public struct GenerationMetrics: Codable, Equatable, Sendable {
     public var acceptanceRate: Double?
     public var rounds: Int?
     public var tokensPerRound: Double?
+    /// Self-speculative: decode time spent drafting (layers 0..<E and the exit head per draft) and
+    /// verifying (the multi-position pass, its exit head and the acceptance test) — what limits a round.
+    public var draftMs: Double?
+    public var verifyMs: Double?
     /// Early exit: the mean layer count a generated token left after.
     public var averageExitLayer: Double?
     /// The sampler's seed (reported so that a sampled run can be repeated).
@@ -43,6 +47,7 @@ public struct GenerationMetrics: Codable, Equatable, Sendable {
         case prefillMs = "prefill_ms", decodeMs = "decode_ms", tokensPerSecond = "tokens_per_second"
         case endToEndTokensPerSecond = "end_to_end_tokens_per_second", layerEvaluationsPerToken = "layer_evaluations_per_token"
         case drafted, accepted, acceptanceRate = "acceptance_rate", rounds, tokensPerRound = "tokens_per_round"
+        case draftMs = "draft_ms", verifyMs = "verify_ms"
         case averageExitLayer = "average_exit_layer", seed
     }
 }

@@ -129,7 +129,8 @@ public enum StandInModel {
             "num_attention_heads": c.headCount,
             "num_key_value_heads": c.kvHeadCount,
             "head_dim": c.headDim,
-            "rms_norm_eps": Double(c.rmsNormEps),
+            // The shortest decimal that reads back as the same Float (1e-05, not 9.999999747378752e-06).
+            "rms_norm_eps": Double("\(c.rmsNormEps)") ?? Double(c.rmsNormEps),
             "vocab_size": c.vocabSize,
             "tie_word_embeddings": c.tieWordEmbeddings,
             "max_position_embeddings": c.maxPositionEmbeddings,

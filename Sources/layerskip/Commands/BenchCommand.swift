@@ -23,7 +23,7 @@ struct BenchCommand: ParsableCommand {
                   --strategy autoregressive --strategy self-speculative:exit_layer=8,speculations=6 --verify-cost 7
             """)
 
-    @Option(help: "Hugging Face model folder.")
+    @Option(help: "Hugging Face model folder, or `default`.")
     var model: String
 
     @Option(name: .customLong("strategy"), help: "Strategy to measure (repeatable; default: autoregressive).")
@@ -37,6 +37,14 @@ struct BenchCommand: ParsableCommand {
 
     @Option(help: "How many of the built-in prompts to decode from.")
     var prompts: Int = 3
+
+    @Option(name: .customLong("prompt-file"), help: ArgumentHelp(
+        "Decode from the start of this text file instead of the built-in prompts (repeatable; e.g. held-out source files).",
+        valueName: "FILE"))
+    var promptFiles: [String] = []
+
+    @Option(help: "With --prompt-file: the prompt is the file's first this many tokens.")
+    var promptFileTokens: Int = 64
 
     @Option(help: "Number of measured runs (a warm-up run comes first).")
     var runs: Int = 5
@@ -61,8 +69,8 @@ struct BenchCommand: ParsableCommand {
     ]
 
     func validate() throws {
-        guard newTokens >= 1, runs >= 1, promptTokens >= 0, (1...Self.texts.count).contains(prompts) else {
-            throw ValidationError("--new-tokens and --runs must be ≥ 1, --prompt-tokens ≥ 0, --prompts in 1...\(Self.texts.count)")
+        guard newTokens >= 1, runs >= 1, promptTokens >= 0, (1...Self.texts.count).contains(prompts), promptFileTokens >= 1 else {
+            throw ValidationError("--new-tokens, --runs and --prompt-file-tokens must be ≥ 1, --prompt-tokens ≥ 0, --prompts in 1...\(Self.texts.count)")
         }
     }
 
@@ -74,6 +82,13 @@ struct BenchCommand: ParsableCommand {
         var medianRatioToBaseline: Double
         var acceptanceRate: Double?
         var tokensPerRound: Double?
+        /// Shares of the decode time spent drafting and verifying (self-speculative).
+        var draftShare: Double?
+        var verifyShare: Double?
+        /// Milliseconds per round spent drafting and verifying, and one autoregressive-equivalent
+        /// token's time for comparison is the baseline's 1000 / tokens per second.
+        var draftMsPerRound: Double?
+        var verifyMsPerRound: Double?
         var averageExitLayer: Double?
         var layerEvaluationsPerToken: Double
         var identicalToBaseline: Bool?
@@ -117,20 +132,25 @@ struct BenchCommand: ParsableCommand {
 
     func run() throws {
         ThreadSettings.apply(threads)
-        let directory = URL(fileURLWithPath: model)
+        let directory = try ModelLocator.resolve(model)
         let specs = try (strategies.isEmpty ? ["autoregressive"] : strategies).map(Self.parseSpec)
         let config = try ModelConfig.load(from: directory.appendingPathComponent("config.json"))
         let problems = specs.flatMap { Strategies.registry.problems($0, model: config) }
         if !problems.isEmpty { throw ValidationError(problems.map(\.description).joined(separator: "\n")) }
 
-        let llama = try LlamaModel(directory: directory, maxPositions: max(promptTokens, 256) + newTokens + 80)
+        let llama = try LlamaModel(directory: directory, maxPositions: max(promptTokens, promptFileTokens, 256) + newTokens + 80)
         let tokenizer = try? Tokenizer(contentsOf: directory.appendingPathComponent("tokenizer.json"))
-        let promptIds: [[Int]] = Self.texts.prefix(prompts).map { text in
-            let ids = tokenizer?.encode(text) ?? []
-            if !ids.isEmpty && ids.allSatisfy({ $0 < llama.config.vocabSize }) { return ids }
-            var rng = SplitMix64(seed: UInt64(text.utf8.count))
-            return (0..<16).map { _ in Int(rng.next() % UInt64(llama.config.vocabSize)) }
+        let promptIds: [[Int]] = try promptFiles.isEmpty ? builtInPrompts(llama, tokenizer) : promptFiles.map { path in
+            guard let tokenizer else { throw CLIError(message: "--prompt-file needs the model's tokenizer.json") }
+            let text: String
+            do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+                throw CLIError(message: "--prompt-file \(path): cannot read it as UTF-8 text (\(error.localizedDescription))")
+            }
+            let ids = Array(tokenizer.encode(text).prefix(promptFileTokens))
+            guard !ids.isEmpty else { throw CLIError(message: "--prompt-file \(path): no tokens") }
+            return ids
         }
+
         let generators = try specs.map { try Strategies.registry.make($0, model: llama) }
         let sampling = SamplingParameters(temperature: temperature, seed: temperature > 0 ? 1 : nil)
         let capacity = promptIds.map(\.count).max()! + newTokens + 80
@@ -205,11 +225,16 @@ struct BenchCommand: ParsableCommand {
             let rounds = m.compactMap(\.rounds).reduce(0, +)
             let generated = m.map(\.generatedTokens).reduce(0, +)
             let exits = m.compactMap(\.averageExitLayer)
+            let decodeMs = m.map(\.decodeMs).reduce(0, +)
+            let draftMs = m.compactMap(\.draftMs).reduce(0, +), verifyMs = m.compactMap(\.verifyMs).reduce(0, +)
+            let split = rounds > 0 && decodeMs > 0
             return StrategyResult(
                 strategy: spec.name, options: spec.options, tokensPerSecond: rates[i], medianTokensPerSecond: median(rates[i]),
                 medianRatioToBaseline: median(ratios[i]),
                 acceptanceRate: drafted > 0 ? Double(accepted) / Double(drafted) : nil,
                 tokensPerRound: rounds > 0 ? Double(generated - m.count) / Double(rounds) : nil,
+                draftShare: split ? draftMs / decodeMs : nil, verifyShare: split ? verifyMs / decodeMs : nil,
+                draftMsPerRound: split ? draftMs / Double(rounds) : nil, verifyMsPerRound: split ? verifyMs / Double(rounds) : nil,
                 averageExitLayer: exits.isEmpty ? nil : exits.reduce(0, +) / Double(exits.count),
                 layerEvaluationsPerToken: m.map(\.layerEvaluationsPerToken).reduce(0, +) / Double(max(m.count, 1)),
                 identicalToBaseline: i == 0 ? nil : outputs[i] == outputs[0])
@@ -235,6 +260,9 @@ struct BenchCommand: ParsableCommand {
                               r.medianTokensPerSecond, r.medianRatioToBaseline)
             if let a = r.acceptanceRate { line += String(format: ", acceptance %.1f%%", a * 100) }
             if let t = r.tokensPerRound { line += String(format: ", %.2f tokens/round", t) }
+            if let dm = r.draftMsPerRound, let vm = r.verifyMsPerRound {
+                line += String(format: ", per round %.1f ms drafting + %.1f ms verifying", dm, vm)
+            }
             if let e = r.averageExitLayer { line += String(format: ", average exit %.2f", e) }
             if let same = r.identicalToBaseline { line += same ? ", output identical to baseline" : ", output differs from baseline" }
             print(line)
@@ -242,6 +270,16 @@ struct BenchCommand: ParsableCommand {
         if let v = verifyRatio { print(String(format: "verification pass of %d positions: %.2f× a single-position pass", verifyCost! + 1, v)) }
         print(String(format: "peak RSS %.2f GB = %.2f × (weights %.2f GB + KV caches %.1f MB)", Double(rss) / 1e9,
                      report.peakRssOverWeightsPlusKv, Double(llama.weights.byteCount) / 1e9, Double(kv) / 1e6))
+    }
+
+    /// The built-in texts, or seeded random ids where the tokenizer is missing or does not fit the model.
+    func builtInPrompts(_ llama: LlamaModel, _ tokenizer: Tokenizer?) -> [[Int]] {
+        Self.texts.prefix(prompts).map { text in
+            let ids = tokenizer?.encode(text) ?? []
+            if !ids.isEmpty && ids.allSatisfy({ $0 < llama.config.vocabSize }) { return ids }
+            var rng = SplitMix64(seed: UInt64(text.utf8.count))
+            return (0..<16).map { _ in Int(rng.next() % UInt64(llama.config.vocabSize)) }
+        }
     }
 
     static func describe(_ spec: StrategySpec) -> String {

@@ -14,7 +14,7 @@ struct EvalCommand: ParsableCommand {
             greedy self-speculative decoding with d drafted tokens per round would accept on this text.
             """)
 
-    @Option(help: "Model folder (config.json, model.safetensors, tokenizer.json).")
+    @Option(help: "Model folder (config.json, model.safetensors, tokenizer.json), or `default`.")
     var model: String
 
     @Option(name: .customLong("data"), help: "Held-out files, folders or globs (repeatable).")
@@ -47,7 +47,7 @@ struct EvalCommand: ParsableCommand {
     func run() throws {
         ThreadSettings.apply(threads)
         guard length > 1, maxTokens > 0, speculations > 0 else { throw ValidationError("--length, --max-tokens and --speculations must be positive") }
-        let dir = URL(fileURLWithPath: model)
+        let dir = try ModelLocator.resolve(model)
         let llama: LlamaModel
         do { llama = try LlamaModel(directory: dir) } catch let e as ModelError {
             throw e.kind == .missingFile ? CLIError.notFound(e.description) : CLIError(message: e.description)

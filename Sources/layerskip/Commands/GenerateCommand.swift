@@ -16,8 +16,8 @@ struct GenerateCommand: ParsableCommand {
             Metrics go to stderr after the text; --json prints one object with tokens, text and every metric.
             """)
 
-    @Option(help: "Hugging Face model folder (config.json, *.safetensors, tokenizer.json).")
-    var model: String
+    @Option(help: "Hugging Face model folder (config.json, *.safetensors, tokenizer.json), or `default`: the project's own LayerSkip model (models/default).")
+    var model: String = ModelLocator.defaultName
 
     @Option(help: "autoregressive | early-exit | self-speculative")
     var strategy: String?
@@ -92,7 +92,7 @@ struct GenerateCommand: ParsableCommand {
     func run() throws {
         ThreadSettings.apply(threads)
         let sampling = SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed)
-        let directory = URL(fileURLWithPath: model)
+        let directory = try ModelLocator.resolve(model)
         let config = try ModelConfig.load(from: directory.appendingPathComponent("config.json"))
         let problems = sampling.problems(path: "sampling") + Strategies.registry.problems(spec, model: config)
         if !problems.isEmpty {

@@ -12,9 +12,9 @@ struct DaemonOptions: ParsableArguments {
         let env = ProcessInfo.processInfo.environment
         let path = config ?? env["LAYERSKIP_CONFIG"].flatMap { $0.isEmpty ? nil : $0 }
             ?? (FileManager.default.fileExists(atPath: "/etc/layerskip/layerskip.yaml") ? "/etc/layerskip/layerskip.yaml" : nil)
-        guard let path else { return DaemonConfig.defaults() }
+        guard let path else { return ModelLocator.withEmbeddedDefault(DaemonConfig.defaults()) }
         do {
-            return try DaemonConfig.load(from: URL(fileURLWithPath: path))
+            return ModelLocator.withEmbeddedDefault(try DaemonConfig.load(from: URL(fileURLWithPath: path)))
         } catch let error as DaemonError {
             throw CLIError(message: error.description, exitCode: 2)
         }
