@@ -19,7 +19,13 @@ BPE training is not deterministic (hash-map order decides ties), so existing syn
 tokenizer files are kept and only the expectations are recomputed; pass --retrain to
 train them again.
 
-Usage:  pip install tokenizers && python3 scripts/tokenizer-reference.py [--retrain]
+The embedded model's tokenizer (models/default/tokenizer.json, trained by `layerskip
+train-tokenizer`) is checked the same way on TEXTS plus pieces of Python files that it never saw
+(the model's held-out files), so that HF `tokenizers` and this engine provably read it identically:
+pass --python-files LIST (then only that expectation file is written), a file naming one source file per line (e.g. the output of
+`layerskip eval --model default --config models/default/train.yaml --list-files`).
+
+Usage:  pip install tokenizers && python3 scripts/tokenizer-reference.py [--retrain] [--python-files LIST]
 """
 import json
 import os
@@ -360,12 +366,29 @@ def synthetic_tokenizers(retrain):
     return paths
 
 
+def python_pieces(list_file, per_file=3, chars=600):
+    """Pieces of each listed file: its start, middle and end, `chars` characters each."""
+    pieces = []
+    for path in sorted(l.strip() for l in open(list_file, encoding="utf-8") if l.strip()):
+        text = open(path, encoding="utf-8").read()
+        if not text:
+            continue
+        for start in sorted({0, max(0, len(text) // 2 - chars // 2), max(0, len(text) - chars)})[:per_file]:
+            pieces.append(text[start:start + chars])
+    return pieces
+
+
 def main():
     sources = {name: os.path.join(ROOT, "Tests", "Fixtures", "tokenizers", name, "tokenizer.json") for name in TOKENIZERS}
     sources.update(synthetic_tokenizers("--retrain" in sys.argv[1:]))
+    python_texts = []
+    if "--python-files" in sys.argv:
+        # Only the embedded model's expectations: the other files stay as their tokenizers version wrote them.
+        python_texts = python_pieces(sys.argv[sys.argv.index("--python-files") + 1])
+        sources = {"default-model": os.path.join(ROOT, "models", "default", "tokenizer.json")}
     for name, path in sources.items():
         tok = Tokenizer.from_file(path)
-        texts = TEXTS + (SYNTHETIC_TEXTS if name.startswith("synthetic") else [])
+        texts = TEXTS + (SYNTHETIC_TEXTS if name.startswith("synthetic") else []) + (python_texts if name == "default-model" else [])
         cases = []
         for text in texts:
             ids = tok.encode(text, add_special_tokens=False).ids

@@ -14,16 +14,25 @@ final class ModelNameCLITests: XCTestCase {
         XCTAssertEqual(named.json?["tokens"] as? [Int], r.json?["tokens"] as? [Int])
     }
 
-    /// Inside a checkout the binary finds models/default above .build without any setting.
-    func testDefaultModelInTheCheckoutIsFoundWithoutSettings() throws {
+    /// Inside a checkout the binary finds the committed models/default above .build without any
+    /// setting, and on that trained model (not only on the random fixtures) greedy self-speculative
+    /// decoding writes exactly what autoregressive decoding writes.
+    func testEmbeddedDefaultModelIsFoundAndSelfSpeculationIsExactOnIt() throws {
         let repository = CLI.fixtures.deletingLastPathComponent().deletingLastPathComponent()
         let embedded = repository.appendingPathComponent("models/default")
-        try XCTSkipUnless(FileManager.default.fileExists(atPath: embedded.appendingPathComponent("config.json").path),
-                          "models/default has no trained model in this checkout")
-        let r = try CLI.run(["generate", "--max-new-tokens", "8", "--json", "def "], environment: ["LAYERSKIP_DEFAULT_MODEL": ""])
-        XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertEqual((r.json?["model"] as? String).map { URL(fileURLWithPath: $0).standardizedFileURL.path },
+        let prompt = "class Stack:\n    def __init__(self):\n"
+        let plain = try CLI.run(["generate", "--max-new-tokens", "48", "--json", prompt], environment: ["LAYERSKIP_DEFAULT_MODEL": ""])
+        XCTAssertEqual(plain.status, 0, plain.stderr)
+        XCTAssertEqual((plain.json?["model"] as? String).map { URL(fileURLWithPath: $0).standardizedFileURL.path },
                        embedded.standardizedFileURL.path)
+        let tokens = try XCTUnwrap(plain.json?["tokens"] as? [Int])
+        XCTAssertGreaterThan(tokens.count, 8)
+        for (exitLayer, speculations) in [(2, 4), (4, 3), (6, 6)] {
+            let fast = try CLI.run(["generate", "--model", "default", "--strategy", "self-speculative", "--exit-layer", "\(exitLayer)",
+                                    "--speculations", "\(speculations)", "--max-new-tokens", "48", "--json", prompt])
+            XCTAssertEqual(fast.status, 0, fast.stderr)
+            XCTAssertEqual(fast.json?["tokens"] as? [Int], tokens, "E=\(exitLayer) d=\(speculations)")
+        }
     }
 
     func testUnknownModelNameIsAnError() throws {

@@ -54,6 +54,13 @@ final class TrainCLITests: XCTestCase {
         XCTAssertEqual(layers[1]["agreement"] as? Double, 1)
         XCTAssertEqual(eval.json?["tokens"] as? Int, 64)
         XCTAssertTrue(try String(contentsOfFile: svg, encoding: .utf8).contains("<polyline"))
+        // --config evaluates the config's held-out files: 25% of the 8 corpus files, none of them training files.
+        let listed = try CLI.run(["eval", "--model", out.path, "--config", config, "--list-files"])
+        XCTAssertEqual(listed.status, 0, listed.stderr)
+        let heldOut = listed.stdout.split(separator: "\n").map(String.init)
+        XCTAssertFalse(heldOut.isEmpty)
+        XCTAssertTrue(heldOut.allSatisfy { $0.hasSuffix(".py") && FileManager.default.fileExists(atPath: $0) }, listed.stdout)
+        XCTAssertLessThan(heldOut.count, 8)
         let table = try CLI.run(["eval", "--model", out.path, "--data", dir.appendingPathComponent("corpus").path, "--length", "16", "--max-tokens", "32"])
         XCTAssertEqual(table.status, 0, table.stderr)
         XCTAssertTrue(table.stdout.contains(" E   loss"), table.stdout)

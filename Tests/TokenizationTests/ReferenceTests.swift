@@ -109,6 +109,14 @@ final class ReferenceTests: XCTestCase {
         }
     }
 
+    /// The embedded model's own tokenizer (trained by `layerskip train-tokenizer`, byte-level BPE with
+    /// the Llama 3 split regex) on Python pieces it never saw: HF `tokenizers` and this engine agree.
+    func testEmbeddedModelTokenizerMatchesReference() throws {
+        let tokenizer = try synthetic("default-model")
+        try checkEncodeDecode(tokenizer, "default-model")
+        try checkStreaming(tokenizer, "default-model")
+    }
+
     func testVocabularyLookups() throws {
         let l3 = try Fixtures.llama3()
         // This file's added tokens end with <|endoftext|> at 128256, one past the model vocabulary.

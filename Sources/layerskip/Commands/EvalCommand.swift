@@ -41,6 +41,9 @@ struct EvalCommand: ParsableCommand {
     @Flag(help: "Print one JSON object.")
     var json = false
 
+    @Flag(help: "Only list the files that would be evaluated (with --config: its held-out files), one per line.")
+    var listFiles = false
+
     @Option(help: "Compute threads (default: LAYERSKIP_THREADS or all CPUs).")
     var threads: Int?
 
@@ -71,6 +74,10 @@ struct EvalCommand: ParsableCommand {
                 throw CLIError.notFound(e.description)
             }
         }
+        if listFiles {
+            for file in files { print(file) }
+            return
+        }
         let n = min(length, llama.maxPositions - 1)
         let stream = TokenStream(files: files, tokenizer: tokenizer, separator: llama.config.eosTokenIds.first, shuffleSeed: nil)
         var sequences: [[Int32]] = []
@@ -81,7 +88,7 @@ struct EvalCommand: ParsableCommand {
         }
         let result = Evaluator.evaluate(model: llama, sequences: sequences, speculations: speculations, name: dir.lastPathComponent)
         if let svg {
-            try Evaluator.svgChart(result, title: "\(dir.lastPathComponent): every exit on \(result.tokens) tokens of --data")
+            try Evaluator.svgChart(result, title: "\(dir.lastPathComponent): every exit on \(result.tokens) tokens of \(config.map { "the held-out files of \(URL(fileURLWithPath: $0).lastPathComponent)" } ?? "--data")")
                 .write(toFile: svg, atomically: true, encoding: .utf8)
         }
         if json {
