@@ -61,7 +61,6 @@ final class Installation {
             state_directory: state
             spool_directory: spool
             models:
-              default: \(Paths.tinyModel.path)
               tiny: \(Paths.tinyModel.path)
             scan_interval_seconds: 0.5
             log_level: debug
