@@ -4,8 +4,9 @@ import Foundation
 /// Where `--model NAME` and a job's `model: NAME` point when NAME is not a folder path.
 ///
 /// `default` is the project's own LayerSkip model (models/default in the repository, trained by
-/// `layerskip train --config models/default/train.yaml`). It is found without any configuration, in
-/// this order: $LAYERSKIP_DEFAULT_MODEL; the daemon config's `models: default:`; an installed copy
+/// `layerskip train --config models/default/train.yaml`). Job files get the daemon config's
+/// `models: default:` when the config names one. Otherwise (and always for generate, bench and eval)
+/// it is found without any configuration, in this order: $LAYERSKIP_DEFAULT_MODEL; an installed copy
 /// beside the executable (PREFIX/bin/layerskip → PREFIX/share/layerskip/models/default); a
 /// `models/default` folder in a parent of the executable's folder (a build inside a checkout:
 /// .build/release/layerskip); /usr/share/layerskip/models/default.
