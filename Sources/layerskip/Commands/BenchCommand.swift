@@ -85,8 +85,8 @@ struct BenchCommand: ParsableCommand {
         /// Shares of the decode time spent drafting and verifying (self-speculative).
         var draftShare: Double?
         var verifyShare: Double?
-        /// Milliseconds per round spent drafting and verifying, and one autoregressive-equivalent
-        /// token's time for comparison is the baseline's 1000 / tokens per second.
+        /// Milliseconds per round spent drafting and verifying (compare with the baseline's
+        /// 1000 / tokens per second, the time of one autoregressive step).
         var draftMsPerRound: Double?
         var verifyMsPerRound: Double?
         var averageExitLayer: Double?

@@ -21,8 +21,8 @@ enum ModelLocator {
     static func candidates(environment: [String: String]) -> [URL] {
         var places: [URL] = []
         if let dir = environment["LAYERSKIP_DEFAULT_MODEL"], !dir.isEmpty { places.append(URL(fileURLWithPath: dir, isDirectory: true)) }
-        let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-        var folder = (Bundle.main.executableURL ?? executable).resolvingSymlinksInPath().deletingLastPathComponent()
+        let executable = Bundle.main.executableURL ?? URL(fileURLWithPath: CommandLine.arguments[0])
+        var folder = executable.resolvingSymlinksInPath().deletingLastPathComponent()
         places.append(folder.deletingLastPathComponent().appendingPathComponent("share/layerskip/models/default", isDirectory: true))
         for _ in 0..<6 {
             places.append(folder.appendingPathComponent("models/default", isDirectory: true))
