@@ -258,6 +258,43 @@ for name in dtypeNames {
         print("lm_head n=1:  \(fmt(bytesOf(headM) / median(h1) / 1e9)) GB/s;  n=8: \(fmt(median(h8) / median(h1), 2)) x n=1")
     }
 
+    // int8 draft copies (bf16 only): what a self-speculative draft with `draft_precision: int8`
+    // and E = layers/2 reads — int8 copies of the first half of the layers and of the head —
+    // against a bf16 decode pass over all layers and the head, interleaved matrix by matrix.
+    if dt == CK_BF16 {
+        struct Q8 { var shape: Shape; var q: UnsafeMutablePointer<Int8>; var scales: UnsafeMutablePointer<Float> }
+        func quantize(_ m: Matrix) -> Q8 {
+            let q = Q8(shape: m.shape, q: .allocate(capacity: m.shape.out * m.shape.inDim), scales: .allocate(capacity: m.shape.out))
+            ck_q8_quantize_rows(dt, m.w, Int32(m.shape.inDim), q.q, q.scales, 0, Int32(m.shape.out))
+            return q
+        }
+        let draftLayers = layers / 2
+        let drafts = mats.prefix(draftLayers * layerShapes.count).map(quantize) + [quantize(headM)]
+        defer { for d in drafts { d.q.deallocate(); d.scales.deallocate() } }
+        let draftBytes = drafts.reduce(0.0) { $0 + Double($1.shape.out * ($1.shape.inDim + 4)) }
+        let fullBytes = totalBytes + bytesOf(headM)
+        var tDraft: [Double] = [], tFull: [Double] = []
+        for _ in 0..<reps {
+            var a = 0.0, b = 0.0
+            for (i, m) in (mats + [headM]).enumerated() {
+                var t0 = now()
+                matmul(dt, m, n: 1)
+                b += now() - t0
+                if i < drafts.count {
+                    let d = drafts[(i + drafts.count / 2) % drafts.count]
+                    t0 = now()
+                    ck_matmul_q8(d.q, d.scales, Int32(d.shape.out), Int32(d.shape.inDim), xbuf, Int32(maxIn), 1, ybuf, Int32(maxOut))
+                    a += now() - t0
+                }
+            }
+            tDraft.append(a)
+            tFull.append(b)
+        }
+        print("int8 draft (layers 0..<\(draftLayers) + lm_head, \(fmt(draftBytes / 1e9, 2)) GB): \(fmt(draftBytes / median(tDraft) / 1e9)) GB/s, "
+              + "\(fmt(median(tDraft) * 1e3)) ms = \(fmt(median(tDraft) / median(tFull), 2)) x a bf16 decode pass over all layers + lm_head "
+              + "(\(fmt(median(tFull) * 1e3)) ms, \(fmt(fullBytes / median(tFull) / 1e9)) GB/s)")
+    }
+
     // Prefill: n = 64, 128 over all layers; GFLOP/s per shape and overall.
     for n in [64, 128] {
         var perShape = [String: [Double]]()

@@ -33,17 +33,21 @@ final class DraftHeadTests: XCTestCase {
     }
 }
 
-/// The int8 matrix kernel against a Double-precision sum over the dequantised weights, for shapes
-/// that exercise every path: row counts that are not a multiple of the 4-row tile, column counts
-/// with a tail after the 16-wide steps, several activation rows (each reusing the tile) and both
-/// the vector and the scalar kernels, on one thread and on the pool.
+/// The int8 matrix kernel. Quantisation: each row's scale is its largest magnitude / 127 and every
+/// weight dequantises to within half a step. The product is checked twice: tightly against a
+/// Double sum that re-derives the int16 activation blocks from ck_q8.h's description (catches any
+/// indexing, block or scale mistake), and loosely against the unquantised activations, within the
+/// error that block quantisation of x allows (Σ_k |ŵ_k| · d_x/2 per block). Shapes exercise every
+/// path: a partial last block (cols not a multiple of 32), fewer rows than threads, several
+/// activation rows, the vector and the scalar kernels, on one thread and on the pool.
 final class Int8KernelTests: XCTestCase {
     func testInt8ProductMatchesTheDequantisedReference() {
         var rng = SplitMix64(seed: 7)
         func uniform() -> Float { Float(Double(rng.next() % 2_000_001) / 1_000_000 - 1) }
-        for (rows, cols, n) in [(37, 77, 1), (64, 2048, 1), (13, 33, 5), (256, 320, 3), (9, 16, 8)] {
+        let xBlock = Int(CK_Q8_XBLOCK)
+        for (rows, cols, n) in [(37, 77, 1), (64, 2048, 1), (13, 33, 5), (256, 320, 3), (9, 16, 8), (1, 200, 2), (24, 8192, 2)] {
             let w = (0..<(rows * cols)).map { _ in uniform() }
-            let x = (0..<(n * cols)).map { _ in uniform() }
+            let x = (0..<(n * cols)).map { _ in uniform() * 3 }
             var q = [Int8](repeating: 0, count: rows * cols)
             var scales = [Float](repeating: 0, count: rows)
             ck_q8_quantize_rows(CK_F32, w, Int32(cols), &q, &scales, 0, Int32(rows))
@@ -55,6 +59,17 @@ final class Int8KernelTests: XCTestCase {
                     XCTAssertLessThanOrEqual(abs(Float(q[r * cols + k]) * scales[r] - w[r * cols + k]), scales[r] * 0.5001)
                 }
             }
+            // The activation blocks as the header describes them.
+            let blocks = (cols + xBlock - 1) / xBlock
+            var xq = [Double](repeating: 0, count: n * cols), xd = [Double](repeating: 0, count: n * blocks)
+            for t in 0..<n {
+                for b in 0..<blocks {
+                    let k0 = b * xBlock, k1 = min(cols, k0 + xBlock)
+                    let m = x[(t * cols + k0)..<(t * cols + k1)].map(abs).max()!
+                    xd[t * blocks + b] = Double(m / 32767)
+                    for k in k0..<k1 { xq[t * cols + k] = Double((x[t * cols + k] * (32767 / m)).rounded(.toNearestOrEven)) }
+                }
+            }
             for scalar in [false, true] {
                 for threads in [1, 2] {
                     ck_force_scalar(scalar ? 1 : 0)
@@ -63,11 +78,24 @@ final class Int8KernelTests: XCTestCase {
                     ck_matmul_q8(q, scales, Int32(rows), Int32(cols), x, Int32(cols), Int32(n), &y, Int32(rows))
                     for t in 0..<n {
                         for r in 0..<rows {
-                            var expected = 0.0
-                            for k in 0..<cols { expected += Double(x[t * cols + k]) * Double(q[r * cols + k]) }
-                            expected *= Double(scales[r])
-                            XCTAssertEqual(Double(y[t * rows + r]), expected, accuracy: 1e-4 * max(1, abs(expected)),
-                                           "\(rows)x\(cols), n \(n), row \(t), output \(r), scalar \(scalar), threads \(threads)")
+                            var tight = 0.0, loose = 0.0, bound = 0.0, magnitude = 0.0
+                            let scale = Double(scales[r])
+                            for b in 0..<blocks {
+                                var dot = 0.0, absW = 0.0
+                                for k in (b * xBlock)..<min(cols, (b + 1) * xBlock) {
+                                    let wv = Double(q[r * cols + k]) * scale
+                                    dot += wv * xq[t * cols + k]
+                                    loose += wv * Double(x[t * cols + k])
+                                    absW += abs(wv)
+                                }
+                                tight += dot * xd[t * blocks + b]
+                                bound += absW * xd[t * blocks + b] / 2
+                                magnitude += absW * xd[t * blocks + b] * 32767
+                            }
+                            let got = Double(y[t * rows + r])
+                            let label = "\(rows)x\(cols), n \(n), row \(t), output \(r), scalar \(scalar), threads \(threads)"
+                            XCTAssertEqual(got, tight, accuracy: 1e-5 * max(1, magnitude), label)
+                            XCTAssertLessThanOrEqual(abs(got - loose), bound * 1.001 + 1e-5 * max(1, magnitude), label)
                         }
                     }
                 }

@@ -14,7 +14,14 @@ extern "C" {
 /// W: (rows, cols) in dtype dt; Q: (rows, cols) int8; scales: (rows) f32. Rows [r0, r1) only.
 void ck_q8_quantize_rows(ck_dtype dt, const void *W, int cols, int8_t *Q, float *scales, int r0, int r1);
 
-/// y[t*ldy + o] = scales[o] * sum_k x[t*ldx + k] * Q[o*in + k] for t < n, o in [o0, o1). Single-threaded.
+/// Activations are quantised in blocks of this many elements along k.
+#define CK_Q8_XBLOCK 32
+
+/// y[t*ldy + o] = scales[o] * sum_b d[t,b] * sum_{k in block b} xq[t,k] * Q[o*in + k] for t < n,
+/// o in [o0, o1): the product of x with Q's rows, where row t of x is first quantised to int16 in
+/// blocks of CK_Q8_XBLOCK (d[t,b] = max_{k in b} |x[t,k]| / 32767, xq = round-to-nearest-even(x / d),
+/// zero past `in`), so every block is an exact integer dot product. Accumulation across blocks is
+/// f32. Single-threaded.
 void ck_matmul_q8_range(const int8_t *Q, const float *scales, int in, const float *x, int ldx, int n,
                         float *y, int ldy, int o0, int o1);
 
