@@ -72,7 +72,9 @@ public final class Trainer: @unchecked Sendable {
     public var tokensPerStep: Int { config.training.batchSize * config.training.accumulation * config.training.sequenceLength }
     public var dataPositions: [DataPosition] { lanes.map(\.position) }
 
-    /// One optimizer step (accumulating `accumulation` micro-batches).
+    /// One optimizer step (accumulating `accumulation` micro-batches). Tests that only advance the
+    /// state may ignore the report.
+    @discardableResult
     public func trainStep() -> StepReport {
         let t = config.training, L = modelConfig.layerCount
         let schedule = config.layerskip

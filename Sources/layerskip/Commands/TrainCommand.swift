@@ -139,7 +139,8 @@ struct TrainCommand: ParsableCommand {
 final class JSONLog {
     let handle: FileHandle
     init(url: URL) throws {
-        if !FileManager.default.fileExists(atPath: url.path) { FileManager.default.createFile(atPath: url.path, contents: nil) }
+        // A file that cannot be created surfaces as FileHandle's error just below, which names it.
+        if !FileManager.default.fileExists(atPath: url.path) { _ = FileManager.default.createFile(atPath: url.path, contents: nil) }
         handle = try FileHandle(forWritingTo: url)
         handle.seekToEndOfFile()
     }
