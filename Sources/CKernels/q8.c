@@ -2,6 +2,7 @@
 // int16 in blocks of 32, so each block's product is an exact integer dot product.
 #include "ck_q8.h"
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #if defined(__x86_64__) || defined(__i386__)
@@ -13,7 +14,7 @@
 
 void ck_q8_quantize_rows(ck_dtype dt, const void *W, int cols, int8_t *Q, float *scales, int r0, int r1) {
     float *row = (float *)malloc(sizeof(float) * (size_t)cols);
-    if (!row) return;
+    if (!row) { fprintf(stderr, "ck_q8_quantize_rows: out of memory\n"); abort(); } // Q would stay unwritten
     const size_t esize = dt == CK_F32 ? 4 : 2;
     for (int r = r0; r < r1; r++) {
         const size_t base = (size_t)r * cols;
@@ -94,7 +95,7 @@ Q8_AVX2 static inline __m256 block(const int8_t *w, const int16_t *x, float dx, 
 
 /// Rows are summed one at a time, in memory order: the matrix is read as one sequential stream,
 /// which this machine's hardware prefetchers follow far better than 4-row tiles of 2-8 KiB rows
-/// (measured on a 2-core Zen 3: 25-28 GB/s against 21-23 GB/s for 4-row tiles on the 128256 x 2048
+/// (measured on a 2-core Zen 3: 25-30 GB/s against 21-23 GB/s for 4-row tiles on the 128256 x 2048
 /// head), plus a software prefetch CK_Q8_PREFETCH bytes ahead of the stream. The activations are
 /// re-read from L1 for every row. Four accumulators (4 blocks per step) hide the FMA latency.
 #define CK_Q8_PREFETCH 2048
@@ -138,30 +139,20 @@ static void q8_rows(const int8_t *Q, const float *scales, int in, const q8_activ
 }
 
 /// Scratch for the quantised activations: on the stack when small (every decode step), else heap.
+/// Running out of memory here is not recoverable by the caller (y would stay unwritten), so it aborts.
 #define Q8_STACK_BYTES 65536
-static int q8_scratch(q8_activations *a, int n, int in, char *stack, void **heap) {
+static void *q8_scratch(q8_activations *a, int n, int in, char *stack) {
     a->nb = (in + CK_Q8_XBLOCK - 1) / CK_Q8_XBLOCK;
     const size_t dBytes = (size_t)n * a->nb * sizeof(float), qBytes = (size_t)n * a->nb * CK_Q8_XBLOCK * sizeof(int16_t);
-    char *base = stack;
-    *heap = NULL;
-    if (dBytes + qBytes > Q8_STACK_BYTES) {
-        if (!(*heap = malloc(dBytes + qBytes))) return 0;
-        base = (char *)*heap;
+    char *heap = NULL;
+    if (dBytes + qBytes > Q8_STACK_BYTES && !(heap = malloc(dBytes + qBytes))) {
+        fprintf(stderr, "ck_matmul_q8: out of memory for %zu bytes of activations\n", dBytes + qBytes);
+        abort();
     }
+    char *base = heap ? heap : stack;
     a->xd = (float *)base;
     a->xq = (int16_t *)(base + dBytes);
-    return 1;
-}
-
-void ck_matmul_q8_range(const int8_t *Q, const float *scales, int in, const float *x, int ldx, int n,
-                        float *y, int ldy, int o0, int o1) {
-    _Alignas(32) char stack[Q8_STACK_BYTES];
-    void *heap;
-    q8_activations a;
-    if (!q8_scratch(&a, n, in, stack, &heap)) return;
-    quantize_activations(x, ldx, n, in, &a);
-    q8_rows(Q, scales, in, &a, n, y, ldy, o0, o1);
-    free(heap);
+    return heap;
 }
 
 typedef struct {
@@ -177,9 +168,8 @@ static void q8_run(void *ctx, int tid, int nth) {
 void ck_matmul_q8(const int8_t *Q, const float *scales, int out, int in, const float *x, int ldx, int n,
                   float *y, int ldy) {
     _Alignas(32) char stack[Q8_STACK_BYTES];
-    void *heap;
     q8_activations a;
-    if (!q8_scratch(&a, n, in, stack, &heap)) return;
+    void *heap = q8_scratch(&a, n, in, stack);
     // Quantised once by the calling thread; the pool's threads share it read-only.
     quantize_activations(x, ldx, n, in, &a);
     q8_task t = {Q, scales, out, in, &a, n, y, ldy};

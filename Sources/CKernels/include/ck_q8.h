@@ -18,14 +18,10 @@ void ck_q8_quantize_rows(ck_dtype dt, const void *W, int cols, int8_t *Q, float 
 #define CK_Q8_XBLOCK 32
 
 /// y[t*ldy + o] = scales[o] * sum_b d[t,b] * sum_{k in block b} xq[t,k] * Q[o*in + k] for t < n,
-/// o in [o0, o1): the product of x with Q's rows, where row t of x is first quantised to int16 in
-/// blocks of CK_Q8_XBLOCK (d[t,b] = max_{k in b} |x[t,k]| / 32767, xq = round-to-nearest-even(x / d),
-/// zero past `in`), so every block is an exact integer dot product. Accumulation across blocks is
-/// f32. Single-threaded.
-void ck_matmul_q8_range(const int8_t *Q, const float *scales, int in, const float *x, int ldx, int n,
-                        float *y, int ldy, int o0, int o1);
-
-/// The same over all `out` rows, split across the kernel thread pool.
+/// o < out: the product of x with Q's rows, where row t of x is first quantised to int16 in blocks
+/// of CK_Q8_XBLOCK (d[t,b] = max_{k in b} |x[t,k]| / 32767, xq = round-to-nearest-even(x / d), zero
+/// past `in`), so every block is an exact integer dot product. Accumulation across blocks is f32.
+/// The rows are split across the kernel thread pool.
 void ck_matmul_q8(const int8_t *Q, const float *scales, int out, int in, const float *x, int ldx, int n,
                   float *y, int ldy);
 #ifdef __cplusplus
