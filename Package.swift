@@ -17,6 +17,9 @@ let package = Package(
         .library(name: "Tokenization", targets: ["Tokenization"]),
         .library(name: "Decoding", targets: ["Decoding"]),
         .library(name: "Training", targets: ["Training"]),
+        // For the fuzz package (Fuzz/), which reaches these only through products.
+        .library(name: "Daemon", targets: ["Daemon"]),
+        .library(name: "StrategyPlugins", targets: ["AutoregressivePlugin", "EarlyExitPlugin", "SelfSpeculativePlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -36,13 +39,19 @@ let package = Package(
             name: "CKernels", path: "Sources/CKernels", cSettings: kernelFlags,
             linkerSettings: [.linkedLibrary("m"), .linkedLibrary("pthread")]
         ),
+        // Opening inputs that others may have placed (regular files only, never blocking) and a
+        // strict JSON scanner (no duplicate keys); below every module that reads files.
+        .target(name: "InputFiles", path: "Sources/InputFiles"),
         .target(
             name: "Tokenization",
-            path: "Sources/Tokenization"
+            dependencies: ["InputFiles"],
+            path: "Sources/Tokenization",
+            // The toolchain's ICU (the one Foundation's NSRegularExpression uses), for bounded matching.
+            linkerSettings: [.linkedLibrary("_FoundationICU")]
         ),
         .target(
             name: "Engine",
-            dependencies: ["CKernels", "COpenBLAS", "Tokenization"],
+            dependencies: ["CKernels", "COpenBLAS", "Tokenization", "InputFiles"],
             path: "Sources/Engine",
             swiftSettings: hotSwift
         ),

@@ -91,7 +91,11 @@ public final class JobRunner: @unchecked Sendable {
                 try store.finish(job, as: .cancelled, error: "cancelled by request")
                 return .finished(job.id, .cancelled)
             }
-            let ids = loaded.tokenizer.encode(prompt.text, addSpecialTokens: true)
+            let ids: [Int]
+            do { ids = try loaded.tokenizer.encode(prompt.text, addSpecialTokens: true) } catch {
+                try store.finish(job, as: .failed, error: "prompt \(prompt.id): \(error)")
+                return .finished(job.id, .failed)
+            }
             let request = GenerationRequest(prompt: ids, maxNewTokens: job.spec.maxNewTokens, minNewTokens: job.spec.minNewTokens,
                                             sampling: job.spec.sampling, stopStrings: job.spec.stop,
                                             eosTokenIds: Set(model.config.eosTokenIds))

@@ -1,4 +1,5 @@
 import Foundation
+import InputFiles
 
 /// The Llama-family fields of a Hugging Face `config.json`, from either the transformers-4 style
 /// (`rope_theta`, `rope_scaling`) or the transformers-5 style (`rope_parameters`).
@@ -55,19 +56,32 @@ public struct RoPEParameters: Sendable, Equatable {
 }
 
 extension ModelConfig {
+    /// config.json files are a few KB; anything near this is not one.
+    public static let maxFileBytes = 16 << 20
+
     public static func load(from url: URL) throws -> ModelConfig {
         let file = url.path
-        guard FileManager.default.fileExists(atPath: file) else {
-            throw ModelError(.missingFile, file: file, "config.json not found (expected a Hugging Face model folder)")
-        }
         let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw ModelError(.unreadableFile, file: file, "cannot read: \(error.localizedDescription)")
+        do { data = try RegularFile.read(file, limit: maxFileBytes) } catch let error as InputFileError {
+            if error.kind == .missing {
+                throw ModelError(.missingFile, file: file, "config.json not found (expected a Hugging Face model folder)")
+            }
+            throw ModelError(.unreadableFile, file: file, error.reason)
         }
         return try parse(data, file: file)
     }
 
+    /// Upper bounds that no real checkpoint comes near; a larger value is a corrupt or hostile file,
+    /// and bounding every dimension keeps every size derived from them (q/kv widths, cache bytes)
+    /// far from overflow.
+    static let maxDimension = 1 << 24
+    static let maxCount = 1 << 16
+
     public static func parse(_ data: Data, file: String = "config.json") throws -> ModelConfig {
+        // Foundation's parser keeps one of two equal keys silently; transformers keeps the other.
+        do { try data.withUnsafeBytes { try JSONScanner.validate($0) } } catch let error as JSONScanError {
+            throw ModelError(.invalidJSON, file: file, "not valid JSON: \(error)")
+        }
         let object: Any
         do { object = try JSONSerialization.jsonObject(with: data) } catch {
             throw ModelError(.invalidJSON, file: file, "not valid JSON (\(error.localizedDescription))")
@@ -93,16 +107,26 @@ extension ModelConfig {
             throw ModelError(.unsupported, file: file, subject: flag, "biases are not supported (expected false, found true)")
         }
 
-        let hidden = try fields.positiveInt("hidden_size")
-        let heads = try fields.positiveInt("num_attention_heads")
-        let kvHeads = try fields.positiveInt("num_key_value_heads", optional: true) ?? heads
+        let hidden = try fields.positiveInt("hidden_size", max: maxDimension)
+        let heads = try fields.positiveInt("num_attention_heads", max: maxCount)
+        let kvHeads = try fields.positiveInt("num_key_value_heads", optional: true, max: maxCount) ?? heads
         guard heads % kvHeads == 0 else {
             throw ModelError(.invalidField, file: file, subject: "num_key_value_heads",
                              "must divide num_attention_heads (\(heads)), found \(kvHeads)")
         }
-        let headDim = try fields.positiveInt("head_dim", optional: true) ?? (hidden / heads)
-        guard headDim % 2 == 0 else {
-            throw ModelError(.invalidField, file: file, subject: "head_dim", "must be even for RoPE, found \(headDim)")
+        let headDim = try fields.positiveInt("head_dim", optional: true, max: maxCount) ?? (hidden / heads)
+        guard headDim > 0, headDim % 2 == 0 else {
+            throw ModelError(.invalidField, file: file, subject: fields.json["head_dim"] == nil ? "hidden_size" : "head_dim",
+                             "the head dimension must be a positive even number for RoPE, found \(headDim)")
+        }
+        // Both are at most 2^32 here (no overflow); the weights must then match them.
+        guard heads * headDim <= maxDimension else {
+            throw ModelError(.invalidField, file: file, subject: "num_attention_heads",
+                             "num_attention_heads × head_dim must be at most \(maxDimension), found \(heads) × \(headDim)")
+        }
+        let rmsNormEps = try fields.double("rms_norm_eps", optional: true) ?? 1e-6
+        guard rmsNormEps > 0, rmsNormEps.isFinite, Float(rmsNormEps) > 0 else {
+            throw ModelError(.invalidField, file: file, subject: "rms_norm_eps", "expected a small positive number, found \(rmsNormEps)")
         }
         let eos: [Int]
         switch json["eos_token_id"] {
@@ -123,17 +147,17 @@ extension ModelConfig {
 
         return ModelConfig(
             hiddenSize: hidden,
-            intermediateSize: try fields.positiveInt("intermediate_size"),
-            layerCount: try fields.positiveInt("num_hidden_layers"),
+            intermediateSize: try fields.positiveInt("intermediate_size", max: maxDimension),
+            layerCount: try fields.positiveInt("num_hidden_layers", max: maxCount),
             headCount: heads,
             kvHeadCount: kvHeads,
             headDim: headDim,
-            rmsNormEps: Float(try fields.double("rms_norm_eps", optional: true) ?? 1e-6),
-            vocabSize: try fields.positiveInt("vocab_size"),
+            rmsNormEps: Float(rmsNormEps),
+            vocabSize: try fields.positiveInt("vocab_size", max: maxDimension),
             tieWordEmbeddings: try fields.bool("tie_word_embeddings", optional: true) ?? false,
             bosTokenId: try fields.int("bos_token_id", optional: true),
             eosTokenIds: eos,
-            maxPositionEmbeddings: try fields.positiveInt("max_position_embeddings", optional: true) ?? 2048,
+            maxPositionEmbeddings: try fields.positiveInt("max_position_embeddings", optional: true, max: Int(Int32.max)) ?? 2048,
             rope: try parseRoPE(json, fields: fields, file: file)
         )
     }
@@ -149,17 +173,29 @@ extension ModelConfig {
         } else {
             scaling = try fields.object("rope_scaling", optional: true)
         }
+        guard theta > 0, theta.isFinite else {
+            throw ModelError(.invalidField, file: file, subject: fields.json["rope_parameters"] == nil ? "rope_theta" : "rope_parameters.rope_theta",
+                             "expected a positive number, found \(theta)")
+        }
         guard let scaling else { return RoPEParameters(theta: theta) }
         let type = try scaling.string("rope_type", optional: true) ?? scaling.string("type", optional: true) ?? "default"
         switch type {
         case "default":
             return RoPEParameters(theta: theta)
         case "llama3":
+            let factor = try scaling.double("factor"), low = try scaling.double("low_freq_factor")
+            let high = try scaling.double("high_freq_factor")
+            for (key, v) in [("factor", factor), ("low_freq_factor", low), ("high_freq_factor", high)] where !(v > 0 && v.isFinite) {
+                throw ModelError(.invalidField, file: file, subject: scaling.path(key), "expected a positive number, found \(v)")
+            }
+            // The smoothing between the two divides by their difference.
+            guard high > low else {
+                throw ModelError(.invalidField, file: file, subject: scaling.path("high_freq_factor"),
+                                 "must be greater than low_freq_factor (\(low)), found \(high)")
+            }
             return RoPEParameters(theta: theta, kind: .llama3(
-                factor: try scaling.double("factor"),
-                lowFreqFactor: try scaling.double("low_freq_factor"),
-                highFreqFactor: try scaling.double("high_freq_factor"),
-                originalMaxPositions: try scaling.positiveInt("original_max_position_embeddings")))
+                factor: factor, lowFreqFactor: low, highFreqFactor: high,
+                originalMaxPositions: try scaling.positiveInt("original_max_position_embeddings", optional: false, max: Int(Int32.max))!))
         default:
             throw ModelError(.unsupported, file: file, subject: scaling.path("rope_type"),
                              "unsupported RoPE type \"\(type)\" (supported: default, llama3)")
@@ -219,11 +255,14 @@ struct JSONFields {
         return n
     }
 
-    func positiveInt(_ key: String) throws -> Int { try positiveInt(key, optional: false)! }
-    func positiveInt(_ key: String, optional: Bool) throws -> Int? {
+    func positiveInt(_ key: String, max: Int = Int.max) throws -> Int { try positiveInt(key, optional: false, max: max)! }
+    func positiveInt(_ key: String, optional: Bool, max: Int = Int.max) throws -> Int? {
         guard let n = try int(key, optional: optional) else { return nil }
         guard n > 0 else {
             throw ModelError(.invalidField, file: file, subject: path(key), "expected a positive integer, found \(n)")
+        }
+        guard n <= max else {
+            throw ModelError(.invalidField, file: file, subject: path(key), "expected at most \(max), found \(n)")
         }
         return n
     }

@@ -1,5 +1,6 @@
 import CKernels
 import Foundation
+import InputFiles
 
 /// A weight matrix (rows, cols), row-major, in its stored dtype, pointing into a mapped file.
 public struct WeightMatrix: @unchecked Sendable {
@@ -107,8 +108,15 @@ public struct ModelWeights: @unchecked Sendable {
             throw ModelError(.missingFile, file: single.path,
                              "no weights: expected model.safetensors or model.safetensors.index.json in \(directory.path)")
         }
+        let data: Data
+        do { data = try RegularFile.read(index.path, limit: 64 << 20) } catch let error as InputFileError {
+            throw ModelError(.unreadableFile, file: index.path, error.reason)
+        }
+        do { try data.withUnsafeBytes { try JSONScanner.validate($0) } } catch let error as JSONScanError {
+            throw ModelError(.invalidJSON, file: index.path, "not valid JSON: \(error)")
+        }
         let object: Any
-        do { object = try JSONSerialization.jsonObject(with: try Data(contentsOf: index)) } catch {
+        do { object = try JSONSerialization.jsonObject(with: data) } catch {
             throw ModelError(.invalidJSON, file: index.path, "not valid JSON (\(error.localizedDescription))")
         }
         guard let json = object as? [String: Any], let map = json["weight_map"] as? [String: Any] else {
@@ -119,7 +127,7 @@ public struct ModelWeights: @unchecked Sendable {
             guard let name = file as? String else {
                 throw ModelError(.invalidField, file: index.path, subject: "weight_map.\(tensor)", "expected a file name, found \(JSONFields.describe(file))")
             }
-            guard !name.contains("/"), !name.hasPrefix(".") else {
+            guard !name.isEmpty, !name.contains("/"), !name.hasPrefix("."), !name.contains("\0") else {
                 throw ModelError(.invalidField, file: index.path, subject: "weight_map.\(tensor)", "expected a file name inside the model folder, found \"\(name)\"")
             }
             if !shardNames.contains(name) { shardNames.append(name) }

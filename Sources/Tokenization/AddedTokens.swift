@@ -107,7 +107,7 @@ struct AddedVocabulary {
     /// in the vocabulary keeps that id, any other takes the next id after the model
     /// vocabulary (its entry count). The `id` written in the file is not used; the
     /// reference only warns when it differs, and for real files it never does.
-    init(tokens: [AddedToken], normalizer: Normalizer?, model: BPEModel) {
+    init(tokens: [AddedToken], normalizer: Normalizer?, model: BPEModel) throws {
         var nextId = model.vocab.count
         for token in tokens {
             let key = ExactKey(token.content)
@@ -120,7 +120,7 @@ struct AddedVocabulary {
             }
             var reported = token.content
             if token.normalized, let normalizer {
-                reported = String(scalars: normalizer.normalize(Array(token.content.unicodeScalars)))
+                reported = String(scalars: try normalizer.normalize(Array(token.content.unicodeScalars)))
             }
             idByContent[key] = id
             if token.special { specialContents.insert(key) }

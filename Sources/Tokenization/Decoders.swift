@@ -90,7 +90,12 @@ indirect enum Decoder {
                 return String(out)
             }
         case .replace(let pattern, let content):
-            return tokens.map { String(scalars: pattern.replacingMatches(in: Array($0.unicodeScalars), with: content)) }
+            // Decoding cannot fail token by token; a pattern that runs out of budget on a token
+            // (only a hostile file's can) leaves that token as it is.
+            return tokens.map { token in
+                let scalars = Array(token.unicodeScalars)
+                return String(scalars: (try? pattern.replacingMatches(in: scalars, with: content)) ?? scalars)
+            }
         case .byteFallback:
             var out: [String] = []
             var pending: [UInt8] = []

@@ -14,6 +14,8 @@ public struct TokenizerError: Error, CustomStringConvertible, Equatable, Sendabl
         case invalidValue
         /// A well-formed component that this implementation does not support.
         case unsupported
+        /// A regular expression of the file gave up on a text (its work budget or memory ran out).
+        case limitExceeded
     }
 
     public let kind: Kind

@@ -30,16 +30,16 @@ indirect enum Normalizer {
         }
     }
 
-    func normalize(_ text: Scalars) -> Scalars {
+    func normalize(_ text: Scalars) throws -> Scalars {
         switch self {
         case .sequence(let steps):
             var out = text
-            for step in steps { out = step.normalize(out) }
+            for step in steps { out = try step.normalize(out) }
             return out
         case .prepend(let prefix):
             return text.isEmpty ? text : prefix + text
         case .replace(let pattern, let content):
-            return pattern.replacingMatches(in: text, with: content)
+            return try pattern.replacingMatches(in: text, with: content)
         case .nfc:
             return Array(String(scalars: text).precomposedStringWithCanonicalMapping.unicodeScalars)
         case .nfkc:

@@ -112,7 +112,8 @@ indirect enum PreTokenizer {
             }
             return .split(pattern, behavior, invert: try node.bool("invert", default: false))
         case "ByteLevel":
-            let regex = try node.bool("use_regex", default: true) ? try ScalarRegex(pattern: ByteLevelTable.gpt2Pattern) : nil
+            let regex = try node.bool("use_regex", default: true)
+                ? try ScalarRegex(pattern: ByteLevelTable.gpt2Pattern, origin: node.path.isEmpty ? "use_regex" : node.path + ".use_regex") : nil
             return .byteLevel(addPrefixSpace: try node.bool("add_prefix_space", default: true), regex: regex)
         case "Metaspace":
             let replacement = try node.optionalField("replacement")?.asScalar() ?? "\u{2581}"
@@ -125,16 +126,16 @@ indirect enum PreTokenizer {
         }
     }
 
-    func preTokenize(_ pieces: [Piece]) -> [Piece] {
+    func preTokenize(_ pieces: [Piece]) throws -> [Piece] {
         switch self {
         case .sequence(let steps):
             var out = pieces
-            for step in steps { out = step.preTokenize(out) }
+            for step in steps { out = try step.preTokenize(out) }
             return out
         case .split(let pattern, let behavior, let invert):
-            return pieces.flatMap { piece in
+            return try pieces.flatMap { piece in
                 let ranges = behavior.split(count: piece.scalars.count,
-                                            matches: pattern.matches(in: piece.scalars), invert: invert)
+                                            matches: try pattern.matches(in: piece.scalars), invert: invert)
                 return Self.cut(piece, ranges)
             }
         case .byteLevel(let addPrefixSpace, let regex):
@@ -146,7 +147,7 @@ indirect enum PreTokenizer {
                 var parts = [piece]
                 if let regex {
                     let ranges = SplitBehavior.isolated.split(count: piece.scalars.count,
-                                                              matches: regex.matches(in: piece.scalars))
+                                                              matches: try regex.matches(in: piece.scalars))
                     parts = Self.cut(piece, ranges)
                 }
                 for part in parts {

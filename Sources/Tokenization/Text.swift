@@ -1,4 +1,5 @@
 import Foundation
+import _FoundationICU
 
 /// Text is handled as arrays of Unicode scalars throughout the pipeline.
 ///
@@ -92,20 +93,53 @@ extension Unicode.Scalar {
     var isRustAlphanumeric: Bool { properties.isAlphabetic || isRustNumeric }
 }
 
-/// An ICU regular expression (through `NSRegularExpression`) that reports matches as
-/// ranges of scalar indices.
+/// A regular expression of the tokenizer file gave up on a text: it ran past its step budget
+/// (catastrophic backtracking, e.g. `(a*)*b`) or past its backtracking memory.
+struct RegexLimitExceeded: Error {
+    /// JSON path of the pattern in tokenizer.json.
+    let origin: String
+    let pattern: String
+    let textLength: Int
+    let reason: String
+}
+
+/// An ICU regular expression that reports matches as ranges of scalar indices, with a bounded
+/// amount of work per call.
 ///
 /// ICU supports the constructs real tokenizer files use (`\p{L}`, `\p{N}`, `(?i:...)`,
-/// lookahead), like the Oniguruma engine of the reference implementation.
-/// `NSRegularExpression` is immutable and documented as safe to use from several threads.
+/// lookahead), like the Oniguruma engine of the reference implementation. It is the ICU that
+/// Foundation's `NSRegularExpression` uses (the toolchain's `_FoundationICU`, whose C entry points
+/// carry a `swift_` prefix), called directly because only the C API can bound a match:
+/// a match callback counts ICU's work units (each about 10,000 matcher operations) and stops the
+/// match when the budget of the call is spent. The compiled pattern is immutable; each call
+/// matches on its own clone, so one instance is safe to share between threads.
 final class ScalarRegex: @unchecked Sendable {
     let pattern: String
-    private let regex: NSRegularExpression
+    /// JSON path of the pattern, for errors.
+    let origin: String
+    private let compiled: OpaquePointer
 
-    init(pattern: String) throws {
+    /// Work units a call may take: a fixed allowance plus one per 64 UTF-16 units of text. The
+    /// Llama 3 and GPT-2 patterns need about one unit per 4,000 characters, so this is ≥ 60×
+    /// what a sane pattern uses, and ends `(((a*)*)*)*b`-style backtracking within about a second.
+    static func stepBudget(utf16Count: Int) -> Int32 { Int32(clamping: 2000 + utf16Count / 64) }
+    /// ICU's backtracking stack per match (its default, 8 MB, is too small for `\s+(?!\S)` over a
+    /// megabyte of spaces; the memory is bounded by this, not by the input).
+    static let stackLimitBytes: Int32 = 256 << 20
+
+    init(pattern: String, origin: String) throws {
         self.pattern = pattern
-        self.regex = try NSRegularExpression(pattern: Self.translateFromOniguruma(pattern), options: [])
+        self.origin = origin
+        let translated = Array(Self.translateFromOniguruma(pattern).utf16)
+        var status = U_ZERO_ERROR
+        guard let compiled = swift_uregex_open(translated, Int32(translated.count), 0, nil, &status), status.rawValue <= 0 else {
+            throw RegexLimitExceeded(origin: origin, pattern: pattern, textLength: 0,
+                                     reason: "does not compile (ICU: \(String(cString: swift_u_errorName(status))))")
+        }
+        self.compiled = compiled
     }
+
+    deinit { swift_uregex_close(compiled) }
 
     /// Rewrites the escapes whose meaning differs between Oniguruma (the reference's engine)
     /// and ICU. Oniguruma's `\w` is Letter | Mark | Number | Connector_Punctuation, while
@@ -152,15 +186,35 @@ final class ScalarRegex: @unchecked Sendable {
         return out
     }
 
-    func matches(in scalars: Scalars) -> [Range<Int>] {
+    /// Counts the work units of one call and stops the match when they exceed the budget.
+    private final class Meter {
+        let budget: Int32
+        var steps: Int32 = 0
+        init(budget: Int32) { self.budget = budget }
+    }
+
+    func matches(in scalars: Scalars) throws -> [Range<Int>] {
         if scalars.isEmpty { return [] }
-        let string = String(scalars: scalars)
-        let found = regex.matches(in: string, options: [], range: NSRange(location: 0, length: string.utf16.count))
-        if found.isEmpty { return [] }
-        // NSRange offsets are UTF-16 code units; matches are ordered, so one forward walk
+        var utf16: [UInt16] = []
+        utf16.reserveCapacity(scalars.count)
+        for s in scalars { utf16.append(contentsOf: UTF16.encode(s)!) }
+        var status = U_ZERO_ERROR
+        guard let regex = swift_uregex_clone(compiled, &status), status.rawValue <= 0 else {
+            throw RegexLimitExceeded(origin: origin, pattern: pattern, textLength: scalars.count,
+                                     reason: "could not be prepared (ICU: \(String(cString: swift_u_errorName(status))))")
+        }
+        defer { swift_uregex_close(regex) }
+        let meter = Meter(budget: Self.stepBudget(utf16Count: utf16.count))
+        swift_uregex_setStackLimit(regex, Self.stackLimitBytes, &status)
+        swift_uregex_setMatchCallback(regex, { context, steps in
+            let meter = Unmanaged<Meter>.fromOpaque(context!).takeUnretainedValue()
+            meter.steps = steps
+            return steps <= meter.budget ? 1 : 0
+        }, Unmanaged.passUnretained(meter).toOpaque(), &status)
+
+        // NSRange-style offsets are UTF-16 code units; matches are ordered, so one forward walk
         // converts them to scalar indices (scalars outside the BMP take two units).
         var ranges: [Range<Int>] = []
-        ranges.reserveCapacity(found.count)
         var scalarIndex = 0
         var utf16Offset = 0
         func advance(to target: Int) -> Int {
@@ -170,12 +224,29 @@ final class ScalarRegex: @unchecked Sendable {
             }
             return scalarIndex
         }
-        for match in found {
-            let r = match.range
-            guard r.location != NSNotFound else { continue }
-            let lower = advance(to: r.location)
-            let upper = advance(to: r.location + r.length)
-            ranges.append(lower..<upper)
+        try withExtendedLifetime(meter) {
+            try utf16.withUnsafeBufferPointer { text in
+                // ICU keeps a pointer to the text, not a copy: it must stay valid until the last match.
+                swift_uregex_setText(regex, text.baseAddress, Int32(text.count), &status)
+                while swift_uregex_findNext(regex, &status) != 0 {
+                    let lower = Int(swift_uregex_start(regex, 0, &status))
+                    let upper = Int(swift_uregex_end(regex, 0, &status))
+                    guard status.rawValue <= 0, lower >= 0, upper >= lower else { break }
+                    ranges.append(advance(to: lower)..<advance(to: upper))
+                }
+            }
+        }
+        if status.rawValue > 0 {
+            let reason: String
+            switch status {
+            case U_REGEX_STOPPED_BY_CALLER:
+                reason = "took more than \(meter.budget) units of matching work (catastrophic backtracking)"
+            case U_REGEX_STACK_OVERFLOW:
+                reason = "needed more than \(Self.stackLimitBytes >> 20) MB of backtracking memory"
+            default:
+                reason = "failed (ICU: \(String(cString: swift_u_errorName(status))))"
+            }
+            throw RegexLimitExceeded(origin: origin, pattern: pattern, textLength: scalars.count, reason: reason)
         }
         return ranges
     }
@@ -194,19 +265,19 @@ enum TextPattern {
         if let r = try node.optionalField("Regex") {
             let pattern = try r.asString()
             do {
-                return .regex(try ScalarRegex(pattern: pattern))
-            } catch {
-                throw r.invalid("the regular expression does not compile (ICU): \(pattern)")
+                return .regex(try ScalarRegex(pattern: pattern, origin: r.path))
+            } catch let error as RegexLimitExceeded {
+                throw r.invalid("the regular expression \(error.reason): \(pattern)")
             }
         }
         throw node.invalid("expected an object with a \"String\" or \"Regex\" key, found keys [\(object.keys.joined(separator: ", "))]")
     }
 
     /// Non-overlapping matches, left to right.
-    func matches(in scalars: Scalars) -> [Range<Int>] {
+    func matches(in scalars: Scalars) throws -> [Range<Int>] {
         switch self {
         case .regex(let regex):
-            return regex.matches(in: scalars)
+            return try regex.matches(in: scalars)
         case .literal(let needle):
             guard !needle.isEmpty, needle.count <= scalars.count else { return [] }
             var result: [Range<Int>] = []
@@ -227,8 +298,8 @@ enum TextPattern {
     }
 
     /// Every match replaced by `content` (taken literally, no group references).
-    func replacingMatches(in scalars: Scalars, with content: Scalars) -> Scalars {
-        let found = matches(in: scalars)
+    func replacingMatches(in scalars: Scalars, with content: Scalars) throws -> Scalars {
+        let found = try matches(in: scalars)
         if found.isEmpty { return scalars }
         var out: Scalars = []
         out.reserveCapacity(scalars.count)

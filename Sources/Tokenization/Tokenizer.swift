@@ -1,4 +1,5 @@
 import Foundation
+import InputFiles
 
 /// A Hugging Face `tokenizer.json` tokenizer with the encode/decode semantics of the
 /// `tokenizers` library, for the components Llama-family checkpoints use.
@@ -17,13 +18,15 @@ public final class Tokenizer: @unchecked Sendable {
     private let postProcessor: PostProcessor?
     private let decoder: Decoder?
 
+    /// The largest tokenizer.json read (Llama 3's is 17 MB; the largest published ones are ~35 MB).
+    public static let maxFileBytes = 512 << 20
+
     public convenience init(contentsOf url: URL) throws {
         let data: Data
         do {
-            data = try Data(contentsOf: url)
-        } catch {
-            let reason = FileManager.default.fileExists(atPath: url.path) ? "cannot read the file" : "no such file"
-            throw TokenizerError(kind: .unreadable, file: url.path, path: "", message: "\(reason) (\(error.localizedDescription))")
+            data = try RegularFile.read(url.path, limit: Self.maxFileBytes)
+        } catch let error as InputFileError {
+            throw TokenizerError(kind: .unreadable, file: url.path, path: "", message: error.reason)
         }
         try self.init(data: data, source: url.path)
     }
@@ -67,7 +70,11 @@ public final class Tokenizer: @unchecked Sendable {
         decoder = try root.optionalField("decoder").map(Decoder.parse)
 
         let addedTokens = try root.optionalField("added_tokens")?.asArray().map(AddedToken.init(node:)) ?? []
-        added = AddedVocabulary(tokens: addedTokens, normalizer: normalizer, model: model)
+        do {
+            added = try AddedVocabulary(tokens: addedTokens, normalizer: normalizer, model: model)
+        } catch let error as RegexLimitExceeded {
+            throw Self.error(error, source: source)
+        }
         vocabularySize = max(model.idToToken.count, (added.maxId ?? -1) + 1)
         streamHoldsByteRuns = decoder?.groupsByteTokens ?? false
     }
@@ -86,8 +93,23 @@ public final class Tokenizer: @unchecked Sendable {
     /// Whether the decoder groups byte-fallback tokens (see `StreamingDecoder`).
     let streamHoldsByteRuns: Bool
 
+    static func error(_ e: RegexLimitExceeded, source: String) -> TokenizerError {
+        TokenizerError(kind: .limitExceeded, file: source, path: e.origin,
+                       message: "the regular expression \(e.pattern.debugDescription) \(e.reason) on a text of \(e.textLength) characters")
+    }
+
     /// Token ids for `text`. `addSpecialTokens` applies the post-processor (e.g. Llama's BOS).
-    public func encode(_ text: String, addSpecialTokens: Bool = true) -> [Int] {
+    /// Throws only `TokenizerError` of kind `.limitExceeded`: a regular expression of the file
+    /// ran past its work budget on this text (see `ScalarRegex`).
+    public func encode(_ text: String, addSpecialTokens: Bool = true) throws -> [Int] {
+        do {
+            return try encodeUnchecked(text, addSpecialTokens: addSpecialTokens)
+        } catch let error as RegexLimitExceeded {
+            throw Self.error(error, source: source)
+        }
+    }
+
+    private func encodeUnchecked(_ text: String, addSpecialTokens: Bool) throws -> [Int] {
         let scalars = Array(text.unicodeScalars)
         var ids: [Int] = []
         ids.reserveCapacity(scalars.count / 3 + 4)
@@ -98,7 +120,7 @@ public final class Tokenizer: @unchecked Sendable {
             }
             let atOrigin = segment.range.lowerBound == 0
             var text = Array(scalars[segment.range])
-            if let normalizer { text = normalizer.normalize(text) }
+            if let normalizer { text = try normalizer.normalize(text) }
             let parts = added.hasNormalizedTokens
                 ? added.split(text, normalized: true)
                 : (text.isEmpty ? [] : [Segment(range: 0..<text.count, tokenId: nil)])
@@ -108,7 +130,7 @@ public final class Tokenizer: @unchecked Sendable {
                     continue
                 }
                 let piece = Piece(scalars: Array(text[part.range]), atOrigin: atOrigin && part.range.lowerBound == 0)
-                let words = preTokenizer?.preTokenize([piece]) ?? [piece]
+                let words = try preTokenizer?.preTokenize([piece]) ?? [piece]
                 for word in words { model.tokenize(word.scalars, into: &ids) }
             }
         }

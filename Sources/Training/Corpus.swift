@@ -135,7 +135,9 @@ public final class TokenStream: @unchecked Sendable {
                 // An unreadable or non-UTF-8 file contributes what decodes (invalid bytes become U+FFFD).
                 let text = (try? Data(contentsOf: URL(fileURLWithPath: files[order[position.file]])))
                     .map { String(decoding: $0, as: UTF8.self) } ?? ""
-                current = tokenizer.encode(text, addSpecialTokens: false).map(Int32.init)
+                // Training tokenizers are ours (the Llama 3 pattern never exhausts its budget);
+                // a file one cannot encode contributes nothing, like an unreadable one.
+                current = ((try? tokenizer.encode(text, addSpecialTokens: false)) ?? []).map(Int32.init)
                 if let separator, !current.isEmpty { current.append(separator) }
                 loaded = (position.epoch, position.file)
             }

@@ -61,7 +61,7 @@ final class GenerationOutputTests: XCTestCase {
     static let tokenizer = try! Tokenizer(contentsOf: Fixtures.directory("tiny-bytelevel-gqa-f32").appendingPathComponent("tokenizer.json"))
     var tokenizer: Tokenizer { Self.tokenizer }
 
-    func ids(_ text: String) -> [Int] { tokenizer.encode(text, addSpecialTokens: false) }
+    func ids(_ text: String) -> [Int] { try! tokenizer.encode(text, addSpecialTokens: false) }
 
     /// Feeds one token per character so that a stop string necessarily spans tokens.
     func run(_ text: String, stop: [String], max: Int = 100) -> (GenerationOutput, [String]) {

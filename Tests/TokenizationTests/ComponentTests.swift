@@ -11,7 +11,7 @@ final class ComponentTests: XCTestCase {
 
     private func preTokenize(_ json: String, _ text: String) throws -> [String] {
         let pre = try PreTokenizer.parse(node(json))
-        return pre.preTokenize([Piece(scalars: Array(text.unicodeScalars), atOrigin: true)]).map { String(scalars: $0.scalars) }
+        return try pre.preTokenize([Piece(scalars: Array(text.unicodeScalars), atOrigin: true)]).map { String(scalars: $0.scalars) }
     }
 
     func testSplitBehaviors() throws {
@@ -57,7 +57,7 @@ final class ComponentTests: XCTestCase {
         XCTAssertEqual(try preTokenize(#"{"type": "Metaspace", "replacement": "▁", "add_prefix_space": false}"#, "a b"), ["a", "▁b"])
         // "first" only prepends to a piece that starts the input.
         let first = try PreTokenizer.parse(node(#"{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": false}"#))
-        let later = first.preTokenize([Piece(scalars: Array("how are".unicodeScalars), atOrigin: false)])
+        let later = try first.preTokenize([Piece(scalars: Array("how are".unicodeScalars), atOrigin: false)])
         XCTAssertEqual(later.map { String(scalars: $0.scalars) }, ["how▁are"])
     }
 
@@ -114,22 +114,22 @@ final class ComponentTests: XCTestCase {
         let strings = try makeTokenizer(tokenizerJSON(model: #"{"type": "BPE", "vocab": \#(vocab), "merges": ["h e", "l l", "ll o", "he llo"]}"#))
         let arrays = try makeTokenizer(tokenizerJSON(model: #"{"type": "BPE", "vocab": \#(vocab), "merges": [["h", "e"], ["l", "l"], ["ll", "o"], ["he", "llo"]]}"#))
         for text in ["hello", "hellohe", "lloh", "ollehh"] {
-            XCTAssertEqual(strings.encode(text), arrays.encode(text), text)
+            try XCTAssertEqual(strings.encode(text), arrays.encode(text), text)
         }
-        XCTAssertEqual(strings.encode("hello"), [7])
-        XCTAssertEqual(strings.encode("ollehh"), [3, 5, 1, 0, 0])
+        try XCTAssertEqual(strings.encode("hello"), [7])
+        try XCTAssertEqual(strings.encode("ollehh"), [3, 5, 1, 0, 0])
     }
 
     func testMergePriorityFollowsRankNotPosition() throws {
         // "abc": merge "b c" ranks before "a b", so the result is a + bc, not ab + c.
         let model = #"{"type": "BPE", "vocab": {"a": 0, "b": 1, "c": 2, "ab": 3, "bc": 4}, "merges": ["b c", "a b"]}"#
         let tokenizer = try makeTokenizer(tokenizerJSON(model: model))
-        XCTAssertEqual(tokenizer.encode("abc"), [0, 4])
-        XCTAssertEqual(tokenizer.encode("abab"), [3, 3])
+        try XCTAssertEqual(tokenizer.encode("abc"), [0, 4])
+        try XCTAssertEqual(tokenizer.encode("abab"), [3, 3])
         // Equal pairs merge left to right: "aaa" -> "aa" + "a".
         let repeated = try makeTokenizer(tokenizerJSON(model: #"{"type": "BPE", "vocab": {"a": 0, "aa": 1}, "merges": ["a a"]}"#))
-        XCTAssertEqual(repeated.encode("aaa"), [1, 0])
-        XCTAssertEqual(repeated.encode("aaaa"), [1, 1])
+        try XCTAssertEqual(repeated.encode("aaa"), [1, 0])
+        try XCTAssertEqual(repeated.encode("aaaa"), [1, 1])
     }
 
     func testUnknownsByteFallbackAndFusing() throws {
@@ -137,23 +137,23 @@ final class ComponentTests: XCTestCase {
             #"{"type": "BPE", "unk_token": "<unk>", "fuse_unk": \#(fuse), "byte_fallback": \#(fallback), "vocab": {"<unk>": 0, "a": 1, "<0xC3>": 2, "<0xA9>": 3}, "merges": []}"#
         }
         let plain = try makeTokenizer(tokenizerJSON(model: model(fuse: false, fallback: false)))
-        XCTAssertEqual(plain.encode("axya"), [1, 0, 0, 1])
+        try XCTAssertEqual(plain.encode("axya"), [1, 0, 0, 1])
         let fused = try makeTokenizer(tokenizerJSON(model: model(fuse: true, fallback: false)))
-        XCTAssertEqual(fused.encode("axya"), [1, 0, 1])
+        try XCTAssertEqual(fused.encode("axya"), [1, 0, 1])
         let fallback = try makeTokenizer(tokenizerJSON(model: model(fuse: true, fallback: true)))
-        XCTAssertEqual(fallback.encode("aéxy"), [1, 2, 3, 0])
+        try XCTAssertEqual(fallback.encode("aéxy"), [1, 2, 3, 0])
         // Without an unk token unknown characters are dropped, as in the reference.
         let noUnk = try makeTokenizer(tokenizerJSON(model: #"{"type": "BPE", "vocab": {"a": 0}, "merges": []}"#))
-        XCTAssertEqual(noUnk.encode("axa"), [0, 0])
+        try XCTAssertEqual(noUnk.encode("axa"), [0, 0])
     }
 
     func testIgnoreMerges() throws {
         // With ignore_merges a word that is itself in the vocabulary is taken whole.
         let base = #""vocab": {"a": 0, "b": 1, "c": 2, "bc": 3, "abc": 4}, "merges": ["b c"]"#
         let merging = try makeTokenizer(tokenizerJSON(model: #"{"type": "BPE", \#(base)}"#))
-        XCTAssertEqual(merging.encode("abc"), [0, 3])
+        try XCTAssertEqual(merging.encode("abc"), [0, 3])
         let whole = try makeTokenizer(tokenizerJSON(model: #"{"type": "BPE", "ignore_merges": true, \#(base)}"#))
-        XCTAssertEqual(whole.encode("abc"), [4])
+        try XCTAssertEqual(whole.encode("abc"), [4])
     }
 
     func testAddedTokenFlags() throws {
@@ -167,9 +167,9 @@ final class ComponentTests: XCTestCase {
             """#
         let model = #"{"type": "BPE", "vocab": {"a": 0, "b": 1, " ": 2}, "merges": []}"#
         let tokenizer = try makeTokenizer(tokenizerJSON(model: model, addedTokens: added))
-        XCTAssertEqual(tokenizer.encode("a  <l> b"), [0, 3, 2, 1])
-        XCTAssertEqual(tokenizer.encode("a <r>  b"), [0, 2, 4, 1])
-        XCTAssertEqual(tokenizer.encode("ab aab ab_ ab"), [5, 2, 0, 0, 1, 2, 0, 1, 2, 5])
+        try XCTAssertEqual(tokenizer.encode("a  <l> b"), [0, 3, 2, 1])
+        try XCTAssertEqual(tokenizer.encode("a <r>  b"), [0, 2, 4, 1])
+        try XCTAssertEqual(tokenizer.encode("ab aab ab_ ab"), [5, 2, 0, 0, 1, 2, 0, 1, 2, 5])
         XCTAssertEqual(tokenizer.vocabularySize, 6)
         XCTAssertEqual(tokenizer.id(of: "b"), 1)
         XCTAssertTrue(tokenizer.isSpecial(3))
@@ -188,7 +188,7 @@ final class ComponentTests: XCTestCase {
                                                         addedTokens: added))
         XCTAssertEqual(tokenizer.id(of: "<x>"), 2)
         XCTAssertEqual(tokenizer.id(of: "<y>"), 3)
-        XCTAssertEqual(tokenizer.encode("a<y>b<x>"), [0, 3, 1, 2])
+        try XCTAssertEqual(tokenizer.encode("a<y>b<x>"), [0, 3, 1, 2])
         XCTAssertEqual(tokenizer.vocabularySize, 4)
     }
 
@@ -198,7 +198,7 @@ final class ComponentTests: XCTestCase {
             """#
         let tokenizer = try makeTokenizer(tokenizerJSON(model: #"{"type": "BPE", "vocab": {"<": 0, ">": 1, "a": 2, "b": 3}, "merges": []}"#,
                                                         addedTokens: added))
-        XCTAssertEqual(tokenizer.encode("<a><b><a>b"), [5, 4, 3])
+        try XCTAssertEqual(tokenizer.encode("<a><b><a>b"), [5, 4, 3])
     }
 
     func testTemplateProcessingForms() throws {
@@ -208,9 +208,9 @@ final class ComponentTests: XCTestCase {
         let stringForm = #"{"type": "TemplateProcessing", "single": "<s> $A </s>", "pair": "<s> $A </s> $B:1", \#(specials)}"#
         for post in [listForm, stringForm, #"{"type": "Sequence", "processors": [{"type": "ByteLevel"}, \#(listForm)]}"#] {
             let tokenizer = try makeTokenizer(tokenizerJSON(model: model, postProcessor: post))
-            XCTAssertEqual(tokenizer.encode("aa"), [0, 2, 2, 1])
-            XCTAssertEqual(tokenizer.encode("aa", addSpecialTokens: false), [2, 2])
-            XCTAssertEqual(tokenizer.encode(""), [0, 1])
+            try XCTAssertEqual(tokenizer.encode("aa"), [0, 2, 2, 1])
+            try XCTAssertEqual(tokenizer.encode("aa", addSpecialTokens: false), [2, 2])
+            try XCTAssertEqual(tokenizer.encode(""), [0, 1])
         }
     }
 
@@ -219,8 +219,8 @@ final class ComponentTests: XCTestCase {
         // would treat them as one.
         let model = #"{"type": "BPE", "vocab": {"\u00e9": 0, "e": 1, "\u0301": 2, "e\u0301": 3}, "merges": ["e \u0301"]}"#
         let tokenizer = try makeTokenizer(tokenizerJSON(model: model))
-        XCTAssertEqual(tokenizer.encode("\u{E9}"), [0])
-        XCTAssertEqual(tokenizer.encode("e\u{301}"), [3])
+        try XCTAssertEqual(tokenizer.encode("\u{E9}"), [0])
+        try XCTAssertEqual(tokenizer.encode("e\u{301}"), [3])
         XCTAssertEqual(tokenizer.id(of: "e\u{301}"), 3)
         XCTAssertEqual(tokenizer.id(of: "\u{E9}"), 0)
         XCTAssertEqual(tokenizer.vocabularySize, 4)
@@ -228,16 +228,16 @@ final class ComponentTests: XCTestCase {
 
     func testOnigurumaClassesInICU() throws {
         // Oniguruma's \w has no Join_Control (ZWNJ/ZWJ) but all numbers (½).
-        let regex = try ScalarRegex(pattern: #"[^\w\s]"#)
-        XCTAssertEqual(regex.matches(in: Array("a\u{200C}\u{200D}½!".unicodeScalars)), [1..<2, 2..<3, 4..<5])
+        let regex = try ScalarRegex(pattern: #"[^\w\s]"#, origin: "test")
+        XCTAssertEqual(try regex.matches(in: Array("a\u{200C}\u{200D}½!".unicodeScalars)), [1..<2, 2..<3, 4..<5])
         XCTAssertEqual(ScalarRegex.translateFromOniguruma(#"\w+\\w[\W]"#), #"[\p{L}\p{M}\p{N}\p{Pc}]+\\w[[^\p{L}\p{M}\p{N}\p{Pc}]]"#)
         XCTAssertEqual(ScalarRegex.translateFromOniguruma(#"[]\w]"#), #"[]\p{L}\p{M}\p{N}\p{Pc}]"#)
     }
 
     func testRegexRangesAcrossAstralCharacters() throws {
-        let regex = try ScalarRegex(pattern: #"\p{L}+"#)
+        let regex = try ScalarRegex(pattern: #"\p{L}+"#, origin: "test")
         let text = Array("😀ab👍🏽cd中".unicodeScalars)
-        XCTAssertEqual(regex.matches(in: text), [1..<3, 5..<8])
+        XCTAssertEqual(try regex.matches(in: text), [1..<3, 5..<8])
     }
 
     func testJSONParser() throws {
@@ -262,12 +262,12 @@ final class ComponentTests: XCTestCase {
     func testConcurrentEncoding() throws {
         let l3 = try Fixtures.llama3()
         let texts = (0..<32).map { "Thread \($0): the quick brown fox \($0 * 7919) jumps — 東京 \($0) 🚀 over the lazy dog." }
-        let expected = texts.map { l3.encode($0) }
+        let expected = try texts.map { try l3.encode($0) }
         let results = UnsafeMutableBufferPointer<[Int]>.allocate(capacity: texts.count * 4)
         defer { results.deallocate() }
         _ = results.initialize(from: repeatElement([], count: texts.count * 4))
         DispatchQueue.concurrentPerform(iterations: texts.count * 4) { i in
-            results[i] = l3.encode(texts[i % texts.count])
+            results[i] = (try? l3.encode(texts[i % texts.count])) ?? []
         }
         for i in 0..<(texts.count * 4) {
             XCTAssertEqual(results[i], expected[i % texts.count])
@@ -280,7 +280,7 @@ final class ComponentTests: XCTestCase {
         let source = try String(contentsOf: URL(fileURLWithPath: #filePath), encoding: .utf8)
         let text = String(source.prefix(4096))
         let encodeStart = Date()
-        let ids = l3.encode(text)
+        let ids = try l3.encode(text)
         let encodeTime = Date().timeIntervalSince(encodeStart)
         print("llama3 tokenizer.json load: \(String(format: "%.2f", loadTime)) s; encode 4 KB: \(String(format: "%.1f", encodeTime * 1000)) ms (\(ids.count) ids)")
         // Generous bounds: this also runs in debug builds on a busy machine.

@@ -12,8 +12,8 @@ final class FixtureModelTests: XCTestCase {
         for c in cases {
             let text = try XCTUnwrap(c["text"] as? String)
             let label = "\(folder) \"\(visible(text))\""
-            XCTAssertEqual(tokenizer.encode(text, addSpecialTokens: false), try XCTUnwrap(intArray(c["ids"])), "ids, \(label)")
-            XCTAssertEqual(tokenizer.encode(text, addSpecialTokens: true), try XCTUnwrap(intArray(c["ids_with_special"])),
+            try XCTAssertEqual(tokenizer.encode(text, addSpecialTokens: false), try XCTUnwrap(intArray(c["ids"])), "ids, \(label)")
+            try XCTAssertEqual(tokenizer.encode(text, addSpecialTokens: true), try XCTUnwrap(intArray(c["ids_with_special"])),
                            "ids with specials, \(label)")
             let ids = try XCTUnwrap(intArray(c["ids"]))
             XCTAssertEqual(tokenizer.decode(ids), try XCTUnwrap(c["decoded"] as? String), "decoded, \(label)")
@@ -26,7 +26,7 @@ final class FixtureModelTests: XCTestCase {
         XCTAssertFalse(prompts.isEmpty)
         for p in prompts {
             let text = try XCTUnwrap(p["text"] as? String)
-            XCTAssertEqual(tokenizer.encode(text), try XCTUnwrap(intArray(p["ids"])), "prompt \(folder) \"\(visible(text))\"")
+            try XCTAssertEqual(tokenizer.encode(text), try XCTUnwrap(intArray(p["ids"])), "prompt \(folder) \"\(visible(text))\"")
         }
     }
 

@@ -45,8 +45,8 @@ final class ReferenceTests: XCTestCase {
         let (cases, decodeCases) = try reference(name)
         for c in cases {
             let label = "\(name) \"\(visible(String(c.text.prefix(60))))\""
-            XCTAssertEqual(tokenizer.encode(c.text, addSpecialTokens: false), c.ids, "ids, \(label)")
-            XCTAssertEqual(tokenizer.encode(c.text, addSpecialTokens: true), c.idsWithSpecial, "ids with specials, \(label)")
+            try XCTAssertEqual(tokenizer.encode(c.text, addSpecialTokens: false), c.ids, "ids, \(label)")
+            try XCTAssertEqual(tokenizer.encode(c.text, addSpecialTokens: true), c.idsWithSpecial, "ids with specials, \(label)")
             XCTAssertEqual(visible(tokenizer.decode(c.ids)), visible(c.decoded), "decode, \(label)")
             XCTAssertEqual(visible(tokenizer.decode(c.idsWithSpecial)), visible(c.decodedWithSpecial),
                            "decode with specials, \(label)")

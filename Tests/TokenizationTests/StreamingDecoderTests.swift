@@ -49,7 +49,7 @@ final class StreamingDecoderTests: XCTestCase {
 
     func testSentencePieceLeadingSpace() throws {
         let l2 = try Fixtures.llama2()
-        let ids = l2.encode("Hello world again")
+        let ids = try l2.encode("Hello world again")
         XCTAssertEqual(ids.first, 1)
         XCTAssertEqual(stream(l2, ids), ["<s>", " Hello", " world", " again", ""])
         XCTAssertEqual(stream(l2, ids, skip: true), ["", "Hello", " world", " again", ""])
@@ -58,7 +58,7 @@ final class StreamingDecoderTests: XCTestCase {
 
     func testLegitimateReplacementCharacterIsFlushedByFinish() throws {
         let l3 = try Fixtures.llama3()
-        let ids = l3.encode("ok \u{FFFD}", addSpecialTokens: false)
+        let ids = try l3.encode("ok \u{FFFD}", addSpecialTokens: false)
         let pieces = stream(l3, ids)
         XCTAssertEqual(pieces.joined(), "ok \u{FFFD}")
         // Text ending in U+FFFD looks like an unfinished character, so it waits for finish().
@@ -69,8 +69,8 @@ final class StreamingDecoderTests: XCTestCase {
     func testDecoderIsReusableAfterFinish() throws {
         let l3 = try Fixtures.llama3()
         var decoder = l3.makeStreamingDecoder()
-        let first = l3.encode("one two", addSpecialTokens: false)
-        let second = l3.encode("three", addSpecialTokens: false)
+        let first = try l3.encode("one two", addSpecialTokens: false)
+        let second = try l3.encode("three", addSpecialTokens: false)
         XCTAssertEqual(first.map { decoder.push($0) }.joined() + decoder.finish(), "one two")
         XCTAssertEqual(second.map { decoder.push($0) }.joined() + decoder.finish(), "three")
     }
@@ -78,7 +78,7 @@ final class StreamingDecoderTests: XCTestCase {
     func testLongGenerationStaysConsistent() throws {
         let l3 = try Fixtures.llama3()
         let text = String(repeating: "Streaming 東京 🚀 test, with numbers 12345 and emoji 👨‍👩‍👧. ", count: 40)
-        let ids = l3.encode(text)
+        let ids = try l3.encode(text)
         XCTAssertEqual(stream(l3, ids).joined(), l3.decode(ids))
         XCTAssertEqual(stream(l3, ids, skip: true).joined(), text)
     }

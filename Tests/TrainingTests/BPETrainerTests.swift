@@ -28,18 +28,18 @@ final class BPETrainerTests: XCTestCase {
         XCTAssertEqual(tok.id(of: "<|end_of_text|>"), 1)
         XCTAssertTrue(tok.isSpecial(1))
         let code = "def get_alpha(beta):\n    return beta + 3\n"
-        let ids = tok.encode(code, addSpecialTokens: false)
+        let ids = try tok.encode(code, addSpecialTokens: false)
         // Merges learned from the corpus compress its own text well below one token per byte.
         XCTAssertLessThan(ids.count, code.utf8.count / 2, "\(ids)")
-        XCTAssertEqual(tok.encode(code, addSpecialTokens: true), [0] + ids)
+        try XCTAssertEqual(tok.encode(code, addSpecialTokens: true), [0] + ids)
         for text in [code, "héllo wörld — 数字 123456 ☃\n\n\t  x = 1  \r\n", "<|end_of_text|>tail", ""] {
-            XCTAssertEqual(tok.decode(tok.encode(text, addSpecialTokens: false)), text)
+            try XCTAssertEqual(tok.decode(tok.encode(text, addSpecialTokens: false)), text)
         }
         // Every learned token is reachable: encoding a token's own text yields that token.
         var reached = 0
         for id in 258..<320 {
             let text = tok.decode([id])
-            if tok.encode(text, addSpecialTokens: false) == [id] { reached += 1 }
+            if try tok.encode(text, addSpecialTokens: false) == [id] { reached += 1 }
         }
         XCTAssertGreaterThan(reached, 40)
     }

@@ -77,7 +77,7 @@ final class TrainerTests: XCTestCase {
             let model = try LlamaModel(directory: out)
             XCTAssertEqual(model.config.vocabSize, trainer.modelConfig.vocabSize)
             XCTAssertEqual(model.config.tieWordEmbeddings, tied)
-            let tokens = trainer.tokenizer.encode("def get_alpha(beta):\n    return beta + 3\n", addSpecialTokens: true)
+            let tokens = try trainer.tokenizer.encode("def get_alpha(beta):\n    return beta + 3\n", addSpecialTokens: true)
             let n = tokens.count
             XCTAssertLessThanOrEqual(n, 32)
             for exit in 1...3 {

@@ -146,7 +146,7 @@ struct BenchCommand: ParsableCommand {
             do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
                 throw CLIError(message: "--prompt-file \(path): cannot read it as UTF-8 text (\(error.localizedDescription))")
             }
-            let ids = Array(tokenizer.encode(text).prefix(promptFileTokens))
+            let ids = Array(try tokenizer.encode(text).prefix(promptFileTokens))
             guard !ids.isEmpty else { throw CLIError(message: "--prompt-file \(path): no tokens") }
             return ids
         }
@@ -275,7 +275,7 @@ struct BenchCommand: ParsableCommand {
     /// The built-in texts, or seeded random ids where the tokenizer is missing or does not fit the model.
     func builtInPrompts(_ llama: LlamaModel, _ tokenizer: Tokenizer?) -> [[Int]] {
         Self.texts.prefix(prompts).map { text in
-            let ids = tokenizer?.encode(text) ?? []
+            let ids = (try? tokenizer?.encode(text)) ?? []
             if !ids.isEmpty && ids.allSatisfy({ $0 < llama.config.vocabSize }) { return ids }
             var rng = SplitMix64(seed: UInt64(text.utf8.count))
             return (0..<16).map { _ in Int(rng.next() % UInt64(llama.config.vocabSize)) }

@@ -102,7 +102,7 @@ struct GenerateCommand: ParsableCommand {
         let llama = try LlamaModel(directory: directory)
         let generator = try Strategies.registry.make(spec, model: llama)
 
-        let ids = tokenizer.encode(prompt, addSpecialTokens: true)
+        let ids = try tokenizer.encode(prompt, addSpecialTokens: true)
         guard !ids.isEmpty else { throw ValidationError("the prompt encodes to no tokens") }
         if let bad = ids.first(where: { $0 >= llama.config.vocabSize }) {
             throw CLIError(message: "token id \(bad) from tokenizer.json is outside the model's vocabulary (vocab_size \(llama.config.vocabSize))")

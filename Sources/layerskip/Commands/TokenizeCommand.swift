@@ -32,7 +32,7 @@ struct TokenizeCommand: ParsableCommand {
             url = url.appendingPathComponent("tokenizer.json")
         }
         let tokenizer = try Tokenizer(contentsOf: url)
-        let ids = tokenizer.encode(text, addSpecialTokens: !noSpecial)
+        let ids = try tokenizer.encode(text, addSpecialTokens: !noSpecial)
         let tokens = ids.map { tokenizer.token(of: $0) ?? "" }
         if json {
             try printJSON(Output(ids: ids, tokens: tokens, count: ids.count))
