@@ -79,7 +79,7 @@ let package = Package(
         .target(
             name: "Daemon",
             dependencies: [
-                "Engine", "Tokenization", "Decoding",
+                "Engine", "Tokenization", "Decoding", "InputFiles",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],

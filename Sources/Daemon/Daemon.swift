@@ -37,11 +37,12 @@ public final class Daemon: @unchecked Sendable {
         let lock = try InstanceLock(url: config.lockURL)
         defer { withExtendedLifetime(lock) {} }
         let store = try JobStore(url: config.databaseURL)
+        try store.verifyIntact()
         let recovered = try store.recoverInterrupted()
         if recovered > 0 { log.notice("recovered \(recovered) job(s) left running by a stopped daemon") }
         let layout = SpoolLayout(root: config.spoolDirectory)
-        try layout.create()
-        let intake = SpoolIntake(layout: layout, store: store, config: config, registry: registry, log: log)
+        let folders = try SpoolFolders(layout: layout)
+        let intake = SpoolIntake(folders: folders, store: store, config: config, registry: registry, log: log)
         try intake.recover()
         let accepted = intake.scan()
 
@@ -49,8 +50,9 @@ public final class Daemon: @unchecked Sendable {
                                caches: CacheManager(budget: config.cacheMemoryBudget), registry: registry, log: log)
         runner.onProgress = { [notifier] in notifier.status($0) }
         let runnerService = RunnerService(runner: runner, log: log)
+        let watchdog = WatchdogFeeder(notifier: notifier, liveness: runner.liveness, log: log)
         let watcher = SpoolWatcher(intake: intake, interval: config.scanInterval,
-                                   onTick: { [notifier] in notifier.watchdog() }, onIntake: { runnerService.poke() })
+                                   onTick: { watchdog.tick() }, onIntake: { runnerService.poke() })
         let services: [DaemonService] = [watcher, runnerService]
         let group = DispatchGroup()
         for service in services {
@@ -73,5 +75,36 @@ public final class Daemon: @unchecked Sendable {
         services.forEach { $0.shutdown() }
         group.wait()
         log.notice("stopped")
+    }
+}
+
+/// Sends systemd's WATCHDOG=1 only while both loops are alive: the spool loop (which calls
+/// `tick`) and the runner, which must have advanced within the watchdog interval whenever it has
+/// a job. A wedged generation therefore stops the keep-alives, systemd restarts the daemon, and
+/// the job's attempt counts (it ends `failed` after max_attempts).
+final class WatchdogFeeder: @unchecked Sendable {
+    let notifier: SystemdNotifier
+    let liveness: RunnerLiveness
+    let log: Log
+    private var reported = false
+
+    init(notifier: SystemdNotifier, liveness: RunnerLiveness, log: Log) {
+        self.notifier = notifier
+        self.liveness = liveness
+        self.log = log
+    }
+
+    /// Called from the spool loop only (one thread), several times a second.
+    func tick() {
+        guard let interval = notifier.watchdogInterval else { return }
+        if let stalled = liveness.stalledFor(), stalled > interval {
+            if !reported {
+                log.error("runner: no progress for \(Int(stalled)) s; not feeding the systemd watchdog, so that systemd restarts the daemon")
+                reported = true
+            }
+            return
+        }
+        reported = false
+        notifier.watchdog()
     }
 }

@@ -1,5 +1,6 @@
 import Decoding
 import Foundation
+import InputFiles
 
 /// The daemon's configuration file (`etc/layerskip.yaml` documents every key). Relative paths are
 /// relative to the config file's folder.
@@ -9,6 +10,9 @@ public struct DaemonConfig: Sendable {
     /// Holds incoming/, accepted/ and rejected/.
     public var spoolDirectory: URL
     public var models: [String: URL]
+    /// Folders whose model folders spooled jobs may name (by a path under one of them, or by the
+    /// model folder's name). Nothing else outside `models:` is reachable from the spool.
+    public var modelDirectories: [URL]
     /// Loaded model weights beyond this are unloaded, least recently used first.
     public var modelMemoryBudget: Int
     /// KV caches handed out at once stay within this.
@@ -21,15 +25,16 @@ public struct DaemonConfig: Sendable {
     /// Compute threads (0: every online CPU).
     public var threads: Int
 
-    public static let keys = ["state_directory", "spool_directory", "models", "model_memory_budget", "cache_memory_budget",
+    public static let keys = ["state_directory", "spool_directory", "models", "model_directories", "model_memory_budget", "cache_memory_budget",
                               "scan_interval_seconds", "max_attempts", "max_job_file_bytes", "log_level", "threads"]
 
-    public init(stateDirectory: URL, spoolDirectory: URL? = nil, models: [String: URL] = [:],
+    public init(stateDirectory: URL, spoolDirectory: URL? = nil, models: [String: URL] = [:], modelDirectories: [URL] = [],
                 modelMemoryBudget: Int = 16 << 30, cacheMemoryBudget: Int = 4 << 30, scanInterval: Double = 5,
                 maxAttempts: Int = 3, maxJobFileBytes: Int = 8 << 20, logLevel: LogLevel = .info, threads: Int = 0) {
         self.stateDirectory = stateDirectory
         self.spoolDirectory = spoolDirectory ?? stateDirectory.appendingPathComponent("spool")
         self.models = models
+        self.modelDirectories = modelDirectories
         self.modelMemoryBudget = modelMemoryBudget
         self.cacheMemoryBudget = cacheMemoryBudget
         self.scanInterval = scanInterval
@@ -54,8 +59,8 @@ public struct DaemonConfig: Sendable {
 
     public static func load(from url: URL) throws -> DaemonConfig {
         let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw DaemonError.config(url.path, ConfigurationError([.init(path: url.path, expected: "a readable config file", found: "\(error.localizedDescription)")]))
+        do { data = try RegularFile.read(url.path, limit: 1 << 20) } catch let error as InputFileError {
+            throw DaemonError.config(url.path, ConfigurationError([.init(path: url.path, expected: "a readable config file of at most 1 MiB", found: "a file that \(error.reason)")]))
         }
         switch parse(data, file: url.path, directory: url.deletingLastPathComponent()) {
         case let .success(config): return config
@@ -80,20 +85,38 @@ public struct DaemonConfig: Sendable {
             s.hasPrefix("/") ? URL(fileURLWithPath: s, isDirectory: true)
                 : directory.appendingPathComponent(s, isDirectory: true).standardizedFileURL
         }
-        let state = p.string(map, "state_directory", required: true).map(path)
-        var config = DaemonConfig(stateDirectory: state ?? directory)
-        if let spool = p.string(map, "spool_directory", required: false) { config.spoolDirectory = path(spool) }
+        var state = p.string(map, "state_directory", required: true)
+        if state?.isEmpty == true {
+            p.add("state_directory", "a folder path", "an empty string")
+            state = nil
+        }
+        var config = DaemonConfig(stateDirectory: state.map(path) ?? directory)
+        if let spool = p.string(map, "spool_directory", required: false) {
+            if spool.isEmpty { p.add("spool_directory", "a folder path", "an empty string") } else { config.spoolDirectory = path(spool) }
+        }
         switch map["models"] {
         case nil, .null?: break
         case let .object(models)?:
             for (name, v) in models {
-                if let s = v.stringValue { config.models[name] = path(s) } else { p.add("models.\(name)", "a model folder path", v.description) }
+                if let s = v.stringValue, !s.isEmpty { config.models[name] = path(s) } else { p.add("models.\(name)", "a model folder path", v.description) }
             }
         case let v?: p.add("models", "a mapping of model names to folders", v.description)
         }
-        if let b = p.bytes(map, "model_memory_budget") { config.modelMemoryBudget = b }
-        if let b = p.bytes(map, "cache_memory_budget") { config.cacheMemoryBudget = b }
-        if let b = p.bytes(map, "max_job_file_bytes") { config.maxJobFileBytes = b }
+        switch map["model_directories"] {
+        case nil, .null?: break
+        case let .string(s)? where !s.isEmpty: config.modelDirectories = [path(s)]
+        case let .array(items)?:
+            for (i, item) in items.enumerated() {
+                if let s = item.stringValue, !s.isEmpty { config.modelDirectories.append(path(s)) } else {
+                    p.add("model_directories[\(i)]", "a folder path", item.description)
+                }
+            }
+        case let v?: p.add("model_directories", "a list of folders holding model folders", v.description)
+        }
+        let memory = Int(clamping: ProcessInfo.processInfo.physicalMemory)
+        if let b = p.bytes(map, "model_memory_budget", max: memory, maxName: "the machine's memory") { config.modelMemoryBudget = b }
+        if let b = p.bytes(map, "cache_memory_budget", max: memory, maxName: "the machine's memory") { config.cacheMemoryBudget = b }
+        if let b = p.bytes(map, "max_job_file_bytes", max: 1 << 30, maxName: "1 GiB") { config.maxJobFileBytes = b }
         if let v = map["scan_interval_seconds"] {
             if let d = v.doubleValue, d > 0 { config.scanInterval = d } else { p.add("scan_interval_seconds", "a number > 0", v.description) }
         }
@@ -109,22 +132,33 @@ public struct DaemonConfig: Sendable {
 }
 
 extension Problems {
-    /// A byte count: an integer, or a string such as "512MiB", "8GiB", "2GB".
-    mutating func bytes(_ map: [String: ConfigValue], _ key: String) -> Int? {
+    /// A byte count of at most `max`: an integer, or a string such as "512MiB", "8GiB", "2GB".
+    mutating func bytes(_ map: [String: ConfigValue], _ key: String, max: Int, maxName: String) -> Int? {
         guard let v = map[key] else { return nil }
-        if let i = v.intValue, i > 0 { return i }
-        if let s = v.stringValue, let n = parseBytes(s), n > 0 { return n }
-        add(key, "a positive byte count (e.g. 1073741824, \"512MiB\", \"8GiB\")", v.description)
-        return nil
+        let n: Int?
+        if let i = v.intValue { n = i } else if let s = v.stringValue { n = parseBytes(s) } else { n = nil }
+        guard let n, n > 0 else {
+            add(key, "a positive byte count (e.g. 1073741824, \"512MiB\", \"8GiB\")", v.description)
+            return nil
+        }
+        guard n <= max else {
+            add(key, "at most \(maxName) (\(max) bytes)", v.description)
+            return nil
+        }
+        return n
     }
 
+    /// Nil for text that is not a number with an optional unit, and for counts beyond `Int`.
     func parseBytes(_ s: String) -> Int? {
         let units: [(String, Int)] = [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("TiB", 1 << 40),
                                       ("KB", 1000), ("MB", 1_000_000), ("GB", 1_000_000_000), ("TB", 1_000_000_000_000), ("B", 1)]
         let t = s.trimmingCharacters(in: .whitespaces)
         for (suffix, factor) in units where t.hasSuffix(suffix) {
             let number = t.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)
-            return Double(number).map { Int($0 * Double(factor)) }
+            guard let value = Double(number), value.isFinite, value >= 0 else { return nil }
+            let bytes = value * Double(factor)
+            // Int(exactly:) of a Double at or beyond 2^63 would trap; compare first.
+            return bytes < 9.2e18 ? Int(bytes) : nil
         }
         return Int(t)
     }

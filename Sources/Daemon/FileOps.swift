@@ -4,12 +4,19 @@ import Glibc
 import Foundation
 
 /// File operations the spool needs that Foundation does not offer: names as raw bytes (a name
-/// need not be UTF-8), no following of symbolic links, and renames that never replace.
+/// need not be UTF-8), everything relative to an open directory (so a folder swapped for a
+/// symbolic link cannot redirect a write), no following of symbolic links, renames that never replace.
 enum FileOps {
-    /// Entry names of a folder, as bytes, without "." and "..".
-    static func list(_ directory: String) throws -> [[UInt8]] {
-        guard let dir = opendir(directory) else { throw DaemonError.io("cannot read \(directory): \(errnoText())") }
+    /// Entry names of an open directory, as bytes, without "." and "..".
+    static func list(_ directory: Int32) throws -> [[UInt8]] {
+        // fdopendir takes over the descriptor it is given; give it a duplicate.
+        let copy = dup(directory)
+        guard copy >= 0, let dir = fdopendir(copy) else {
+            if copy >= 0 { close(copy) }
+            throw DaemonError.io("cannot read a spool folder: \(errnoText())")
+        }
         defer { closedir(dir) }
+        rewinddir(dir)
         var names: [[UInt8]] = []
         while let entry = readdir(dir) {
             let name = withUnsafePointer(to: entry.pointee.d_name) {
@@ -21,43 +28,26 @@ enum FileOps {
         return names
     }
 
-    static func path(_ directory: String, _ name: [UInt8]) -> [CChar] {
-        (Array(directory.utf8) + [UInt8(ascii: "/")] + name + [0]).map { CChar(bitPattern: $0) }
-    }
-
+    static func cName(_ name: [UInt8]) -> [CChar] { (name + [0]).map { CChar(bitPattern: $0) } }
     static func cString(_ s: String) -> [CChar] { Array(s.utf8CString) }
 
-    static func lstat(_ path: [CChar]) -> stat? {
+    /// `lstat` of an entry of an open directory.
+    static func lstat(_ directory: Int32, _ name: [CChar]) -> stat? {
         var st = stat()
-        return Glibc.lstat(path, &st) == 0 ? st : nil
+        return fstatat(directory, name, &st, AT_SYMLINK_NOFOLLOW) == 0 ? st : nil
     }
 
-    static func readLink(_ path: [CChar]) -> String {
+    static func exists(_ directory: Int32, _ name: String) -> Bool { lstat(directory, cString(name)) != nil }
+
+    static func readLink(_ directory: Int32, _ name: [CChar]) -> String {
         var buffer = [CChar](repeating: 0, count: 4096)
-        let n = readlink(path, &buffer, buffer.count - 1)
+        let n = readlinkat(directory, name, &buffer, buffer.count - 1)
         return n > 0 ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : "?"
     }
 
-    /// Reads a regular file without following a symbolic link, at most `limit` bytes.
-    static func read(_ path: [CChar], limit: Int) throws -> Data {
-        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
-        guard fd >= 0 else { throw DaemonError.io(errnoText()) }
-        defer { close(fd) }
-        var data = Data()
-        var chunk = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 { if errno == EINTR { continue }; throw DaemonError.io(errnoText()) }
-            if n == 0 { break }
-            data.append(contentsOf: chunk[0..<n])
-            if data.count > limit { throw DaemonError.io("larger than \(limit) bytes") }
-        }
-        return data
-    }
-
-    /// Renames without ever replacing an existing entry (false when `to` exists).
-    static func renameNoReplace(_ from: [CChar], _ to: [CChar]) throws -> Bool {
-        if renameat2(AT_FDCWD, from, AT_FDCWD, to, 1 /* RENAME_NOREPLACE */) == 0 { return true }
+    /// Renames within or between open directories without ever replacing an entry (false when `to` exists).
+    static func renameNoReplace(_ fromDirectory: Int32, _ from: [CChar], _ toDirectory: Int32, _ to: [CChar]) throws -> Bool {
+        if renameat2(fromDirectory, from, toDirectory, to, 1 /* RENAME_NOREPLACE */) == 0 { return true }
         if errno == EEXIST { return false }
         throw DaemonError.io("cannot move \(String(cString: from)) to \(String(cString: to)): \(errnoText())")
     }
@@ -69,19 +59,18 @@ enum FileOps {
         return unsafeBitCast(symbol, to: RenameAt2.self)
     }()
 
-    static func exists(_ path: String) -> Bool { lstat(cString(path)) != nil }
-
     static func fsyncDirectory(_ path: String) {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if fd >= 0 { fsync(fd); close(fd) }
     }
 
-    /// Writes a file so that it appears complete or not at all: a hidden temporary file beside it,
-    /// fsync, then a rename (replacing nothing unless `replace`), then fsync of the folder.
-    static func writeAtomically(_ data: Data, to url: URL, replace: Bool = false) throws -> Bool {
-        let dir = url.deletingLastPathComponent().path
-        let temp = dir + "/.\(url.lastPathComponent).\(getpid()).\(UInt32.random(in: 0...UInt32.max)).tmp"
-        let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+    /// Writes `name` in an open directory so that it appears complete or not at all: a hidden
+    /// temporary file beside it (created exclusively, never through a link), fsync, a rename
+    /// (replacing nothing unless `replace`), then fsync of the directory. Returns false when
+    /// `name` exists and `replace` is false.
+    static func writeAtomically(_ data: Data, in directory: Int32, name: String, replace: Bool = false, mode: mode_t = 0o644) throws -> Bool {
+        let temp = ".\(name).\(getpid()).\(UInt32.random(in: 0...UInt32.max)).tmp"
+        let fd = openat(directory, temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
         guard fd >= 0 else { throw DaemonError.io("cannot create \(temp): \(errnoText())") }
         var ok = data.withUnsafeBytes { buf -> Bool in
             var offset = 0
@@ -93,18 +82,29 @@ enum FileOps {
             return true
         }
         ok = ok && fsync(fd) == 0
+        let writeError = errnoText()
         close(fd)
-        guard ok else { unlink(temp); throw DaemonError.io("cannot write \(temp): \(errnoText())") }
+        guard ok else { unlinkat(directory, temp, 0); throw DaemonError.io("cannot write \(name): \(writeError)") }
         let moved: Bool
         if replace {
-            moved = rename(temp, url.path) == 0
-            if !moved { let e = errnoText(); unlink(temp); throw DaemonError.io("cannot write \(url.path): \(e)") }
+            // Replacing a symbolic link replaces the link itself, never its target.
+            moved = renameat(directory, temp, directory, name) == 0
+            if !moved { let e = errnoText(); unlinkat(directory, temp, 0); throw DaemonError.io("cannot write \(name): \(e)") }
         } else {
-            do { moved = try renameNoReplace(cString(temp), cString(url.path)) } catch { unlink(temp); throw error }
-            if !moved { unlink(temp) }
+            do { moved = try renameNoReplace(directory, cString(temp), directory, cString(name)) } catch { unlinkat(directory, temp, 0); throw error }
+            if !moved { unlinkat(directory, temp, 0) }
         }
-        fsyncDirectory(dir)
+        fsync(directory)
         return moved
+    }
+
+    /// The same for a path (the user's own `submit`, which runs with the user's rights).
+    static func writeAtomically(_ data: Data, to url: URL) throws -> Bool {
+        let folder = url.deletingLastPathComponent().path
+        let dir = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard dir >= 0 else { throw DaemonError.io("cannot open \(folder): \(errnoText())") }
+        defer { close(dir) }
+        return try writeAtomically(data, in: dir, name: url.lastPathComponent)
     }
 
     static func errnoText() -> String { String(cString: strerror(errno)) }

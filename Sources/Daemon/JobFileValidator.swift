@@ -1,43 +1,50 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Decoding
 import Engine
 import Foundation
+import InputFiles
 
 /// What validation needs besides the file: where relative paths start, the configured model
 /// names, and the strategies this executable offers.
 public struct JobContext: Sendable {
+    /// Who is reading the file, which decides what it may name (DESIGN §3, trust boundary).
+    public enum Origin: Sendable, Equatable {
+        /// `run` and `submit`: the user's own rights, so any path the user can read.
+        case user
+        /// The daemon's spool intake, with more rights than whoever dropped the file: a
+        /// `prompts_file` is a plain file name in the job's own folder (opened relative to this
+        /// descriptor of it, never following a link), and `model:` is a configured name or a
+        /// model folder under `model_directories`.
+        case spool(folder: Int32)
+    }
+
     public var baseDirectory: URL
     public var models: [String: URL]
+    public var modelDirectories: [URL]
     public var registry: StrategyRegistry
     public var maxPromptsFileBytes: Int
+    public var origin: Origin
 
-    public init(baseDirectory: URL, models: [String: URL], registry: StrategyRegistry, maxPromptsFileBytes: Int = 64 << 20) {
+    public init(baseDirectory: URL, models: [String: URL], modelDirectories: [URL] = [], registry: StrategyRegistry,
+                maxPromptsFileBytes: Int = 64 << 20, origin: Origin = .user) {
         self.baseDirectory = baseDirectory
         self.models = models
+        self.modelDirectories = modelDirectories
         self.registry = registry
         self.maxPromptsFileBytes = maxPromptsFileBytes
+        self.origin = origin
     }
 }
 
 /// Turns a job file into a `ResolvedJob`, or reports every problem in it at once.
 public enum JobFileValidator {
-    /// A comment that `layerskip submit` puts first in a file it drops into the spool, so relative
-    /// paths keep meaning what they meant beside the original file.
-    public static let baseDirectoryMarker = "# layerskip-base-directory: "
-
     public static func validate(_ data: Data, file: String, context: JobContext) -> Result<ResolvedJob, ConfigurationError> {
-        var context = context
-        if let base = baseDirectory(in: data) { context.baseDirectory = base }
         switch YAMLDocument.parse(data, file: file) {
         case let .failure(error): return .failure(error)
         case let .success(value): return validate(value, context: context)
         }
-    }
-
-    static func baseDirectory(in data: Data) -> URL? {
-        guard let firstLine = data.prefix(4096).split(separator: UInt8(ascii: "\n"), maxSplits: 1).first,
-              let line = String(data: Data(firstLine), encoding: .utf8), line.hasPrefix(baseDirectoryMarker) else { return nil }
-        let path = line.dropFirst(baseDirectoryMarker.count).trimmingCharacters(in: .whitespaces)
-        return path.hasPrefix("/") ? URL(fileURLWithPath: path, isDirectory: true) : nil
     }
 
     public static func validate(_ value: ConfigValue, context: JobContext) -> Result<ResolvedJob, ConfigurationError> {
@@ -115,6 +122,11 @@ public enum JobFileValidator {
         let directory: URL
         if let named = context.models[model] {
             directory = named
+        } else if case .spool = context.origin {
+            switch spooledModelFolder(model, context: context) {
+            case let .success(url): directory = url
+            case let .failure(problem): return .failure(problem)
+            }
         } else if model.contains("/") || model.hasPrefix(".") {
             directory = model.hasPrefix("/") ? URL(fileURLWithPath: model)
                 : context.baseDirectory.appendingPathComponent(model).standardizedFileURL
@@ -133,6 +145,42 @@ public enum JobFileValidator {
         } catch {
             return .failure(.init(path: "model", expected: "a readable Llama config.json", found: "\(error)"))
         }
+    }
+
+    /// A model folder a spooled job may use: by an absolute path that lies under one of
+    /// `model_directories` (also once symbolic links are resolved), or by the name of a folder in
+    /// one of them. The answer for anything else is the same whether or not it exists, so the
+    /// spool cannot be used to probe the daemon's filesystem.
+    static func spooledModelFolder(_ model: String, context: JobContext) -> Result<URL, ConfigurationProblem> {
+        let roots = context.modelDirectories.map { $0.standardizedFileURL.path }
+        let names = context.models.keys.sorted()
+        let refused = ConfigurationProblem(
+            path: "model",
+            expected: "a model name from the daemon config (\(names.isEmpty ? "none configured" : names.joined(separator: ", ")))"
+                + (roots.isEmpty ? "; spooled jobs may name only these (the config's model_directories allows model folders)"
+                                 : " or a model folder under model_directories (\(roots.joined(separator: ", ")))"),
+            found: "\"\(model)\"")
+        func inside(_ path: String, _ root: String) -> Bool { path.hasPrefix(root.hasSuffix("/") ? root : root + "/") }
+        func resolved(_ path: String) -> String? {
+            guard let r = realpath(path, nil) else { return nil }
+            defer { free(r) }
+            return String(cString: r)
+        }
+        if model.hasPrefix("/") {
+            let lexical = URL(fileURLWithPath: model).standardizedFileURL.path
+            guard let root = roots.first(where: { inside(lexical, $0) }),
+                  let real = resolved(lexical), let realRoot = resolved(root), inside(real, realRoot) else { return .failure(refused) }
+            return .success(URL(fileURLWithPath: real, isDirectory: true))
+        }
+        guard !model.isEmpty, !model.contains("/"), model != ".", model != "..", !model.contains("\0") else { return .failure(refused) }
+        for root in roots {
+            let candidate = root + "/" + model
+            if let real = resolved(candidate), let realRoot = resolved(root), inside(real, realRoot),
+               FileManager.default.fileExists(atPath: real + "/config.json") {
+                return .success(URL(fileURLWithPath: real, isDirectory: true))
+            }
+        }
+        return .failure(refused)
     }
 }
 
@@ -250,19 +298,40 @@ struct Problems {
     }
 
     mutating func promptsFile(_ file: String, context: JobContext) -> [PromptSpec] {
-        let url = file.hasPrefix("/") ? URL(fileURLWithPath: file)
-            : context.baseDirectory.appendingPathComponent(file).standardizedFileURL
-        let size = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? nil
-        guard let size else {
-            add("prompts_file", "a readable JSONL file (relative to the job file)", "\"\(file)\" (no \(url.path))")
-            return []
+        let data: Data
+        switch context.origin {
+        case .user:
+            let url = file.hasPrefix("/") ? URL(fileURLWithPath: file)
+                : context.baseDirectory.appendingPathComponent(file).standardizedFileURL
+            do { data = try RegularFile.read(url.path, limit: context.maxPromptsFileBytes) } catch let error as InputFileError {
+                add("prompts_file", "a readable JSONL file of at most \(context.maxPromptsFileBytes) bytes (relative to the job file)",
+                    "\"\(file)\": \(url.path) \(error.reason)")
+                return []
+            } catch {
+                add("prompts_file", "a readable JSONL file", "\"\(file)\": \(error)")
+                return []
+            }
+        case let .spool(folder):
+            // Decided on the text alone before anything is opened, so that the answer says
+            // nothing about files outside the spool.
+            guard !file.isEmpty, !file.contains("/"), file != ".", file != "..", !file.contains("\0") else {
+                add("prompts_file", "a file name in the job's own spool folder (layerskip submit puts the prompts into the job instead)",
+                    "\"\(file)\"")
+                return []
+            }
+            do {
+                data = try RegularFile.read(file, limit: context.maxPromptsFileBytes, relativeTo: folder, followSymlinks: false)
+            } catch let error as InputFileError {
+                add("prompts_file", "a JSONL file of at most \(context.maxPromptsFileBytes) bytes in the job's own spool folder",
+                    "\"\(file)\", which \(error.reason)")
+                return []
+            } catch {
+                add("prompts_file", "a readable JSONL file", "\"\(file)\": \(error)")
+                return []
+            }
         }
-        guard size <= context.maxPromptsFileBytes else {
-            add("prompts_file", "at most \(context.maxPromptsFileBytes) bytes", "\(size) bytes")
-            return []
-        }
-        guard let data = try? Data(contentsOf: url), let text = String(data: data, encoding: .utf8) else {
-            add("prompts_file", "a readable UTF-8 JSONL file", "\"\(file)\" could not be read as UTF-8")
+        guard let text = String(data: data, encoding: .utf8) else {
+            add("prompts_file", "a UTF-8 JSONL file", "\"\(file)\", which is not UTF-8")
             return []
         }
         var out: [PromptSpec] = []

@@ -27,6 +27,13 @@ public final class JobRunner: @unchecked Sendable {
     public var onProgress: (String) -> Void = { _ in }
     /// How often the store is asked whether the running job was cancelled.
     public var cancelPollInterval: TimeInterval = 0.2
+    /// What the watchdog looks at: when the runner last advanced.
+    public let liveness = RunnerLiveness()
+    /// A job whose run ended in a store error and that is not yet released: it is still
+    /// `running` in the store, so nothing else is claimed until it is back in the queue.
+    private var unreleased: (job: ClaimedJob, failure: String)?
+    /// Seconds a job released after a store failure waits, times its attempt number.
+    public var storeFailureBackoff: TimeInterval = 30
 
     public init(store: JobStore, models: ModelManager, caches: CacheManager, registry: StrategyRegistry, log: Log) {
         self.store = store
@@ -38,8 +45,17 @@ public final class JobRunner: @unchecked Sendable {
 
     /// Claims and runs the next job (of `among`, when given) to a final state, or until a stop.
     public func runNext(among ids: [Int64]? = nil) throws -> Outcome {
+        if let (job, failure) = unreleased {
+            // Throws again while the store still fails; the caller backs off and comes back here.
+            let state = try store.release(job, after: failure, backoff: storeFailureBackoff * Double(job.attempt))
+            unreleased = nil
+            log.notice("runner: job \(job.id) released after the store failure: \(state.rawValue)")
+            return state == .queued ? .requeued(job.id) : .finished(job.id, state)
+        }
         guard !stopping.isSet, let job = try store.claimNext(among: ids) else { return .none }
         log.info("runner: job \(job.id) started (attempt \(job.attempt) of \(job.maxAttempts), \(job.spec.strategy.name), \(job.spec.prompts.count) prompt(s), \(job.finished.count) already done)")
+        liveness.started()
+        defer { liveness.stopped() }
         do {
             let outcome = try run(job)
             switch outcome {
@@ -53,6 +69,16 @@ public final class JobRunner: @unchecked Sendable {
         } catch let StoreError.leaseLost(id) {
             log.warning("runner: job \(id) was taken from this worker; its work is dropped")
             return .lost(id)
+        } catch {
+            // The store failed under a running job (disk full, I/O): the job must not stay
+            // `running` with nobody running it. Release it now, or on the next call once the
+            // store works again.
+            log.error("runner: job \(job.id): the job store failed: \(error); releasing the job")
+            unreleased = (job, "\(error)")
+            let state = try store.release(job, after: "\(error)", backoff: storeFailureBackoff * Double(job.attempt))
+            unreleased = nil
+            log.notice("runner: job \(job.id) released after the store failure: \(state.rawValue)")
+            return state == .queued ? .requeued(job.id) : .finished(job.id, state)
         }
     }
 
@@ -113,13 +139,17 @@ public final class JobRunner: @unchecked Sendable {
                 return .finished(job.id, .failed)
             }
             let output = GenerationOutput(request: request, tokenizer: loaded.tokenizer,
-                                          isCancelled: { [stopping] in stopping.isSet || cancelled.isSet })
+                                          isCancelled: { [stopping, liveness] in
+                                              liveness.advanced()
+                                              return stopping.isSet || cancelled.isSet
+                                          })
             let metrics = generator.generate(request, cache: cache, output: output)
             caches.release(cache)
             if output.finishReason == .cancelled || metrics.finishReason == .cancelled {
                 // An interrupted prompt is not an output: it runs again from its start.
                 continue
             }
+            liveness.advanced()
             try store.commitOutput(job, index: index, text: output.text, tokens: output.tokens, metrics: metrics)
             onProgress("job \(job.id): prompt \(index + 1) of \(job.spec.prompts.count) done")
         }
@@ -145,5 +175,35 @@ public final class JobRunner: @unchecked Sendable {
             return "\(request.prompt.count) prompt tokens + max_new_tokens \(request.maxNewTokens) need \(needed) positions; the model has \(model.maxPositions)"
         }
         return nil
+    }
+}
+
+/// When the runner last advanced, for systemd's watchdog: a generation that stops producing
+/// tokens (and whose engine runs no layers) must stop the keep-alives, so that systemd restarts
+/// the daemon and the job's attempt counts. Progress is a generated token, a finished prompt, or
+/// a layer the engine ran (a long prefill produces no token for a while).
+public final class RunnerLiveness: @unchecked Sendable {
+    private let lock = NSLock()
+    private var busy = false
+    private var lastAdvance = Date()
+    private var lastLayers = 0
+
+    public init() {}
+
+    func started() { lock.lock(); busy = true; lastAdvance = Date(); lastLayers = EngineProgress.layersRun; lock.unlock() }
+    func stopped() { lock.lock(); busy = false; lastAdvance = Date(); lock.unlock() }
+    func advanced() { lock.lock(); lastAdvance = Date(); lock.unlock() }
+
+    /// Seconds since the runner last advanced while it has a job; nil when it is idle.
+    public func stalledFor() -> TimeInterval? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard busy else { return nil }
+        let layers = EngineProgress.layersRun
+        if layers != lastLayers {
+            lastLayers = layers
+            lastAdvance = Date()
+        }
+        return Date().timeIntervalSince(lastAdvance)
     }
 }

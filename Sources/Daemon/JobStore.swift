@@ -1,6 +1,10 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Decoding
 import Foundation
 import GRDB
+import InputFiles
 
 /// The job database: SQLite in WAL mode, so CLI readers never wait for the daemon, and every write
 /// is one `BEGIN IMMEDIATE` transaction (the write lock is taken up front, so two writers queue on
@@ -9,9 +13,21 @@ public final class JobStore: @unchecked Sendable {
     public let url: URL
     let pool: DatabasePool
 
-    public init(url: URL) throws {
+    /// - Parameter create: make the state directory and the database when missing (`serve`, `run`);
+    ///   the query commands pass false, so that asking about a state directory that is not there
+    ///   says so instead of leaving an empty one behind.
+    public init(url: URL, create: Bool = true) throws {
         self.url = url
-        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        let directory = url.deletingLastPathComponent()
+        if create {
+            try StateDirectory.prepare(directory)
+            try StateDirectory.createPrivateFile(url)
+        } else {
+            try StateDirectory.check(directory)
+            guard FileManager.default.fileExists(atPath: url.path) else {
+                throw DaemonError.notFound("no job database at \(url.path): nothing has been run with this state directory (is --config right?)")
+            }
+        }
         var config = Configuration()
         config.busyMode = .timeout(30)
         config.prepareDatabase { db in
@@ -53,6 +69,66 @@ public final class JobStore: @unchecked Sendable {
 
     public func integrityCheck() throws -> String {
         try pool.read { db in try String.fetchOne(db, sql: "PRAGMA integrity_check") ?? "no answer" }
+    }
+
+    /// `PRAGMA quick_check` (structure and record format, without the index cross-checks of
+    /// integrity_check): a damaged database is refused at start instead of failing a job later.
+    public func verifyIntact() throws {
+        let report = try pool.read { db in try String.fetchAll(db, sql: "PRAGMA quick_check") }
+        guard report == ["ok"] else {
+            throw DaemonError.io("the job database \(url.path) is damaged (quick_check: \(report.prefix(3).joined(separator: "; "))); "
+                + "move it aside and restore a backup (sqlite3 \(url.path) .recover can salvage rows)")
+        }
+    }
+}
+
+/// The state directory holds prompts and outputs: it is created 0750 and its files 0640 whatever
+/// the umask (outside systemd, whose StateDirectoryMode does the same), and it must be a directory.
+enum StateDirectory {
+    static func check(_ directory: URL) throws {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory) else {
+            throw DaemonError.notFound("the state directory \(directory.path) does not exist: nothing has been run with it (is --config right?)")
+        }
+        guard isDirectory.boolValue else {
+            throw DaemonError.io("state_directory \(directory.path) is \(kind(directory.path)), expected a directory")
+        }
+    }
+
+    static func kind(_ path: String) -> String {
+        var st = stat()
+        return stat(path, &st) == 0 ? RegularFile.describe(mode: st.st_mode) : "missing"
+    }
+
+    static func prepare(_ directory: URL) throws {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory) {
+            guard isDirectory.boolValue else {
+                throw DaemonError.io("state_directory \(directory.path) is \(kind(directory.path)), expected a directory")
+            }
+            return
+        }
+        let parent = directory.deletingLastPathComponent()
+        if !FileManager.default.fileExists(atPath: parent.path) {
+            do { try FileManager.default.createDirectory(at: parent, withIntermediateDirectories: true) } catch {
+                throw DaemonError.io("cannot create \(parent.path): \(error.localizedDescription)")
+            }
+        }
+        guard mkdir(directory.path, 0o750) == 0 || errno == EEXIST else {
+            throw DaemonError.io("cannot create the state directory \(directory.path): \(FileOps.errnoText())")
+        }
+        chmod(directory.path, 0o750)
+    }
+
+    /// Creates `url` 0640 if it does not exist; never through a symbolic link.
+    static func createPrivateFile(_ url: URL) throws {
+        let fd = open(url.path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o640)
+        if fd >= 0 {
+            fchmod(fd, 0o640)
+            close(fd)
+        } else if errno != EEXIST {
+            throw DaemonError.io("cannot create \(url.path): \(FileOps.errnoText())")
+        }
     }
 }
 

@@ -61,10 +61,10 @@ extension JobStore {
     public func claimNext(among ids: [Int64]? = nil) throws -> ClaimedJob? {
         try write { db in
             while true {
-                var sql = "SELECT * FROM jobs WHERE state = 'queued'"
+                var sql = "SELECT * FROM jobs WHERE state = 'queued' AND (not_before IS NULL OR not_before <= ?)"
                 if let ids { sql += " AND id IN (\(ids.isEmpty ? "NULL" : ids.map(String.init).joined(separator: ",")))" }
                 sql += " ORDER BY priority DESC, id LIMIT 1"
-                guard let row = try Row.fetchOne(db, sql: sql) else { return nil }
+                guard let row = try Row.fetchOne(db, sql: sql, arguments: [JobStore.now]) else { return nil }
                 let id: Int64 = row["id"]
                 let attempts: Int = row["attempts"], max: Int = row["max_attempts"]
                 if attempts >= max {
@@ -76,7 +76,7 @@ extension JobStore {
                 }
                 let lease = UUID().uuidString
                 try db.execute(sql: """
-                    UPDATE jobs SET state = 'running', lease = ?, attempts = attempts + 1, started_at = ?, updated_at = ?
+                    UPDATE jobs SET state = 'running', lease = ?, attempts = attempts + 1, not_before = NULL, started_at = ?, updated_at = ?
                     WHERE id = ? AND state = 'queued'
                     """, arguments: [lease, JobStore.now, JobStore.now, id])
                 guard db.changesCount == 1 else { throw StoreError.corrupt("job \(id) changed under a write transaction") }
@@ -135,6 +135,37 @@ extension JobStore {
         }
     }
 
+    /// running → queued after a store failure (disk full, I/O error) during a run: the attempt
+    /// counts, and the job is not claimed again for `backoff` seconds. `failed` when its attempts
+    /// are used up, `cancelled` when a cancel was asked for meanwhile. Returns the new state.
+    @discardableResult
+    public func release(_ job: ClaimedJob, after failure: String, backoff: TimeInterval) throws -> JobState {
+        try write { db in
+            try requireLease(db, job)
+            let row = try Row.fetchOne(db, sql: "SELECT attempts, max_attempts, cancel_requested FROM jobs WHERE id = ?", arguments: [job.id])!
+            let attempts: Int = row["attempts"], max: Int = row["max_attempts"]
+            let state: JobState
+            let note: String
+            if row["cancel_requested"] as Bool {
+                (state, note) = (.cancelled, "cancelled by request (after a store failure: \(failure))")
+            } else if attempts >= max {
+                (state, note) = (.failed, "the job store failed during attempt \(attempts) of \(max): \(failure)")
+            } else {
+                (state, note) = (.queued, "the job store failed during attempt \(attempts) of \(max) (\(failure)); retrying in \(Int(backoff)) s")
+            }
+            if state == .queued {
+                try db.execute(sql: "UPDATE jobs SET state = 'queued', lease = NULL, not_before = ?, updated_at = ? WHERE id = ? AND lease = ?",
+                               arguments: [JobStore.now + backoff, JobStore.now, job.id, job.lease])
+            } else {
+                try db.execute(sql: """
+                    UPDATE jobs SET state = ?, error = ?, lease = NULL, finished_at = ?, updated_at = ? WHERE id = ? AND lease = ?
+                    """, arguments: [state.rawValue, note, JobStore.now, JobStore.now, job.id, job.lease])
+            }
+            try JobStore.event(db, job: job.id, from: .running, to: state, note: note)
+            return state
+        }
+    }
+
     public func isCancelRequested(_ id: Int64) throws -> Bool {
         try read { db in try Bool.fetchOne(db, sql: "SELECT cancel_requested FROM jobs WHERE id = ?", arguments: [id]) ?? true }
     }
@@ -172,7 +203,7 @@ extension JobStore {
                 throw DaemonError.invalidTransition("job \(id) was rejected (its file is invalid); fix the file and submit it again")
             }
             try db.execute(sql: """
-                UPDATE jobs SET state = 'queued', run = run + 1, attempts = 0, cancel_requested = 0, error = NULL, lease = NULL,
+                UPDATE jobs SET state = 'queued', run = run + 1, attempts = 0, cancel_requested = 0, error = NULL, lease = NULL, not_before = NULL,
                        started_at = NULL, finished_at = NULL, updated_at = ? WHERE id = ? AND state = ?
                 """, arguments: [JobStore.now, id, state.rawValue])
             try JobStore.event(db, job: id, from: state, to: .queued, note: "retry")

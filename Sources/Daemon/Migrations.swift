@@ -63,6 +63,10 @@ enum Migrations {
                 CREATE INDEX events_job ON events (job_id, id);
                 """)
         }
+        // A job released after a store failure waits this long before it is claimed again.
+        m.registerMigration("2026-12-01-not-before") { db in
+            try db.execute(sql: "ALTER TABLE jobs ADD COLUMN not_before REAL")
+        }
         return m
     }
 }

@@ -1,9 +1,10 @@
 #if canImport(Glibc)
-import GRDB
 import Glibc
 #endif
 import Decoding
 import Foundation
+import GRDB
+import InputFiles
 
 /// The spool's folders. A file counts as submitted once it has been *renamed* into incoming/
 /// (write it elsewhere or under an ignored name first); files being written are ignored by name:
@@ -41,6 +42,75 @@ public struct SpoolLayout: Sendable {
     }
 }
 
+/// The spool's three folders, held open for the life of the daemon. Every operation on them goes
+/// through these descriptors (`openat`, `renameat2`, `fstatat`), and each was opened with
+/// `O_DIRECTORY | O_NOFOLLOW`: members of the spool group can rename or replace the folders, but a
+/// symbolic link put in their place is refused, never followed. The root is locked (`flock`) so
+/// that a second daemon with another state directory cannot take the same spool.
+public final class SpoolFolders: @unchecked Sendable {
+    public let layout: SpoolLayout
+    let root: Int32
+    let incoming: Int32
+    let accepted: Int32
+    let rejected: Int32
+
+    /// - Parameter lock: take the spool's lock (the daemon); tests of the intake alone need not.
+    public init(layout: SpoolLayout, lock: Bool = true) throws {
+        self.layout = layout
+        try FileManager.default.createDirectory(at: layout.root, withIntermediateDirectories: true)
+        // The root is the configured path (the administrator's); the folders in it are not.
+        root = open(layout.root.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard root >= 0 else { throw DaemonError.io("cannot open the spool \(layout.root.path): \(FileOps.errnoText())") }
+        var opened: [Int32] = []
+        do {
+            if lock && flock(root, LOCK_EX | LOCK_NB) != 0 {
+                throw DaemonError.io("another layerskip serve already uses the spool \(layout.root.path) (with another state directory); one daemon per spool")
+            }
+            for name in ["incoming", "accepted", "rejected"] {
+                opened.append(try Self.openFolder(root, name, layout: layout))
+            }
+        } catch {
+            opened.forEach { close($0) }
+            close(root)
+            throw error
+        }
+        (incoming, accepted, rejected) = (opened[0], opened[1], opened[2])
+    }
+
+    deinit { [incoming, accepted, rejected, root].forEach { close($0) } }
+
+    private static func openFolder(_ root: Int32, _ name: String, layout: SpoolLayout) throws -> Int32 {
+        if mkdirat(root, name, 0o777) != 0 && errno != EEXIST {
+            throw DaemonError.io("cannot create the spool folder \(layout.root.path)/\(name): \(FileOps.errnoText())")
+        }
+        let fd = openat(root, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else {
+            let what = FileOps.lstat(root, FileOps.cString(name)).map { RegularFile.describe(mode: $0.st_mode) } ?? FileOps.errnoText()
+            throw DaemonError.io("the spool folder \(layout.root.path)/\(name) is \(what), expected a directory (symbolic links are refused)")
+        }
+        return fd
+    }
+
+    /// Checks that each folder's name still leads to the directory held open. Someone who can
+    /// write the spool root may have renamed a folder away or put a link in its place; the
+    /// intake then stops (with this error) rather than writing where the new entry points.
+    public func verify() throws {
+        for (name, fd) in [("incoming", incoming), ("accepted", accepted), ("rejected", rejected)] {
+            var held = stat()
+            fstat(fd, &held)
+            guard let current = FileOps.lstat(root, FileOps.cString(name)) else {
+                throw DaemonError.io("the spool folder \(layout.root.path)/\(name) was removed or renamed; intake paused until it is back")
+            }
+            guard (current.st_mode & S_IFMT) == S_IFDIR else {
+                throw DaemonError.io("the spool folder \(layout.root.path)/\(name) was replaced by \(RegularFile.describe(mode: current.st_mode)); intake paused (symbolic links are refused)")
+            }
+            guard current.st_dev == held.st_dev, current.st_ino == held.st_ino else {
+                throw DaemonError.io("the spool folder \(layout.root.path)/\(name) was replaced by another directory; restart the daemon to use it")
+            }
+        }
+    }
+}
+
 /// Moves each file from incoming/ into the job store and then to accepted/ or rejected/.
 ///
 /// Crash safety: the job row is committed (marked intake-pending, with the name it will get)
@@ -55,14 +125,18 @@ public struct SpoolLayout: Sendable {
 /// with `.1`, `.2`, … if the name is taken there.
 public final class SpoolIntake: @unchecked Sendable {
     public let layout: SpoolLayout
+    let folders: SpoolFolders
     let store: JobStore
     let config: DaemonConfig
     let registry: StrategyRegistry
     let log: Log
     private let lock = NSLock()
+    /// The last spool-level problem logged, so a persisting one is logged once, not every scan.
+    private var lastProblem: String?
 
-    public init(layout: SpoolLayout, store: JobStore, config: DaemonConfig, registry: StrategyRegistry, log: Log) {
-        self.layout = layout
+    public init(folders: SpoolFolders, store: JobStore, config: DaemonConfig, registry: StrategyRegistry, log: Log) {
+        self.layout = folders.layout
+        self.folders = folders
         self.store = store
         self.config = config
         self.registry = registry
@@ -75,10 +149,17 @@ public final class SpoolIntake: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         let names: [[UInt8]]
-        do { names = try FileOps.list(layout.incoming.path) } catch {
-            log.error("spool: \(error)")
+        do {
+            try folders.verify()
+            names = try FileOps.list(folders.incoming)
+        } catch {
+            let problem = "spool: \(error)"
+            if problem != lastProblem { log.error(problem) }
+            lastProblem = problem
             return 0
         }
+        if lastProblem != nil { log.notice("spool: the spool folders are in order again") }
+        lastProblem = nil
         var count = 0
         for name in names.sorted(by: { $0.lexicographicallyPrecedes($1) }) where !SpoolLayout.isIgnored(name) {
             do {
@@ -93,7 +174,7 @@ public final class SpoolIntake: @unchecked Sendable {
 
     /// Clears intake marks of jobs whose file has already moved (a crash after the move).
     public func recover() throws {
-        let present = Set(try FileOps.list(layout.incoming.path).map { SpoolLayout.displayName($0).0 })
+        let present = Set(try FileOps.list(folders.incoming).map { SpoolLayout.displayName($0).0 })
         for job in try store.pendingIntake() where !present.contains(job.source) {
             try store.markIntakeDone(job: job.id, storedAs: job.storedAs ?? "")
             log.info("spool: job \(job.id): finished the interrupted intake of \(job.source)")
@@ -102,8 +183,8 @@ public final class SpoolIntake: @unchecked Sendable {
 
     private func process(_ name: [UInt8]) throws -> Bool {
         let (display, isUTF8) = SpoolLayout.displayName(name)
-        let source = FileOps.path(layout.incoming.path, name)
-        guard let st = FileOps.lstat(source) else { return false }  // gone meanwhile
+        let source = FileOps.cName(name)
+        guard let st = FileOps.lstat(folders.incoming, source) else { return false }  // gone meanwhile
         let (hash, outcome) = examine(source, stat: st, display: display, isUTF8: isUTF8)
 
         var submission = Submission(source: display, contentHash: hash, outcome: outcome)
@@ -127,23 +208,23 @@ public final class SpoolIntake: @unchecked Sendable {
         }
         let rejected = try store.job(id)?.state == .rejected
         let folder = rejected ? layout.rejected : layout.accepted
+        let folderFD = rejected ? folders.rejected : folders.accepted
         if rejected {
             let problems = try store.job(id)?.problems ?? []
             let text = "layerskip rejected \(display) (job \(id)); nothing of it ran. Problems:\n"
                 + problems.map { "  \($0.path): expected \($0.expected), found \($0.found)\n" }.joined()
-            _ = try FileOps.writeAtomically(Data(text.utf8), to: folder.appendingPathComponent(storedAs + ".error"), replace: true)
+            _ = try FileOps.writeAtomically(Data(text.utf8), in: folderFD, name: storedAs + ".error", replace: true)
         }
-        while try !FileOps.renameNoReplace(source, FileOps.cString(folder.appendingPathComponent(storedAs).path)) {
+        while try !FileOps.renameNoReplace(folders.incoming, source, folderFD, FileOps.cString(storedAs)) {
             // Someone put a file under the planned name meanwhile: pick another, keep both.
             let next = try freeName(display, rejected: rejected)
             if rejected {
-                try? FileManager.default.moveItem(at: folder.appendingPathComponent(storedAs + ".error"),
-                                                  to: folder.appendingPathComponent(next + ".error"))
+                _ = try? FileOps.renameNoReplace(folderFD, FileOps.cString(storedAs + ".error"), folderFD, FileOps.cString(next + ".error"))
             }
             storedAs = next
         }
-        FileOps.fsyncDirectory(layout.incoming.path)
-        FileOps.fsyncDirectory(folder.path)
+        fsync(folders.incoming)
+        fsync(folderFD)
         try store.markIntakeDone(job: id, storedAs: storedAs)
         if rejected {
             log.warning("spool: rejected \(display) as job \(id) (see \(folder.appendingPathComponent(storedAs + ".error").path))")
@@ -160,7 +241,7 @@ public final class SpoolIntake: @unchecked Sendable {
         }
         switch st.st_mode & S_IFMT {
         case S_IFLNK:
-            let target = FileOps.readLink(path)
+            let target = FileOps.readLink(folders.incoming, path)
             return reject("a regular file (symbolic links are not followed)", "a symbolic link to \(target)",
                           hash: SHA256.hex(Data("symlink:\(target)".utf8)))
         case S_IFDIR:
@@ -168,7 +249,7 @@ public final class SpoolIntake: @unchecked Sendable {
         case S_IFREG:
             break
         default:
-            return reject("a regular file", "a special file (device, FIFO or socket)", hash: SHA256.hex(Data("special:\(st.st_ino)".utf8)))
+            return reject("a regular file", RegularFile.describe(mode: st.st_mode), hash: SHA256.hex(Data("special:\(st.st_ino)".utf8)))
         }
         let size = Int(st.st_size)
         if size > config.maxJobFileBytes {
@@ -176,7 +257,14 @@ public final class SpoolIntake: @unchecked Sendable {
                           hash: SHA256.hex(Data("large:\(size):\(st.st_ino):\(st.st_mtim.tv_sec)".utf8)))
         }
         let data: Data
-        do { data = try FileOps.read(path, limit: config.maxJobFileBytes) } catch {
+        do {
+            // Opened without following links or blocking, and checked again on the descriptor:
+            // the entry may have been swapped since the lstat above.
+            data = try RegularFile.read(bytes: path, limit: config.maxJobFileBytes, relativeTo: folders.incoming,
+                                        followSymlinks: false, displayPath: display)
+        } catch let error as InputFileError {
+            return reject("a readable regular file", "a file that \(error.reason)", hash: SHA256.hex(Data("unreadable:\(st.st_ino)".utf8)))
+        } catch {
             return reject("a readable file", "\(error)", hash: SHA256.hex(Data("unreadable:\(st.st_ino)".utf8)))
         }
         let hash = SHA256.hex(data)
@@ -187,17 +275,17 @@ public final class SpoolIntake: @unchecked Sendable {
             return (hash, .failure(ConfigurationError([.init(path: "(file)", expected: "a YAML job (model:, strategy:, prompts:, …)",
                                                             found: "an empty file")])))
         }
-        let context = JobContext(baseDirectory: layout.incoming, models: config.models, registry: registry)
+        let context = JobContext(baseDirectory: layout.incoming, models: config.models, modelDirectories: config.modelDirectories,
+                                 registry: registry, origin: .spool(folder: folders.incoming))
         return (hash, JobFileValidator.validate(data, file: "(file)", context: context))
     }
 
     /// A name free in accepted/ (or free together with NAME.error in rejected/).
     private func freeName(_ display: String, rejected: Bool) throws -> String {
-        let folder = rejected ? layout.rejected : layout.accepted
+        let folder = rejected ? folders.rejected : folders.accepted
         var candidate = display
         var n = 0
-        while FileOps.exists(folder.appendingPathComponent(candidate).path)
-            || (rejected && FileOps.exists(folder.appendingPathComponent(candidate + ".error").path)) {
+        while FileOps.exists(folder, candidate) || (rejected && FileOps.exists(folder, candidate + ".error")) {
             n += 1
             candidate = "\(display).\(n)"
         }

@@ -1,14 +1,31 @@
 import Decoding
 import Foundation
+import InputFiles
 
 extension SpoolLayout {
-    /// Drops a job into incoming/ the way the spool expects: a hidden temporary file, fsync, then a
-    /// rename under a fresh name (time, random, original name), so the daemon never sees a partial
-    /// file and the content-hash rule never mistakes it for an earlier submission.
-    /// The first line records the original folder so relative paths keep their meaning.
-    public func submit(_ data: Data, from url: URL) throws -> (name: String, contentHash: String) {
-        let base = url.deletingLastPathComponent().standardizedFileURL.path
-        let content = Data((JobFileValidator.baseDirectoryMarker + base + "\n").utf8) + data
+    /// Drops a job, validated with the submitting user's rights, into incoming/ the way the spool
+    /// expects: a hidden temporary file, fsync, then a rename under a fresh name (time, random,
+    /// original name), so the daemon never sees a partial file and the content-hash rule never
+    /// mistakes it for an earlier submission.
+    ///
+    /// What is dropped is the job as resolved here, not the file: the prompts inline (a
+    /// `prompts_file` is read now, by the user, never by the daemon) and a model folder as an
+    /// absolute path, written as JSON (which is YAML). It is checked against the daemon's own
+    /// rules for spooled jobs before it is dropped, so a model folder outside `model_directories`
+    /// is refused here with the daemon's message.
+    public func submit(_ job: ResolvedJob, from url: URL, config: DaemonConfig, registry: StrategyRegistry) throws
+        -> Result<(name: String, contentHash: String), ConfigurationError> {
+        let content = try Self.spooledDocument(job, from: url, models: config.models)
+        let context = JobContext(baseDirectory: incoming, models: config.models, modelDirectories: config.modelDirectories,
+                                 registry: registry, origin: .spool(folder: -1))
+        switch JobFileValidator.validate(content, file: url.path, context: context) {
+        case let .failure(error): return .failure(error)
+        case let .success(again):
+            // The document must say exactly what was validated; anything else is a bug here.
+            guard try Self.canonical(again.spec) == Self.canonical(Self.spooledSpec(job, models: config.models)) else {
+                throw DaemonError.io("\(url.path): the job could not be written faithfully for the spool (please report this)")
+            }
+        }
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "UTC")
@@ -16,24 +33,47 @@ extension SpoolLayout {
         while true {
             let name = "\(formatter.string(from: Date()))-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))-\(url.lastPathComponent)"
             if try FileOps.writeAtomically(content, to: incoming.appendingPathComponent(name)) {
-                return (name, SHA256.hex(content))
+                return .success((name, JobFileValidator.contentHash(content)))
             }
         }
+    }
+
+    static func spooledSpec(_ job: ResolvedJob, models: [String: URL]) -> JobSpec {
+        var spec = job.spec
+        spec.promptsFile = nil
+        if models[spec.model] == nil { spec.model = job.modelDirectory.standardizedFileURL.path }
+        return spec
+    }
+
+    static func spooledDocument(_ job: ResolvedJob, from url: URL, models: [String: URL]) throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes, .prettyPrinted]
+        let body = try encoder.encode(spooledSpec(job, models: models))
+        // A comment line keeps the origin visible in accepted/ (the path is escaped onto one line).
+        let origin = url.path.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? "?" : String($0) }.joined()
+        return Data("# submitted by layerskip submit from \(origin)\n".utf8) + body + Data("\n".utf8)
+    }
+
+    static func canonical(_ spec: JobSpec) throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return try encoder.encode(spec)
     }
 }
 
 extension JobFileValidator {
     /// Validates a job file where it lies (relative paths from its folder), as `submit` and `run` do.
-    public static func validate(fileAt url: URL, config: DaemonConfig, registry: StrategyRegistry) -> Result<ResolvedJob, ConfigurationError> {
+    public static func validate(fileAt url: URL, config: DaemonConfig, registry: StrategyRegistry) -> (Data, Result<ResolvedJob, ConfigurationError>) {
         let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            return .failure(ConfigurationError([.init(path: url.path, expected: "a readable job file", found: error.localizedDescription)]))
+        do { data = try RegularFile.read(url.path, limit: config.maxJobFileBytes) } catch let error as InputFileError {
+            return (Data(), .failure(ConfigurationError([.init(path: url.path, expected: "a readable job file of at most \(config.maxJobFileBytes) bytes",
+                                                               found: "a file that \(error.reason)")])))
+        } catch {
+            return (Data(), .failure(ConfigurationError([.init(path: url.path, expected: "a readable job file", found: "\(error)")])))
         }
-        if data.count > config.maxJobFileBytes {
-            return .failure(ConfigurationError([.init(path: url.path, expected: "at most \(config.maxJobFileBytes) bytes", found: "\(data.count) bytes")]))
-        }
-        let context = JobContext(baseDirectory: url.deletingLastPathComponent(), models: config.models, registry: registry)
-        return validate(data, file: url.path, context: context)
+        let context = JobContext(baseDirectory: url.deletingLastPathComponent(), models: config.models,
+                                 modelDirectories: config.modelDirectories, registry: registry)
+        return (data, validate(data, file: url.path, context: context))
     }
 
     public static func contentHash(_ data: Data) -> String { SHA256.hex(data) }

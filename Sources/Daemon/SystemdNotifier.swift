@@ -66,9 +66,18 @@ public final class InstanceLock {
     private let fd: Int32
 
     public init(url: URL) throws {
-        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        fd = open(url.path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw DaemonError.io("cannot open the lock file \(url.path): \(FileOps.errnoText())") }
+        try StateDirectory.prepare(url.deletingLastPathComponent())
+        // Never through a link: the pid is written into whatever this opens.
+        fd = open(url.path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o640)
+        guard fd >= 0 else {
+            let reason = errno == ELOOP ? "it is a symbolic link (refused)" : FileOps.errnoText()
+            throw DaemonError.io("cannot open the lock file \(url.path): \(reason)")
+        }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+            close(fd)
+            throw DaemonError.io("the lock file \(url.path) is not a regular file")
+        }
         if flock(fd, LOCK_EX | LOCK_NB) != 0 {
             let pid = (try? String(contentsOf: url, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
             close(fd)

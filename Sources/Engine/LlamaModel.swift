@@ -1,5 +1,6 @@
 import CKernels
 import Foundation
+import Synchronization
 
 /// A Llama-architecture decoder that runs any range of its layers and applies the exit head
 /// (final RMSNorm + LM head) after any layer. Immutable after loading and shared by every job:
@@ -71,6 +72,7 @@ public final class LlamaModel: @unchecked Sendable {
         let c = config
         let hd = c.hiddenSize
         for l in layers {
+            EngineProgress.layerRan()
             precondition(cache.lengths[l] == start, "layer \(l) cache holds \(cache.lengths[l]) positions, pass starts at \(start)")
             let w = weights.layers[l]
             let q8 = precision == .int8 ? int8Layer(l) : nil
@@ -161,4 +163,13 @@ extension LlamaModel {
             cache.setLength(start + n, layer: l)
         }
     }
+}
+
+/// A process-wide count of the decoder layers run, so that a supervisor (the daemon's watchdog)
+/// can tell a long pass that is advancing from one that is stuck. One relaxed atomic add per
+/// layer: nothing next to the layer's matrix products.
+public enum EngineProgress {
+    private static let counter = Atomic<Int>(0)
+    static func layerRan() { counter.add(1, ordering: .relaxed) }
+    public static var layersRun: Int { counter.load(ordering: .relaxed) }
 }

@@ -61,7 +61,12 @@ public enum RegularFile {
     ///   - followSymlinks: false adds `O_NOFOLLOW`, so a symbolic link is reported instead of followed.
     public static func open(_ path: String, relativeTo directory: Int32 = AT_FDCWD, followSymlinks: Bool = true,
                             displayPath: String? = nil) throws -> (fd: Int32, size: Int) {
-        let shown = displayPath ?? path
+        try open(bytes: Array(path.utf8CString), relativeTo: directory, followSymlinks: followSymlinks, displayPath: displayPath ?? path)
+    }
+
+    /// The same for a path given as bytes (a file name need not be UTF-8); `displayPath` names it in errors.
+    public static func open(bytes path: [CChar], relativeTo directory: Int32 = AT_FDCWD, followSymlinks: Bool = true,
+                            displayPath shown: String) throws -> (fd: Int32, size: Int) {
         var flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY
         if !followSymlinks { flags |= O_NOFOLLOW }
         let fd = openat(directory, path, flags)
@@ -93,8 +98,13 @@ public enum RegularFile {
     /// reading and the read stops at `limit` + 1 bytes, so a file that grows meanwhile is refused too.
     public static func read(_ path: String, limit: Int, relativeTo directory: Int32 = AT_FDCWD, followSymlinks: Bool = true,
                             displayPath: String? = nil) throws -> Data {
-        let shown = displayPath ?? path
-        let (fd, size) = try open(path, relativeTo: directory, followSymlinks: followSymlinks, displayPath: shown)
+        try read(bytes: Array(path.utf8CString), limit: limit, relativeTo: directory, followSymlinks: followSymlinks, displayPath: displayPath ?? path)
+    }
+
+    /// The same for a path given as bytes (a file name need not be UTF-8); `displayPath` names it in errors.
+    public static func read(bytes path: [CChar], limit: Int, relativeTo directory: Int32 = AT_FDCWD, followSymlinks: Bool = true,
+                            displayPath shown: String) throws -> Data {
+        let (fd, size) = try open(bytes: path, relativeTo: directory, followSymlinks: followSymlinks, displayPath: shown)
         defer { Glibc.close(fd) }
         guard size <= limit else { throw InputFileError(path: shown, kind: .tooLarge(size: size, limit: limit)) }
         var data = Data(count: size)

@@ -33,7 +33,7 @@ final class JobStoreTests: XCTestCase {
     func testMigrationsAreNamedAndANewerDatabaseIsRefused() throws {
         let url = dir.appendingPathComponent("jobs.sqlite")
         let names = try DatabaseQueue(path: url.path).read { db in try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations") }
-        XCTAssertEqual(names, ["2026-11-29-jobs"])
+        XCTAssertEqual(names, ["2026-11-29-jobs", "2026-12-01-not-before"])
         XCTAssertEqual(try DatabaseQueue(path: url.path).read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") }, "wal")
         store = nil
         try DatabaseQueue(path: url.path).write { db in

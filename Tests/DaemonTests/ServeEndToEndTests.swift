@@ -7,7 +7,8 @@ import XCTest
 /// `serve` + `submit` + the query commands, through the real binary on a temporary spool.
 final class ServeEndToEndTests: XCTestCase {
     func testEachStrategyMatchesGenerateAndReportsMetrics() throws {
-        let install = try Installation()
+        // The jobs name the model by its folder: spooled jobs may, for folders under model_directories.
+        let install = try Installation(extraConfig: "model_directories: [\(Paths.fixtures.path)]")
         try install.start()
         let cases: [(String, String, [String])] = [
             ("autoregressive", "strategy: autoregressive", []),
@@ -112,7 +113,9 @@ final class ServeEndToEndTests: XCTestCase {
         let parkedName = parked.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         XCTAssertTrue(parkedName.hasSuffix("-early-exit.yaml"), parkedName)
         let parkedText = try String(contentsOf: install.incoming.appendingPathComponent(parkedName), encoding: .utf8)
-        XCTAssertTrue(parkedText.hasPrefix("# layerskip-base-directory: \(Paths.jobs.path)\n"), parkedText)
+        // What is spooled is the job as resolved by submit (JSON, which is YAML), not a path to the file.
+        XCTAssertTrue(parkedText.hasPrefix("# submitted by layerskip submit from \(Paths.jobs.path)/early-exit.yaml\n"), parkedText)
+        XCTAssertTrue(parkedText.contains(#""model" : "default""#), parkedText)
         let notSubmitted = try install.cli(["submit", bad.path])
         XCTAssertEqual(notSubmitted.status, 1)
         XCTAssertTrue(notSubmitted.stderr.contains("strategy.exit_layer"), notSubmitted.stderr)

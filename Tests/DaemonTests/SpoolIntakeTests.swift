@@ -18,7 +18,7 @@ final class SpoolIntakeTests: XCTestCase {
         try layout.create()
         var config = DaemonConfig(stateDirectory: dir)
         config.models = ["tiny": Paths.tinyModel]
-        intake = SpoolIntake(layout: layout, store: store, config: config, registry: testRegistry, log: Log(level: .error))
+        intake = SpoolIntake(folders: try SpoolFolders(layout: layout, lock: false), store: store, config: config, registry: testRegistry, log: Log(level: .error))
     }
 
     override func tearDown() { try? FileManager.default.removeItem(at: dir) }

@@ -38,15 +38,15 @@ struct RunCommand: ParsableCommand {
             throw CLIError(message: "\(error.description); submit the files with `layerskip submit` instead")
         }
         defer { withExtendedLifetime(lock) {} }
-        let (_, store) = try options.openStore()
+        let (_, store) = try options.openStore(create: true)
+        do { try store.verifyIntact() } catch let error as DaemonError { throw CLIError(message: error.description) }
         try store.recoverInterrupted()
 
         var ids: [Int64] = []
         var rejected = 0
         for file in files {
             let url = URL(fileURLWithPath: file).standardizedFileURL
-            let data = (try? Data(contentsOf: url)) ?? Data()
-            let outcome = JobFileValidator.validate(fileAt: url, config: config, registry: Strategies.registry)
+            let (data, outcome) = JobFileValidator.validate(fileAt: url, config: config, registry: Strategies.registry)
             let id = try store.insert(Submission(source: url.path, contentHash: JobFileValidator.contentHash(data), outcome: outcome),
                                       defaultMaxAttempts: config.maxAttempts, intakePending: false, storedAs: nil)
             if case let .failure(error) = outcome {

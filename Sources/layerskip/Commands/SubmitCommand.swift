@@ -12,6 +12,11 @@ struct SubmitCommand: ParsableCommand {
             problems are printed (exit 1). A valid one is written to SPOOL/incoming under a fresh name
             (temporary file, fsync, rename), and the job id is printed once the daemon has taken it in
             (--wait seconds; 0 prints the spool name without waiting).
+
+            submit reads the job with your rights and drops the job as resolved: a prompts_file is read
+            now and its prompts go into the spooled job, and a model folder is written as an absolute
+            path. The daemon reads nothing a spooled job names outside the spool, so a model folder
+            must be a configured model name or lie under the config's model_directories.
             """)
 
     @OptionGroup var options: DaemonOptions
@@ -39,15 +44,15 @@ struct SubmitCommand: ParsableCommand {
     func run() throws {
         let config = try options.load()
         var invalid = false
-        var ready: [(URL, Data)] = []
+        var ready: [(URL, ResolvedJob)] = []
         for file in files {
             let url = URL(fileURLWithPath: file).standardizedFileURL
-            switch JobFileValidator.validate(fileAt: url, config: config, registry: Strategies.registry) {
+            switch JobFileValidator.validate(fileAt: url, config: config, registry: Strategies.registry).1 {
             case let .failure(error):
                 standardError("\(file): not submitted:\n\(formatProblems(error.problems))")
                 invalid = true
-            case .success:
-                ready.append((url, try Data(contentsOf: url)))
+            case let .success(job):
+                ready.append((url, job))
             }
         }
         if invalid { throw ExitCode(1) }
@@ -56,13 +61,17 @@ struct SubmitCommand: ParsableCommand {
             throw CLIError(message: "no spool at \(layout.incoming.path): is the daemon configured with this config (--config)?")
         }
         var submitted: [Submitted] = []
-        for (url, data) in ready {
-            let (name, hash) = try layout.submit(data, from: url)
-            submitted.append(Submitted(file: url.path, spoolName: name, jobId: nil))
-            _ = hash
+        for (url, job) in ready {
+            switch try layout.submit(job, from: url, config: config, registry: Strategies.registry) {
+            case let .failure(error):
+                standardError("\(url.path): not submitted (the daemon would refuse it):\n\(formatProblems(error.problems))")
+                invalid = true
+            case let .success((name, _)):
+                submitted.append(Submitted(file: url.path, spoolName: name, jobId: nil))
+            }
         }
-        if wait > 0 {
-            let store = try JobStore(url: config.databaseURL)
+        if wait > 0 && !submitted.isEmpty {
+            let store = try JobStore(url: config.databaseURL, create: false)
             let deadline = Date().addingTimeInterval(wait)
             for i in submitted.indices {
                 while submitted[i].jobId == nil {
@@ -82,5 +91,6 @@ struct SubmitCommand: ParsableCommand {
                 }
             }
         }
+        if invalid { throw ExitCode(1) }
     }
 }

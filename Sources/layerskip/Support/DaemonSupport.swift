@@ -20,10 +20,12 @@ struct DaemonOptions: ParsableArguments {
         }
     }
 
-    func openStore() throws -> (DaemonConfig, JobStore) {
+    /// - Parameter create: only `run` makes a missing state directory; queries and control
+    ///   commands report it instead.
+    func openStore(create: Bool = false) throws -> (DaemonConfig, JobStore) {
         let config = try load()
         do {
-            return (config, try JobStore(url: config.databaseURL))
+            return (config, try JobStore(url: config.databaseURL, create: create))
         } catch let error as DaemonError {
             throw CLIError(message: error.description)
         } catch {
