@@ -25,6 +25,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // OpenBLAS from the system (Debian: libopenblas-dev).
@@ -82,6 +84,8 @@ let package = Package(
                 "Engine", "Tokenization", "Decoding", "InputFiles",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             path: "Sources/Daemon"
         ),
@@ -92,6 +96,7 @@ let package = Package(
                 "AutoregressivePlugin", "EarlyExitPlugin", "SelfSpeculativePlugin",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/layerskip"
         ),
@@ -120,7 +125,8 @@ let package = Package(
         ),
         .testTarget(
             name: "DaemonTests",
-            dependencies: ["Daemon", "Decoding", "Engine", "Tokenization", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["Daemon", "Decoding", "Engine", "Tokenization", .product(name: "GRDB", package: "GRDB.swift"),
+                           .product(name: "Logging", package: "swift-log")],
             path: "Tests/DaemonTests"
         ),
         .testTarget(

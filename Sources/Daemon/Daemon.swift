@@ -3,16 +3,17 @@ import Glibc
 #endif
 import Decoding
 import Foundation
+import Logging
 
 /// `layerskip serve`: wires the store, the spool intake, the runner and systemd together, and
 /// stops them gracefully on SIGTERM or SIGINT (the running job goes back to `queued`).
 public final class Daemon: @unchecked Sendable {
     public let config: DaemonConfig
     let registry: StrategyRegistry
-    let log: Log
+    let log: Logger
     let notifier: SystemdNotifier
 
-    public init(config: DaemonConfig, registry: StrategyRegistry, log: Log, notifier: SystemdNotifier = SystemdNotifier()) {
+    public init(config: DaemonConfig, registry: StrategyRegistry, log: Logger, notifier: SystemdNotifier = SystemdNotifier()) {
         self.config = config
         self.registry = registry
         self.log = log
@@ -85,10 +86,10 @@ public final class Daemon: @unchecked Sendable {
 final class WatchdogFeeder: @unchecked Sendable {
     let notifier: SystemdNotifier
     let liveness: RunnerLiveness
-    let log: Log
+    let log: Logger
     private var reported = false
 
-    init(notifier: SystemdNotifier, liveness: RunnerLiveness, log: Log) {
+    init(notifier: SystemdNotifier, liveness: RunnerLiveness, log: Logger) {
         self.notifier = notifier
         self.liveness = liveness
         self.log = log

@@ -1,6 +1,7 @@
 import Decoding
 import Foundation
 import InputFiles
+import Logging
 
 /// The daemon's configuration file (`etc/layerskip.yaml` documents every key). Relative paths are
 /// relative to the config file's folder.
@@ -21,7 +22,7 @@ public struct DaemonConfig: Sendable {
     public var scanInterval: Double
     public var maxAttempts: Int
     public var maxJobFileBytes: Int
-    public var logLevel: LogLevel
+    public var logLevel: Logger.Level
     /// Compute threads (0: every online CPU).
     public var threads: Int
 
@@ -30,7 +31,7 @@ public struct DaemonConfig: Sendable {
 
     public init(stateDirectory: URL, spoolDirectory: URL? = nil, models: [String: URL] = [:], modelDirectories: [URL] = [],
                 modelMemoryBudget: Int = 16 << 30, cacheMemoryBudget: Int = 4 << 30, scanInterval: Double = 5,
-                maxAttempts: Int = 3, maxJobFileBytes: Int = 8 << 20, logLevel: LogLevel = .info, threads: Int = 0) {
+                maxAttempts: Int = 3, maxJobFileBytes: Int = 8 << 20, logLevel: Logger.Level = .info, threads: Int = 0) {
         self.stateDirectory = stateDirectory
         self.spoolDirectory = spoolDirectory ?? stateDirectory.appendingPathComponent("spool")
         self.models = models
@@ -123,8 +124,8 @@ public struct DaemonConfig: Sendable {
         if let n = p.int(map, "max_attempts", min: 1) { config.maxAttempts = n }
         if let n = p.int(map, "threads", min: 0) { config.threads = n }
         if let s = p.string(map, "log_level", required: false) {
-            if let level = LogLevel(name: s) { config.logLevel = level } else {
-                p.add("log_level", "one of \(LogLevel.allCases.map(\.name).joined(separator: ", "))", "\"\(s)\"")
+            if let level = Logger.Level(rawValue: s.lowercased()) { config.logLevel = level } else {
+                p.add("log_level", "one of \(Logger.levelNames.joined(separator: ", "))", "\"\(s)\"")
             }
         }
         return p.problems.isEmpty ? .success(config) : .failure(ConfigurationError(p.problems))

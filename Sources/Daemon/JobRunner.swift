@@ -1,6 +1,7 @@
 import Decoding
 import Engine
 import Foundation
+import Logging
 
 /// A flag one thread sets and another polls between tokens.
 public final class StopFlag: @unchecked Sendable {
@@ -21,7 +22,7 @@ public final class JobRunner: @unchecked Sendable {
     let models: ModelManager
     let caches: CacheManager
     let registry: StrategyRegistry
-    let log: Log
+    let log: Logger
     public let stopping = StopFlag()
     /// Called after each prompt and job, for systemd STATUS= lines.
     public var onProgress: (String) -> Void = { _ in }
@@ -35,7 +36,7 @@ public final class JobRunner: @unchecked Sendable {
     /// Seconds a job released after a store failure waits, times its attempt number.
     public var storeFailureBackoff: TimeInterval = 30
 
-    public init(store: JobStore, models: ModelManager, caches: CacheManager, registry: StrategyRegistry, log: Log) {
+    public init(store: JobStore, models: ModelManager, caches: CacheManager, registry: StrategyRegistry, log: Logger) {
         self.store = store
         self.models = models
         self.caches = caches

@@ -1,52 +1,67 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
+import Logging
 
-/// Syslog priorities, as journald reads them from a `<N>` prefix on each stderr line.
-public enum LogLevel: Int, CaseIterable, Sendable, Comparable {
-    case error = 3, warning = 4, notice = 5, info = 6, debug = 7
+/// The daemon's swift-log handler: one line per message on stderr. Under systemd each line starts
+/// with journald's syslog priority (`<6>accepted …`), which journald turns into the entry's
+/// priority; on a terminal the level is written as a word instead (`info: accepted …`).
+///
+/// Messages quote spool file names and job fields that anyone in the spool group chooses, so
+/// control characters in them are shown escaped (`TerminalText`): a journal or terminal line can
+/// neither be forged (an embedded newline) nor drive the reader's terminal.
+public struct JournalLogHandler: LogHandler {
+    public var logLevel: Logger.Level
+    public var metadata: Logger.Metadata = [:]
+    let journald: Bool
 
-    public var name: String {
-        switch self {
-        case .error: return "error"
-        case .warning: return "warning"
-        case .notice: return "notice"
-        case .info: return "info"
-        case .debug: return "debug"
+    /// Lines from several threads must not interleave: one lock, one write per message.
+    private static let output = NSLock()
+
+    public init(level: Logger.Level, journald: Bool = isatty(STDERR_FILENO) == 0) {
+        logLevel = level
+        self.journald = journald
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    /// syslog(3) priorities, as journald reads them from a `<N>` prefix.
+    static func priority(_ level: Logger.Level) -> Int {
+        switch level {
+        case .critical: return 2
+        case .error: return 3
+        case .warning: return 4
+        case .notice: return 5
+        case .info: return 6
+        case .debug, .trace: return 7
         }
     }
 
-    public init?(name: String) {
-        guard let level = LogLevel.allCases.first(where: { $0.name == name.lowercased() }) else { return nil }
-        self = level
+    public func log(event: LogEvent) {
+        var fields = metadata
+        if let extra = event.metadata { fields.merge(extra) { _, new in new } }
+        var message = "\(event.message)"
+        if !fields.isEmpty { message += " " + fields.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ") }
+        let prefix = journald ? "<\(Self.priority(event.level))>" : "\(event.level.rawValue): "
+        // A message of several lines (a rejected file's problems) becomes several entries.
+        let text = message.split(separator: "\n", omittingEmptySubsequences: false)
+            .map { prefix + TerminalText.escaped(String($0)) + "\n" }.joined()
+        Self.output.lock()
+        FileHandle.standardError.write(Data(text.utf8))
+        Self.output.unlock()
     }
-
-    public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue > b.rawValue }
 }
 
-/// Writes one line per message to stderr with journald's priority prefix (`<6>accepted …`), which
-/// systemd turns into the entry's priority. On a terminal the level is written as a word instead.
-public final class Log: @unchecked Sendable {
-    public let level: LogLevel
-    private let lock = NSLock()
-    private let prefixed: Bool
-
-    public init(level: LogLevel, journald: Bool = isatty(STDERR_FILENO) == 0) {
-        self.level = level
-        prefixed = journald
+extension Logger {
+    /// The logger of `serve` and `run`.
+    public static func daemon(level: Logger.Level, journald: Bool = isatty(STDERR_FILENO) == 0) -> Logger {
+        Logger(label: "layerskip") { _ in JournalLogHandler(level: level, journald: journald) }
     }
 
-    public func log(_ level: LogLevel, _ message: @autoclosure () -> String) {
-        guard level >= self.level else { return }
-        // One write per line so lines from several threads never interleave.
-        let text = message().split(separator: "\n", omittingEmptySubsequences: false)
-            .map { prefixed ? "<\(level.rawValue)>\($0)\n" : "\(level.name): \($0)\n" }.joined()
-        lock.lock()
-        FileHandle.standardError.write(Data(text.utf8))
-        lock.unlock()
-    }
-
-    public func error(_ m: @autoclosure () -> String) { log(.error, m()) }
-    public func warning(_ m: @autoclosure () -> String) { log(.warning, m()) }
-    public func notice(_ m: @autoclosure () -> String) { log(.notice, m()) }
-    public func info(_ m: @autoclosure () -> String) { log(.info, m()) }
-    public func debug(_ m: @autoclosure () -> String) { log(.debug, m()) }
+    /// Names `log_level:` accepts, most severe first.
+    public static let levelNames = ["critical", "error", "warning", "notice", "info", "debug", "trace"]
 }

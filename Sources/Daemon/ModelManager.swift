@@ -1,6 +1,7 @@
 import Engine
 import Foundation
 import Tokenization
+import Logging
 
 /// A model folder loaded once and shared by every job and strategy that names it.
 public final class LoadedModel: @unchecked Sendable {
@@ -20,13 +21,13 @@ public final class LoadedModel: @unchecked Sendable {
 /// least recently used models that no job is using.
 public final class ModelManager: @unchecked Sendable {
     public let budget: Int
-    private let log: Log
+    private let log: Logger
     private let lock = NSLock()
     private var entries: [String: (model: LoadedModel, users: Int, lastUsed: UInt64)] = [:]
     private var clock: UInt64 = 0
     public private(set) var loads = 0
 
-    public init(budget: Int, log: Log) {
+    public init(budget: Int, log: Logger) {
         self.budget = budget
         self.log = log
     }

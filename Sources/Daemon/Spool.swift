@@ -5,6 +5,7 @@ import Decoding
 import Foundation
 import GRDB
 import InputFiles
+import Logging
 
 /// The spool's folders. A file counts as submitted once it has been *renamed* into incoming/
 /// (write it elsewhere or under an ignored name first); files being written are ignored by name:
@@ -129,12 +130,12 @@ public final class SpoolIntake: @unchecked Sendable {
     let store: JobStore
     let config: DaemonConfig
     let registry: StrategyRegistry
-    let log: Log
+    let log: Logger
     private let lock = NSLock()
     /// The last spool-level problem logged, so a persisting one is logged once, not every scan.
     private var lastProblem: String?
 
-    public init(folders: SpoolFolders, store: JobStore, config: DaemonConfig, registry: StrategyRegistry, log: Log) {
+    public init(folders: SpoolFolders, store: JobStore, config: DaemonConfig, registry: StrategyRegistry, log: Logger) {
         self.layout = folders.layout
         self.folders = folders
         self.store = store
@@ -154,7 +155,7 @@ public final class SpoolIntake: @unchecked Sendable {
             names = try FileOps.list(folders.incoming)
         } catch {
             let problem = "spool: \(error)"
-            if problem != lastProblem { log.error(problem) }
+            if problem != lastProblem { log.error("\(problem)") }
             lastProblem = problem
             return 0
         }
@@ -243,18 +244,18 @@ public final class SpoolIntake: @unchecked Sendable {
         case S_IFLNK:
             let target = FileOps.readLink(folders.incoming, path)
             return reject("a regular file (symbolic links are not followed)", "a symbolic link to \(target)",
-                          hash: SHA256.hex(Data("symlink:\(target)".utf8)))
+                          hash: ContentHash.hex(Data("symlink:\(target)".utf8)))
         case S_IFDIR:
-            return reject("a regular file", "a directory", hash: SHA256.hex(Data("directory:\(st.st_ino)".utf8)))
+            return reject("a regular file", "a directory", hash: ContentHash.hex(Data("directory:\(st.st_ino)".utf8)))
         case S_IFREG:
             break
         default:
-            return reject("a regular file", RegularFile.describe(mode: st.st_mode), hash: SHA256.hex(Data("special:\(st.st_ino)".utf8)))
+            return reject("a regular file", RegularFile.describe(mode: st.st_mode), hash: ContentHash.hex(Data("special:\(st.st_ino)".utf8)))
         }
         let size = Int(st.st_size)
         if size > config.maxJobFileBytes {
             return reject("a job file of at most \(config.maxJobFileBytes) bytes (max_job_file_bytes)", "\(size) bytes",
-                          hash: SHA256.hex(Data("large:\(size):\(st.st_ino):\(st.st_mtim.tv_sec)".utf8)))
+                          hash: ContentHash.hex(Data("large:\(size):\(st.st_ino):\(st.st_mtim.tv_sec)".utf8)))
         }
         let data: Data
         do {
@@ -263,11 +264,11 @@ public final class SpoolIntake: @unchecked Sendable {
             data = try RegularFile.read(bytes: path, limit: config.maxJobFileBytes, relativeTo: folders.incoming,
                                         followSymlinks: false, displayPath: display)
         } catch let error as InputFileError {
-            return reject("a readable regular file", "a file that \(error.reason)", hash: SHA256.hex(Data("unreadable:\(st.st_ino)".utf8)))
+            return reject("a readable regular file", "a file that \(error.reason)", hash: ContentHash.hex(Data("unreadable:\(st.st_ino)".utf8)))
         } catch {
-            return reject("a readable file", "\(error)", hash: SHA256.hex(Data("unreadable:\(st.st_ino)".utf8)))
+            return reject("a readable file", "\(error)", hash: ContentHash.hex(Data("unreadable:\(st.st_ino)".utf8)))
         }
-        let hash = SHA256.hex(data)
+        let hash = ContentHash.hex(data)
         if !isUTF8 {
             return reject("a file name in UTF-8", "the name \(display) (bytes shown as %XX)", hash: hash)
         }

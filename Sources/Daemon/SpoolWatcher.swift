@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import Logging
 
 /// Long-running parts of the daemon: `run()` blocks until `shutdown()` is called.
 public protocol DaemonService: AnyObject, Sendable {
@@ -61,11 +62,11 @@ public final class SpoolWatcher: DaemonService, @unchecked Sendable {
 public final class RunnerService: DaemonService, @unchecked Sendable {
     public let name = "job runner"
     let runner: JobRunner
-    let log: Log
+    let log: Logger
     private let wake = NSCondition()
     private var woken = false
 
-    public init(runner: JobRunner, log: Log) {
+    public init(runner: JobRunner, log: Logger) {
         self.runner = runner
         self.log = log
     }

@@ -76,5 +76,5 @@ extension JobFileValidator {
         return (data, validate(data, file: url.path, context: context))
     }
 
-    public static func contentHash(_ data: Data) -> String { SHA256.hex(data) }
+    public static func contentHash(_ data: Data) -> String { ContentHash.hex(data) }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Daemon
 import Foundation
 
 /// The root command. Every subcommand is registered here, in one list.
@@ -71,8 +72,11 @@ enum Main {
     }
 }
 
+/// A message for a human on stderr; it may quote file names and job fields, so control
+/// characters are shown escaped (newlines kept: messages span lines).
 func standardError(_ line: String) {
-    FileHandle.standardError.write(Data((line.hasSuffix("\n") ? line : line + "\n").utf8))
+    let text = TerminalText.escaped(line, keepLayout: true)
+    FileHandle.standardError.write(Data((text.hasSuffix("\n") ? text : text + "\n").utf8))
 }
 
 /// An error the CLI reports as one line, with a documented exit code.

@@ -3,6 +3,7 @@ import Decoding
 import Foundation
 import GRDB
 import XCTest
+import Logging
 
 final class JobStoreTests: XCTestCase {
     var dir: URL!
@@ -138,7 +139,7 @@ final class JobStoreTests: XCTestCase {
     /// The runner commits each prompt as it finishes and resumes a job without redoing them.
     func testRunnerResumesWithoutRedoingFinishedPrompts() throws {
         let id = try submit(jobYAML(prompts: 3, tokens: 4))
-        let log = Log(level: .error)
+        let log = Logger.daemon(level: .error)
         let runner = JobRunner(store: store, models: ModelManager(budget: 1 << 30, log: log), caches: CacheManager(budget: 1 << 30),
                                registry: testRegistry, log: log)
         // First attempt: finish prompt 0 by hand, then "crash".
@@ -156,7 +157,7 @@ final class JobStoreTests: XCTestCase {
 
     func testCacheBudgetTooSmallFailsClearly() throws {
         let id = try submit(jobYAML(tokens: 8))
-        let log = Log(level: .error)
+        let log = Logger.daemon(level: .error)
         let runner = JobRunner(store: store, models: ModelManager(budget: 1 << 30, log: log), caches: CacheManager(budget: 1000),
                                registry: testRegistry, log: log)
         XCTAssertEqual(try runner.runNext(), .finished(id, .failed))
@@ -166,7 +167,7 @@ final class JobStoreTests: XCTestCase {
 
     func testPromptLongerThanTheModelFailsTheJobClearly() throws {
         let id = try submit("model: tiny\nmax_new_tokens: 8\nprompts: [\"\(String(repeating: "lorem ipsum ", count: 400))\"]\n")
-        let log = Log(level: .error)
+        let log = Logger.daemon(level: .error)
         let runner = JobRunner(store: store, models: ModelManager(budget: 1 << 30, log: log), caches: CacheManager(budget: 1 << 30),
                                registry: testRegistry, log: log)
         XCTAssertEqual(try runner.runNext(), .finished(id, .failed))
@@ -175,7 +176,7 @@ final class JobStoreTests: XCTestCase {
     }
 
     func testModelManagerLoadsOnceAndUnloadsBeyondBudget() throws {
-        let models = ModelManager(budget: 1, log: Log(level: .error))
+        let models = ModelManager(budget: 1, log: Logger.daemon(level: .error))
         let a = try models.acquire(Paths.tinyModel)
         let b = try models.acquire(Paths.tinyModel)
         XCTAssertTrue(a === b)

@@ -2,6 +2,7 @@ import Daemon
 import Decoding
 import Foundation
 import XCTest
+import Logging
 
 /// The intake's crash windows, made deterministic: a job recorded but its file not yet moved, and
 /// a file moved but its job still marked pending.
@@ -18,7 +19,7 @@ final class SpoolIntakeTests: XCTestCase {
         try layout.create()
         var config = DaemonConfig(stateDirectory: dir)
         config.models = ["tiny": Paths.tinyModel]
-        intake = SpoolIntake(folders: try SpoolFolders(layout: layout, lock: false), store: store, config: config, registry: testRegistry, log: Log(level: .error))
+        intake = SpoolIntake(folders: try SpoolFolders(layout: layout, lock: false), store: store, config: config, registry: testRegistry, log: Logger.daemon(level: .error))
     }
 
     override func tearDown() { try? FileManager.default.removeItem(at: dir) }

@@ -53,7 +53,7 @@ struct ResultCommand: ParsableCommand {
         if job.state == .rejected { throw CLIError(message: "job \(id) was rejected; `layerskip show \(id)` lists its problems") }
         for o in outputs {
             printLine("=== \(o.promptId) ===")
-            printLine(o.text ?? "(not finished: job is \(job.state.rawValue))")
+            printText(o.text ?? "(not finished: job is \(job.state.rawValue))")
         }
     }
 }

@@ -5,6 +5,7 @@ import ArgumentParser
 import Daemon
 import Decoding
 import Foundation
+import Logging
 
 struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -32,7 +33,7 @@ struct RunCommand: ParsableCommand {
     func run() throws {
         let config = try options.load()
         ThreadSettings.apply(config.threads > 0 ? config.threads : nil)
-        let log = Log(level: max(config.logLevel, .notice))
+        let log = Logger.daemon(level: max(config.logLevel, .notice))
         let lock: InstanceLock
         do { lock = try InstanceLock(url: config.lockURL) } catch let error as DaemonError {
             throw CLIError(message: "\(error.description); submit the files with `layerskip submit` instead")

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Daemon
 import Foundation
+import Logging
 
 struct ServeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -18,7 +19,7 @@ struct ServeCommand: ParsableCommand {
     func run() throws {
         let config = try options.load()
         ThreadSettings.apply(config.threads > 0 ? config.threads : nil)
-        let log = Log(level: config.logLevel)
+        let log = Logger.daemon(level: config.logLevel)
         do {
             try Daemon(config: config, registry: Strategies.registry, log: log).run()
         } catch let error as DaemonError {

@@ -46,10 +46,16 @@ func printDocument<T: Encodable>(_ value: T) throws {
     FileHandle.standardOutput.write(try encoder.encode(value) + Data("\n".utf8))
 }
 
-func printLine(_ s: String) { FileHandle.standardOutput.write(Data((s + "\n").utf8)) }
+/// One line of human output; control characters in it are shown escaped (`TerminalText`).
+func printLine(_ s: String) { FileHandle.standardOutput.write(Data((TerminalText.escaped(s) + "\n").utf8)) }
+
+/// Generated text for a human: its newlines and tabs kept, other control characters escaped.
+func printText(_ s: String) { FileHandle.standardOutput.write(Data((TerminalText.escaped(s, keepLayout: true) + "\n").utf8)) }
 
 /// A plain text table: a header, then one line per row, columns padded to their widest cell.
 func printTable(_ header: [String], _ rows: [[String]]) {
+    // Escaped before measuring, so that the padding is right for what is shown.
+    let rows = rows.map { $0.map { TerminalText.escaped($0) } }
     var widths = header.map(\.count)
     for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
     func line(_ cells: [String]) -> String {
