@@ -13,6 +13,11 @@ public final class Daemon: @unchecked Sendable {
     let log: Logger
     let notifier: SystemdNotifier
 
+    private let stopSignal = DispatchSemaphore(value: 0)
+
+    /// Stops a running `run()` as SIGTERM does (for a daemon embedded in another process).
+    public func stop() { stopSignal.signal() }
+
     public init(config: DaemonConfig, registry: StrategyRegistry, log: Logger, notifier: SystemdNotifier = SystemdNotifier()) {
         self.config = config
         self.registry = registry
@@ -25,11 +30,10 @@ public final class Daemon: @unchecked Sendable {
         // The signals are handled by a dispatch source, not by the default action.
         signal(SIGTERM, SIG_IGN)
         signal(SIGINT, SIG_IGN)
-        let stopSignal = DispatchSemaphore(value: 0)
         var sources: [DispatchSourceSignal] = []
         for sig in [SIGTERM, SIGINT] {
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { stopSignal.signal() }
+            source.setEventHandler { [stopSignal] in stopSignal.signal() }
             source.resume()
             sources.append(source)
         }
@@ -50,6 +54,7 @@ public final class Daemon: @unchecked Sendable {
         let runner = JobRunner(store: store, models: ModelManager(budget: config.modelMemoryBudget, log: log),
                                caches: CacheManager(budget: config.cacheMemoryBudget), registry: registry, log: log)
         runner.onProgress = { [notifier] in notifier.status($0) }
+        runner.storeFailureBackoff = config.retryBackoff
         let runnerService = RunnerService(runner: runner, log: log)
         let watchdog = WatchdogFeeder(notifier: notifier, liveness: runner.liveness, log: log)
         let watcher = SpoolWatcher(intake: intake, interval: config.scanInterval,

@@ -21,13 +21,16 @@ public struct DaemonConfig: Sendable {
     /// A full rescan of incoming/ at least this often, whatever inotify says.
     public var scanInterval: Double
     public var maxAttempts: Int
+    /// A job whose run hit a store failure (disk full, I/O error) waits this many seconds times
+    /// its attempt number before it runs again.
+    public var retryBackoff: Double = 30
     public var maxJobFileBytes: Int
     public var logLevel: Logger.Level
     /// Compute threads (0: every online CPU).
     public var threads: Int
 
     public static let keys = ["state_directory", "spool_directory", "models", "model_directories", "model_memory_budget", "cache_memory_budget",
-                              "scan_interval_seconds", "max_attempts", "max_job_file_bytes", "log_level", "threads"]
+                              "scan_interval_seconds", "max_attempts", "retry_backoff_seconds", "max_job_file_bytes", "log_level", "threads"]
 
     public init(stateDirectory: URL, spoolDirectory: URL? = nil, models: [String: URL] = [:], modelDirectories: [URL] = [],
                 modelMemoryBudget: Int = 16 << 30, cacheMemoryBudget: Int = 4 << 30, scanInterval: Double = 5,
@@ -122,6 +125,11 @@ public struct DaemonConfig: Sendable {
             if let d = v.doubleValue, d > 0 { config.scanInterval = d } else { p.add("scan_interval_seconds", "a number > 0", v.description) }
         }
         if let n = p.int(map, "max_attempts", min: 1) { config.maxAttempts = n }
+        if let v = map["retry_backoff_seconds"] {
+            if let d = v.doubleValue, d >= 0, d <= 86400 { config.retryBackoff = d } else {
+                p.add("retry_backoff_seconds", "a number of seconds from 0 to 86400", v.description)
+            }
+        }
         if let n = p.int(map, "threads", min: 0) { config.threads = n }
         if let s = p.string(map, "log_level", required: false) {
             if let level = Logger.Level(rawValue: s.lowercased()) { config.logLevel = level } else {

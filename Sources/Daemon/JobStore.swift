@@ -34,14 +34,18 @@ public final class JobStore: @unchecked Sendable {
             // A committed transition must survive power loss, not only a crash of this process.
             try db.execute(sql: "PRAGMA synchronous = FULL")
         }
-        pool = try DatabasePool(path: url.path, configuration: config)
-        let migrator = Migrations.migrator
-        // A read first: CLI readers of an up-to-date database never take the write lock.
-        let (unknown, complete) = try pool.read { db in
-            (try migrator.appliedIdentifiers(db).subtracting(migrator.migrations), try migrator.hasCompletedMigrations(db))
+        do {
+            pool = try DatabasePool(path: url.path, configuration: config)
+            let migrator = Migrations.migrator
+            // A read first: CLI readers of an up-to-date database never take the write lock.
+            let (unknown, complete) = try pool.read { db in
+                (try migrator.appliedIdentifiers(db).subtracting(migrator.migrations), try migrator.hasCompletedMigrations(db))
+            }
+            if !unknown.isEmpty { throw DaemonError.databaseTooNew(path: url.path, unknown: unknown.sorted()) }
+            if !complete { try migrator.migrate(pool) }
+        } catch let error as DatabaseError where [.SQLITE_CORRUPT, .SQLITE_NOTADB].contains(error.resultCode) {
+            throw JobStore.damaged(url, error.message ?? "\(error)")
         }
-        if !unknown.isEmpty { throw DaemonError.databaseTooNew(path: url.path, unknown: unknown.sorted()) }
-        if !complete { try migrator.migrate(pool) }
     }
 
     /// One write transaction that holds the write lock from its first statement.
@@ -74,11 +78,16 @@ public final class JobStore: @unchecked Sendable {
     /// `PRAGMA quick_check` (structure and record format, without the index cross-checks of
     /// integrity_check): a damaged database is refused at start instead of failing a job later.
     public func verifyIntact() throws {
-        let report = try pool.read { db in try String.fetchAll(db, sql: "PRAGMA quick_check") }
-        guard report == ["ok"] else {
-            throw DaemonError.io("the job database \(url.path) is damaged (quick_check: \(report.prefix(3).joined(separator: "; "))); "
-                + "move it aside and restore a backup (sqlite3 \(url.path) .recover can salvage rows)")
+        let report: [String]
+        do { report = try pool.read { db in try String.fetchAll(db, sql: "PRAGMA quick_check") } } catch let error as DatabaseError {
+            throw JobStore.damaged(url, error.message ?? "\(error)")
         }
+        guard report == ["ok"] else { throw JobStore.damaged(url, report.prefix(3).joined(separator: "; ")) }
+    }
+
+    static func damaged(_ url: URL, _ detail: String) -> DaemonError {
+        DaemonError.io("the job database \(url.path) is damaged (quick_check: \(detail)); "
+            + "move it aside and restore a backup (sqlite3 \(url.path) .recover can salvage rows)")
     }
 }
 

@@ -103,6 +103,18 @@ final class Installation {
                       stderr: String(decoding: errData.data, as: UTF8.self))
     }
 
+    /// Runs a system tool (mount, umount) and returns its exit status.
+    static func runTool(_ path: String, _ arguments: [String]) throws -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
     /// Starts `serve` and waits until it has scanned the spool (its "serving" line).
     @discardableResult
     func start(environment: [String: String] = [:], waitReady: Bool = true) throws -> Process {
