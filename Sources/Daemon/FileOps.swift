@@ -69,7 +69,8 @@ enum FileOps {
     /// (replacing nothing unless `replace`), then fsync of the directory. Returns false when
     /// `name` exists and `replace` is false.
     static func writeAtomically(_ data: Data, in directory: Int32, name: String, replace: Bool = false, mode: mode_t = 0o644) throws -> Bool {
-        let temp = ".\(name).\(getpid()).\(UInt32.random(in: 0...UInt32.max)).tmp"
+        // Independent of `name`, which may already be near NAME_MAX.
+        let temp = ".layerskip-\(getpid())-\(String(UInt64.random(in: 0...UInt64.max), radix: 36)).tmp"
         let fd = openat(directory, temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
         guard fd >= 0 else { throw DaemonError.io("cannot create \(temp): \(errnoText())") }
         var ok = data.withUnsafeBytes { buf -> Bool in

@@ -320,7 +320,7 @@ struct Problems {
                 return []
             }
             do {
-                data = try RegularFile.read(file, limit: context.maxPromptsFileBytes, relativeTo: folder, followSymlinks: false)
+                data = try RegularFile.read(file, limit: context.maxPromptsFileBytes, relativeTo: folder, followSymlinks: false, singleLink: true)
             } catch let error as InputFileError {
                 add("prompts_file", "a JSONL file of at most \(context.maxPromptsFileBytes) bytes in the job's own spool folder",
                     "\"\(file)\", which \(error.reason)")

@@ -262,7 +262,7 @@ public final class SpoolIntake: @unchecked Sendable {
             // Opened without following links or blocking, and checked again on the descriptor:
             // the entry may have been swapped since the lstat above.
             data = try RegularFile.read(bytes: path, limit: config.maxJobFileBytes, relativeTo: folders.incoming,
-                                        followSymlinks: false, displayPath: display)
+                                        followSymlinks: false, singleLink: true, displayPath: display)
         } catch let error as InputFileError {
             return reject("a readable regular file", "a file that \(error.reason)", hash: ContentHash.hex(Data("unreadable:\(st.st_ino)".utf8)))
         } catch {
@@ -284,13 +284,28 @@ public final class SpoolIntake: @unchecked Sendable {
     /// A name free in accepted/ (or free together with NAME.error in rejected/).
     private func freeName(_ display: String, rejected: Bool) throws -> String {
         let folder = rejected ? folders.rejected : folders.accepted
-        var candidate = display
+        let base = Self.storableName(display)
+        var candidate = base
         var n = 0
         while FileOps.exists(folder, candidate) || (rejected && FileOps.exists(folder, candidate + ".error")) {
             n += 1
-            candidate = "\(display).\(n)"
+            candidate = "\(base).\(n)"
         }
         return candidate
+    }
+}
+
+extension SpoolIntake {
+    /// A name that fits NAME_MAX (255 bytes) with `.error` and a `.N` suffix added: a longer one
+    /// keeps its first 180 bytes and gets a hash of the whole name, so two long names stay apart.
+    static func storableName(_ name: String) -> String {
+        guard name.utf8.count > 200 else { return name }
+        var prefix = ""
+        for c in name {
+            guard prefix.utf8.count + String(c).utf8.count <= 180 else { break }
+            prefix.append(c)
+        }
+        return prefix + "-" + ContentHash.hex(Data(name.utf8)).prefix(12)
     }
 }
 

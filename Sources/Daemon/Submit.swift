@@ -31,7 +31,8 @@ extension SpoolLayout {
         formatter.timeZone = TimeZone(identifier: "UTC")
         formatter.dateFormat = "yyyyMMdd'T'HHmmss"
         while true {
-            let name = "\(formatter.string(from: Date()))-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))-\(url.lastPathComponent)"
+            let name = SpoolIntake.storableName(
+                "\(formatter.string(from: Date()))-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))-\(url.lastPathComponent)")
             if try FileOps.writeAtomically(content, to: incoming.appendingPathComponent(name)) {
                 return .success((name, JobFileValidator.contentHash(content)))
             }

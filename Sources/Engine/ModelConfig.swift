@@ -56,8 +56,9 @@ public struct RoPEParameters: Sendable, Equatable {
 }
 
 extension ModelConfig {
-    /// config.json files are a few KB; anything near this is not one.
-    public static let maxFileBytes = 16 << 20
+    /// config.json files are a few KB; anything near this is not one (and Foundation's parse tree
+    /// of a large one costs many times its size).
+    public static let maxFileBytes = 1 << 20
 
     public static func load(from url: URL) throws -> ModelConfig {
         let file = url.path

@@ -109,7 +109,8 @@ public struct ModelWeights: @unchecked Sendable {
                              "no weights: expected model.safetensors or model.safetensors.index.json in \(directory.path)")
         }
         let data: Data
-        do { data = try RegularFile.read(index.path, limit: 64 << 20) } catch let error as InputFileError {
+        // Real index files are tens of KB (one line per tensor).
+        do { data = try RegularFile.read(index.path, limit: 16 << 20) } catch let error as InputFileError {
             throw ModelError(.unreadableFile, file: index.path, error.reason)
         }
         do { try data.withUnsafeBytes { try JSONScanner.validate($0) } } catch let error as JSONScanError {

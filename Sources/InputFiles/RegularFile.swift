@@ -11,6 +11,8 @@ public struct InputFileError: Error, CustomStringConvertible, Equatable, Sendabl
         /// Not a regular file; the associated text says what it is ("a FIFO", "a directory", …).
         case notRegular(String)
         case tooLarge(size: Int, limit: Int)
+        /// A regular file with more than one name: it may be someone else's file, linked in.
+        case hardLinked(Int)
         case unreadable(String)
     }
 
@@ -28,6 +30,7 @@ public struct InputFileError: Error, CustomStringConvertible, Equatable, Sendabl
         case .missing: return "no such file"
         case let .notRegular(what): return "is \(what), expected a regular file"
         case let .tooLarge(size, limit): return "is \(size) bytes, expected at most \(limit)"
+        case let .hardLinked(n): return "has \(n) hard links, expected a file of its own (a hard link may be another user's file)"
         case let .unreadable(why): return "cannot be read: \(why)"
         }
     }
@@ -60,13 +63,16 @@ public enum RegularFile {
     ///   - directory: open `path` relative to this directory descriptor (`openat`); `AT_FDCWD` for none.
     ///   - followSymlinks: false adds `O_NOFOLLOW`, so a symbolic link is reported instead of followed.
     public static func open(_ path: String, relativeTo directory: Int32 = AT_FDCWD, followSymlinks: Bool = true,
-                            displayPath: String? = nil) throws -> (fd: Int32, size: Int) {
-        try open(bytes: Array(path.utf8CString), relativeTo: directory, followSymlinks: followSymlinks, displayPath: displayPath ?? path)
+                            singleLink: Bool = false, displayPath: String? = nil) throws -> (fd: Int32, size: Int) {
+        try open(bytes: Array(path.utf8CString), relativeTo: directory, followSymlinks: followSymlinks, singleLink: singleLink,
+                 displayPath: displayPath ?? path)
     }
 
     /// The same for a path given as bytes (a file name need not be UTF-8); `displayPath` names it in errors.
+    /// - Parameter singleLink: refuse a file with more than one hard link (for files that someone
+    ///   with fewer rights placed: linking in a file they cannot read must not make us read it).
     public static func open(bytes path: [CChar], relativeTo directory: Int32 = AT_FDCWD, followSymlinks: Bool = true,
-                            displayPath shown: String) throws -> (fd: Int32, size: Int) {
+                            singleLink: Bool = false, displayPath shown: String) throws -> (fd: Int32, size: Int) {
         var flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY
         if !followSymlinks { flags |= O_NOFOLLOW }
         let fd = openat(directory, path, flags)
@@ -89,6 +95,10 @@ public enum RegularFile {
             Glibc.close(fd)
             throw InputFileError(path: shown, kind: .notRegular(describe(mode: st.st_mode)))
         }
+        if singleLink && st.st_nlink > 1 {
+            Glibc.close(fd)
+            throw InputFileError(path: shown, kind: .hardLinked(Int(st.st_nlink)))
+        }
         // Regular files never block; clear the flag so reads behave as usual.
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
         return (fd, Int(st.st_size))
@@ -97,14 +107,15 @@ public enum RegularFile {
     /// The whole content of a regular file of at most `limit` bytes. The size is checked before
     /// reading and the read stops at `limit` + 1 bytes, so a file that grows meanwhile is refused too.
     public static func read(_ path: String, limit: Int, relativeTo directory: Int32 = AT_FDCWD, followSymlinks: Bool = true,
-                            displayPath: String? = nil) throws -> Data {
-        try read(bytes: Array(path.utf8CString), limit: limit, relativeTo: directory, followSymlinks: followSymlinks, displayPath: displayPath ?? path)
+                            singleLink: Bool = false, displayPath: String? = nil) throws -> Data {
+        try read(bytes: Array(path.utf8CString), limit: limit, relativeTo: directory, followSymlinks: followSymlinks,
+                 singleLink: singleLink, displayPath: displayPath ?? path)
     }
 
     /// The same for a path given as bytes (a file name need not be UTF-8); `displayPath` names it in errors.
     public static func read(bytes path: [CChar], limit: Int, relativeTo directory: Int32 = AT_FDCWD, followSymlinks: Bool = true,
-                            displayPath shown: String) throws -> Data {
-        let (fd, size) = try open(bytes: path, relativeTo: directory, followSymlinks: followSymlinks, displayPath: shown)
+                            singleLink: Bool = false, displayPath shown: String) throws -> Data {
+        let (fd, size) = try open(bytes: path, relativeTo: directory, followSymlinks: followSymlinks, singleLink: singleLink, displayPath: shown)
         defer { Glibc.close(fd) }
         guard size <= limit else { throw InputFileError(path: shown, kind: .tooLarge(size: size, limit: limit)) }
         var data = Data(count: size)

@@ -18,8 +18,9 @@ public final class Tokenizer: @unchecked Sendable {
     private let postProcessor: PostProcessor?
     private let decoder: Decoder?
 
-    /// The largest tokenizer.json read (Llama 3's is 17 MB; the largest published ones are ~35 MB).
-    public static let maxFileBytes = 512 << 20
+    /// The largest tokenizer.json read: Llama 3's is 17 MB, the largest published ones about 35 MB.
+    /// The parsed tree takes up to ~15× the file, so this also bounds what a hostile file costs.
+    public static let maxFileBytes = 64 << 20
 
     public convenience init(contentsOf url: URL) throws {
         let data: Data

@@ -156,7 +156,7 @@ final class Installation {
 
     /// Writes a job file elsewhere, then renames it into incoming/ (the spool's rule).
     func drop(_ name: String, _ contents: String) throws {
-        let temp = incoming.appendingPathComponent(".\(name).tmp")
+        let temp = incoming.appendingPathComponent(".drop-\(UUID().uuidString).tmp")
         try contents.write(to: temp, atomically: false, encoding: .utf8)
         try FileManager.default.moveItem(at: temp, to: incoming.appendingPathComponent(name))
     }

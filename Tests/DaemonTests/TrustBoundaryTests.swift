@@ -93,6 +93,31 @@ final class TrustBoundaryTests: XCTestCase {
         XCTAssertEqual(run.status, 0, run.stderr)
     }
 
+    /// Found by this issue's own second attack: a name near NAME_MAX wedged the intake (the
+    /// `.error` beside it could not be created, so the file stayed in incoming/ and was retried
+    /// forever), and a hard link made the daemon read a file the submitter may not be able to read.
+    func testLongNamesAndHardLinks() throws {
+        let install = try Installation()
+        try install.start()
+        let private_ = install.root.appendingPathComponent("private.txt")
+        try "secret_key: hunter2\n".write(to: private_, atomically: true, encoding: .utf8)
+        XCTAssertEqual(link(private_.path, install.incoming.appendingPathComponent("hard.yaml").path), 0)
+        try install.drop(String(repeating: "B", count: 252), "not: [yaml")
+        try install.drop(String(repeating: "L", count: 250) + ".yaml", jobYAML(tokens: 2))
+        try waitFor("all three taken in", timeout: 30) { try install.jobs().count == 3 }
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: install.incoming.path), [])
+        let hard = try String(contentsOf: install.rejected.appendingPathComponent("hard.yaml.error"), encoding: .utf8)
+        XCTAssertTrue(hard.contains("has 2 hard links"), hard)
+        XCTAssertFalse(hard.contains("secret_key"), hard)
+        let long = try XCTUnwrap(try install.jobs().first { ($0["source"] as? String)?.hasPrefix("LLL") == true })
+        XCTAssertEqual(try install.waitForJob(long["id"] as! Int, toBe: ["succeeded"])["state"] as? String, "succeeded")
+        for name in try FileManager.default.contentsOfDirectory(atPath: install.rejected.path) + FileManager.default.contentsOfDirectory(atPath: install.accepted.path) {
+            XCTAssertLessThanOrEqual(name.utf8.count, 255)
+        }
+        XCTAssertFalse(install.lastLog.contains("<3>"), install.lastLog)
+        XCTAssertEqual(install.stop(SIGTERM), 0)
+    }
+
     /// Defect 6: a second daemon on the same spool (with its own state directory) is refused.
     func testSecondDaemonOnTheSameSpoolIsRefused() throws {
         let install = try Installation()
