@@ -106,6 +106,7 @@ let package = Package(
             dependencies: ["CKernels", "COpenBLAS"],
             path: "Sources/kernel-bench"
         ),
+        .testTarget(name: "InputFilesTests", dependencies: ["InputFiles"], path: "Tests/InputFilesTests"),
         .testTarget(
             name: "TokenizationTests",
             dependencies: ["Tokenization"],

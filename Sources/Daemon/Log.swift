@@ -47,9 +47,9 @@ public struct JournalLogHandler: LogHandler {
         var message = "\(event.message)"
         if !fields.isEmpty { message += " " + fields.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ") }
         let prefix = journald ? "<\(Self.priority(event.level))>" : "\(event.level.rawValue): "
-        // A message of several lines (a rejected file's problems) becomes several entries.
-        let text = message.split(separator: "\n", omittingEmptySubsequences: false)
-            .map { prefix + TerminalText.escaped(String($0)) + "\n" }.joined()
+        // One message, one line: a newline inside a quoted file name must not start what would
+        // read as another entry (with a priority prefix of the submitter's choosing).
+        let text = prefix + TerminalText.escaped(message) + "\n"
         Self.output.lock()
         FileHandle.standardError.write(Data(text.utf8))
         Self.output.unlock()

@@ -212,8 +212,10 @@ public final class SpoolIntake: @unchecked Sendable {
         let folderFD = rejected ? folders.rejected : folders.accepted
         if rejected {
             let problems = try store.job(id)?.problems ?? []
-            let text = "layerskip rejected \(display) (job \(id)); nothing of it ran. Problems:\n"
-                + problems.map { "  \($0.path): expected \($0.expected), found \($0.found)\n" }.joined()
+            // Read by people with cat and less: what the submitter chose is shown escaped.
+            let e = { (s: String) in TerminalText.escaped(s) }
+            let text = "layerskip rejected \(e(display)) (job \(id)); nothing of it ran. Problems:\n"
+                + problems.map { "  \(e($0.path)): expected \(e($0.expected)), found \(e($0.found))\n" }.joined()
             _ = try FileOps.writeAtomically(Data(text.utf8), in: folderFD, name: storedAs + ".error", replace: true)
         }
         while try !FileOps.renameNoReplace(folders.incoming, source, folderFD, FileOps.cString(storedAs)) {

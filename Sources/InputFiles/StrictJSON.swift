@@ -186,7 +186,9 @@ public struct JSONScanner {
         let start = offset
         if offset < bytes.count, bytes[offset] == UInt8(ascii: "-") { offset += 1 }
         var digits = 0
+        let firstDigit = offset
         while offset < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[offset]) { offset += 1; digits += 1 }
+        if digits > 1 && bytes[firstDigit] == UInt8(ascii: "0") { throw JSONScanError(offset: start, message: "a number with a leading zero") }
         if offset < bytes.count, bytes[offset] == UInt8(ascii: ".") {
             offset += 1
             var fraction = 0
