@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the system libraries layerskip builds against, when they are missing:
-# OpenBLAS (libopenblas-dev) and SQLite (libsqlite3-dev). Debian/Ubuntu; uses sudo when not root.
+# OpenBLAS (libopenblas-dev) and SQLite (libsqlite3-dev), and GNU time (the tests measure peak
+# memory with it). Debian/Ubuntu; uses sudo when not root.
 set -euo pipefail
 
 missing=()
-for pkg in libopenblas-dev libsqlite3-dev pkg-config; do
+for pkg in libopenblas-dev libsqlite3-dev pkg-config time; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
         missing+=("$pkg")
     fi

@@ -63,7 +63,7 @@ public struct DaemonConfig: Sendable {
 
     public static func load(from url: URL) throws -> DaemonConfig {
         let data: Data
-        do { data = try RegularFile.read(url.path, limit: 1 << 20) } catch let error as InputFileError {
+        do { data = try RegularFile.read(url.path, limit: 1 << 20) } catch {
             throw DaemonError.config(url.path, ConfigurationError([.init(path: url.path, expected: "a readable config file of at most 1 MiB", found: "a file that \(error.reason)")]))
         }
         switch parse(data, file: url.path, directory: url.deletingLastPathComponent()) {

@@ -299,36 +299,27 @@ struct Problems {
 
     mutating func promptsFile(_ file: String, context: JobContext) -> [PromptSpec] {
         let data: Data
-        switch context.origin {
-        case .user:
-            let url = file.hasPrefix("/") ? URL(fileURLWithPath: file)
-                : context.baseDirectory.appendingPathComponent(file).standardizedFileURL
-            do { data = try RegularFile.read(url.path, limit: context.maxPromptsFileBytes) } catch let error as InputFileError {
-                add("prompts_file", "a readable JSONL file of at most \(context.maxPromptsFileBytes) bytes (relative to the job file)",
-                    "\"\(file)\": \(url.path) \(error.reason)")
-                return []
-            } catch {
-                add("prompts_file", "a readable JSONL file", "\"\(file)\": \(error)")
-                return []
-            }
-        case let .spool(folder):
-            // Decided on the text alone before anything is opened, so that the answer says
-            // nothing about files outside the spool.
-            guard !file.isEmpty, !file.contains("/"), file != ".", file != "..", !file.contains("\0") else {
-                add("prompts_file", "a file name in the job's own spool folder (layerskip submit puts the prompts into the job instead)",
-                    "\"\(file)\"")
-                return []
-            }
-            do {
+        do {
+            switch context.origin {
+            case .user:
+                let url = file.hasPrefix("/") ? URL(fileURLWithPath: file)
+                    : context.baseDirectory.appendingPathComponent(file).standardizedFileURL
+                data = try RegularFile.read(url.path, limit: context.maxPromptsFileBytes)
+            case let .spool(folder):
+                // Decided on the text alone before anything is opened, so that the answer says
+                // nothing about files outside the spool.
+                guard !file.isEmpty, !file.contains("/"), file != ".", file != "..", !file.contains("\0") else {
+                    add("prompts_file", "a file name in the job's own spool folder (layerskip submit puts the prompts into the job instead)",
+                        "\"\(file)\"")
+                    return []
+                }
                 data = try RegularFile.read(file, limit: context.maxPromptsFileBytes, relativeTo: folder, followSymlinks: false, singleLink: true)
-            } catch let error as InputFileError {
-                add("prompts_file", "a JSONL file of at most \(context.maxPromptsFileBytes) bytes in the job's own spool folder",
-                    "\"\(file)\", which \(error.reason)")
-                return []
-            } catch {
-                add("prompts_file", "a readable JSONL file", "\"\(file)\": \(error)")
-                return []
             }
+        } catch {
+            add("prompts_file", "a regular JSONL file of at most \(context.maxPromptsFileBytes) bytes"
+                + (context.origin == .user ? " (relative to the job file)" : " in the job's own spool folder"),
+                "\"\(file)\", which \(error.reason)")
+            return []
         }
         guard let text = String(data: data, encoding: .utf8) else {
             add("prompts_file", "a UTF-8 JSONL file", "\"\(file)\", which is not UTF-8")

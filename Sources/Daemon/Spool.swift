@@ -265,10 +265,8 @@ public final class SpoolIntake: @unchecked Sendable {
             // the entry may have been swapped since the lstat above.
             data = try RegularFile.read(bytes: path, limit: config.maxJobFileBytes, relativeTo: folders.incoming,
                                         followSymlinks: false, singleLink: true, displayPath: display)
-        } catch let error as InputFileError {
-            return reject("a readable regular file", "a file that \(error.reason)", hash: ContentHash.hex(Data("unreadable:\(st.st_ino)".utf8)))
         } catch {
-            return reject("a readable file", "\(error)", hash: ContentHash.hex(Data("unreadable:\(st.st_ino)".utf8)))
+            return reject("a readable regular file", "a file that \(error.reason)", hash: ContentHash.hex(Data("unreadable:\(st.st_ino)".utf8)))
         }
         let hash = ContentHash.hex(data)
         if !isUTF8 {

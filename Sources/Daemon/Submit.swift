@@ -66,11 +66,9 @@ extension JobFileValidator {
     /// Validates a job file where it lies (relative paths from its folder), as `submit` and `run` do.
     public static func validate(fileAt url: URL, config: DaemonConfig, registry: StrategyRegistry) -> (Data, Result<ResolvedJob, ConfigurationError>) {
         let data: Data
-        do { data = try RegularFile.read(url.path, limit: config.maxJobFileBytes) } catch let error as InputFileError {
+        do { data = try RegularFile.read(url.path, limit: config.maxJobFileBytes) } catch {
             return (Data(), .failure(ConfigurationError([.init(path: url.path, expected: "a readable job file of at most \(config.maxJobFileBytes) bytes",
                                                                found: "a file that \(error.reason)")])))
-        } catch {
-            return (Data(), .failure(ConfigurationError([.init(path: url.path, expected: "a readable job file", found: "\(error)")])))
         }
         let context = JobContext(baseDirectory: url.deletingLastPathComponent(), models: config.models,
                                  modelDirectories: config.modelDirectories, registry: registry)

@@ -63,7 +63,7 @@ extension ModelConfig {
     public static func load(from url: URL) throws -> ModelConfig {
         let file = url.path
         let data: Data
-        do { data = try RegularFile.read(file, limit: maxFileBytes) } catch let error as InputFileError {
+        do { data = try RegularFile.read(file, limit: maxFileBytes) } catch {
             if error.kind == .missing {
                 throw ModelError(.missingFile, file: file, "config.json not found (expected a Hugging Face model folder)")
             }

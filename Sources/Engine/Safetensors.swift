@@ -214,7 +214,7 @@ public final class SafetensorsFile: @unchecked Sendable {
     public init(path: String) throws {
         self.path = path
         let opened: (fd: Int32, size: Int)
-        do { opened = try RegularFile.open(path) } catch let error as InputFileError {
+        do { opened = try RegularFile.open(path) } catch {
             throw ModelError(error.kind == .missing ? .missingFile : .unreadableFile, file: path, "cannot open: \(error.reason)")
         }
         let (fd, size) = opened

@@ -110,7 +110,7 @@ public struct ModelWeights: @unchecked Sendable {
         }
         let data: Data
         // Real index files are tens of KB (one line per tensor).
-        do { data = try RegularFile.read(index.path, limit: 16 << 20) } catch let error as InputFileError {
+        do { data = try RegularFile.read(index.path, limit: 16 << 20) } catch {
             throw ModelError(.unreadableFile, file: index.path, error.reason)
         }
         do { try data.withUnsafeBytes { try JSONScanner.validate($0) } } catch let error as JSONScanError {

@@ -63,7 +63,7 @@ public enum RegularFile {
     ///   - directory: open `path` relative to this directory descriptor (`openat`); `AT_FDCWD` for none.
     ///   - followSymlinks: false adds `O_NOFOLLOW`, so a symbolic link is reported instead of followed.
     public static func open(_ path: String, relativeTo directory: Int32 = AT_FDCWD, followSymlinks: Bool = true,
-                            singleLink: Bool = false, displayPath: String? = nil) throws -> (fd: Int32, size: Int) {
+                            singleLink: Bool = false, displayPath: String? = nil) throws(InputFileError) -> (fd: Int32, size: Int) {
         try open(bytes: Array(path.utf8CString), relativeTo: directory, followSymlinks: followSymlinks, singleLink: singleLink,
                  displayPath: displayPath ?? path)
     }
@@ -72,7 +72,7 @@ public enum RegularFile {
     /// - Parameter singleLink: refuse a file with more than one hard link (for files that someone
     ///   with fewer rights placed: linking in a file they cannot read must not make us read it).
     public static func open(bytes path: [CChar], relativeTo directory: Int32 = AT_FDCWD, followSymlinks: Bool = true,
-                            singleLink: Bool = false, displayPath shown: String) throws -> (fd: Int32, size: Int) {
+                            singleLink: Bool = false, displayPath shown: String) throws(InputFileError) -> (fd: Int32, size: Int) {
         var flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY
         if !followSymlinks { flags |= O_NOFOLLOW }
         let fd = openat(directory, path, flags)
@@ -107,14 +107,14 @@ public enum RegularFile {
     /// The whole content of a regular file of at most `limit` bytes. The size is checked before
     /// reading and the read stops at `limit` + 1 bytes, so a file that grows meanwhile is refused too.
     public static func read(_ path: String, limit: Int, relativeTo directory: Int32 = AT_FDCWD, followSymlinks: Bool = true,
-                            singleLink: Bool = false, displayPath: String? = nil) throws -> Data {
+                            singleLink: Bool = false, displayPath: String? = nil) throws(InputFileError) -> Data {
         try read(bytes: Array(path.utf8CString), limit: limit, relativeTo: directory, followSymlinks: followSymlinks,
                  singleLink: singleLink, displayPath: displayPath ?? path)
     }
 
     /// The same for a path given as bytes (a file name need not be UTF-8); `displayPath` names it in errors.
     public static func read(bytes path: [CChar], limit: Int, relativeTo directory: Int32 = AT_FDCWD, followSymlinks: Bool = true,
-                            singleLink: Bool = false, displayPath shown: String) throws -> Data {
+                            singleLink: Bool = false, displayPath shown: String) throws(InputFileError) -> Data {
         let (fd, size) = try open(bytes: path, relativeTo: directory, followSymlinks: followSymlinks, singleLink: singleLink, displayPath: shown)
         defer { Glibc.close(fd) }
         guard size <= limit else { throw InputFileError(path: shown, kind: .tooLarge(size: size, limit: limit)) }

@@ -140,18 +140,21 @@ public struct JSONScanner {
 
     private mutating func readHex4() throws -> UInt32 {
         guard offset + 4 <= bytes.count else { throw error("a truncated \\u escape") }
+        guard let v = Self.hex4(bytes, at: offset) else { throw error("a non-hex digit in a \\u escape") }
+        offset += 4
+        return v
+    }
+
+    /// The value of the four hex digits of a `\\uXXXX` escape at `offset`, nil if one is not a hex digit.
+    public static func hex4(_ bytes: some Collection<UInt8>, at offset: Int) -> UInt32? {
         var v: UInt32 = 0
-        for _ in 0..<4 {
-            let c = bytes[offset]
-            let d: UInt32
+        for c in bytes.dropFirst(offset).prefix(4) {
             switch c {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): d = UInt32(c - UInt8(ascii: "0"))
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): d = UInt32(c - UInt8(ascii: "a") + 10)
-            case UInt8(ascii: "A")...UInt8(ascii: "F"): d = UInt32(c - UInt8(ascii: "A") + 10)
-            default: throw error("a non-hex digit in a \\u escape")
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): v = v << 4 | UInt32(c - UInt8(ascii: "0"))
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): v = v << 4 | UInt32(c - UInt8(ascii: "a") + 10)
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): v = v << 4 | UInt32(c - UInt8(ascii: "A") + 10)
+            default: return nil
             }
-            v = v << 4 | d
-            offset += 1
         }
         return v
     }

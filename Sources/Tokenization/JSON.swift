@@ -1,4 +1,5 @@
 import Foundation
+import InputFiles
 
 /// A parsed JSON value.
 ///
@@ -312,19 +313,8 @@ struct JSONParser {
 
     private mutating func parseHex4() throws -> UInt32 {
         guard pos + 4 <= bytes.count else { throw syntaxError("truncated \\u escape") }
-        var value: UInt32 = 0
-        for _ in 0..<4 {
-            let b = bytes[pos]
-            let digit: UInt32
-            switch b {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = UInt32(b - UInt8(ascii: "0"))
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = UInt32(b - UInt8(ascii: "a") + 10)
-            case UInt8(ascii: "A")...UInt8(ascii: "F"): digit = UInt32(b - UInt8(ascii: "A") + 10)
-            default: throw syntaxError("invalid hex digit in \\u escape")
-            }
-            value = value << 4 | digit
-            pos += 1
-        }
+        guard let value = JSONScanner.hex4(bytes, at: pos) else { throw syntaxError("invalid hex digit in \\u escape") }
+        pos += 4
         return value
     }
 

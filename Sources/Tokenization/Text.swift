@@ -224,8 +224,8 @@ final class ScalarRegex: @unchecked Sendable {
             }
             return scalarIndex
         }
-        try withExtendedLifetime(meter) {
-            try utf16.withUnsafeBufferPointer { text in
+        withExtendedLifetime(meter) {
+            utf16.withUnsafeBufferPointer { text in
                 // ICU keeps a pointer to the text, not a copy: it must stay valid until the last match.
                 swift_uregex_setText(regex, text.baseAddress, Int32(text.count), &status)
                 while swift_uregex_findNext(regex, &status) != 0 {

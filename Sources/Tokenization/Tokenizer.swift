@@ -26,7 +26,7 @@ public final class Tokenizer: @unchecked Sendable {
         let data: Data
         do {
             data = try RegularFile.read(url.path, limit: Self.maxFileBytes)
-        } catch let error as InputFileError {
+        } catch {
             throw TokenizerError(kind: .unreadable, file: url.path, path: "", message: error.reason)
         }
         try self.init(data: data, source: url.path)
