@@ -69,12 +69,13 @@ failed=0
 summaries=()
 for t in "${TARGETS[@]}"; do
     dir="$WORK/$t"
-    mkdir -p "$dir/corpus" "$dir/artifacts"
+    mkdir -p "$dir/corpus" "$dir/artifacts" "$dir/tmp"
     echo "fuzz: running $t for $SECONDS_PER_TARGET s"
     start=$(date +%s)
     rc=0
-    # The first corpus folder receives new units; the seed folder after it is only read.
-    "$BIN/$t" -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+    # The first corpus folder receives new units; the seed folder after it is only read. The
+    # harnesses' scratch files go under TMPDIR, removed with the rest even after a crash.
+    TMPDIR="$dir/tmp" "$BIN/$t" -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
         -print_final_stats=1 -artifact_prefix="$dir/artifacts/" \
         "$dir/corpus" "$FUZZ/Corpus/$t" >"$dir/log" 2>&1 || rc=$?
     elapsed=$(( $(date +%s) - start ))
