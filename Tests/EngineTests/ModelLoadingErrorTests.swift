@@ -108,6 +108,48 @@ final class ModelLoadingErrorTests: XCTestCase {
         expectError(.truncated, ["model.safetensors", "5 bytes"]) { _ = try LlamaModel(directory: dir) }
     }
 
+    /// Found by fuzz-safetensors (Fuzz/Corpus/fuzz-safetensors/regression-header-length-2pow63.safetensors):
+    /// a length prefix of 2^63 or more trapped converting to Int. Every length from the file is
+    /// checked against the format's cap and the file size before any arithmetic.
+    func testHeaderLengthsThatOverflowedAreErrors() throws {
+        for length: UInt64 in [1 << 63, UInt64.max, 0xA200_0000_0000_00B7, 100_000_001, 0, 1] {
+            XCTAssertThrowsError(try SafetensorsHeader.headerLength(prefix: length.littleEndian, fileSize: 1 << 20, file: "x.safetensors"), "\(length)") {
+                guard let e = $0 as? ModelError else { return XCTFail("\($0)") }
+                XCTAssertEqual(e.kind, .corruptHeader)
+                XCTAssertTrue(e.message.contains("header length \(length)"), e.message)
+            }
+        }
+        XCTAssertEqual(try SafetensorsHeader.headerLength(prefix: UInt64(16).littleEndian, fileSize: 24, file: "x"), 16)
+        XCTAssertThrowsError(try SafetensorsHeader.headerLength(prefix: UInt64(17).littleEndian, fileSize: 24, file: "x"))
+    }
+
+    /// What the format forbids, from the parser directly (the CLI tests cover the same through the binary).
+    func testHeaderLayoutRules() throws {
+        func parse(_ header: String, dataSize: Int) throws -> [SafetensorsEntry] {
+            try Data(header.utf8).withUnsafeBytes { try SafetensorsHeader.parse($0, dataSize: dataSize, file: "h") }
+        }
+        let ok = try parse(#"{"b":{"dtype":"F16","shape":[2],"data_offsets":[4,8]},"a":{"dtype":"F32","shape":[],"data_offsets":[0,4]},"__metadata__":{"k":"v"}}   "#, dataSize: 8)
+        XCTAssertEqual(ok.map(\.name), ["a", "b"])
+        XCTAssertEqual(ok.map(\.shape), [[], [2]])
+        let bad: [(String, Int, String)] = [
+            (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, 8, "cover 4 bytes of a 8-byte data section"),
+            (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#, 4, "needs 8 bytes"),
+            (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}}"#, 4, "not in order"),
+            (#"{"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,0]}}"#, 0, "more elements than fit in 64 bits"),
+            (#"{"a":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}}"#, 0, "more than 2^63"),
+            (#"{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,0]}}"#, 0, "non-negative integers"),
+            (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4,8]}}"#, 8, "[begin, end]"),
+            (#"{"a":{"dtype":"F32","shape":[1],"dtype":"F16","data_offsets":[0,4]}}"#, 4, "appears twice"),
+            (#"{"__metadata__":{"k":1}}"#, 0, "expected a string value"),
+            (#"{"__metadata__":{},"__metadata__":{}}"#, 0, "appears twice"),
+            (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}} x"#, 4, "unexpected data after"),
+            (#"["a"]"#, 0, "expected an object"),
+        ]
+        for (header, size, needle) in bad {
+            XCTAssertThrowsError(try parse(header, dataSize: size), header) { XCTAssertTrue("\($0)".contains(needle), "\(header): \($0)") }
+        }
+    }
+
     func testCorruptHeader() throws {
         let dir = try copyOfFixture()
         let url = dir.appendingPathComponent("model.safetensors")
