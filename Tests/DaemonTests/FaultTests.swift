@@ -41,8 +41,10 @@ final class FaultTests: XCTestCase {
         defer { _ = try? Installation.runTool("/bin/umount", ["-l", state.path]) }
 
         try install.start()
-        let prompts = 8
-        try install.drop("long.yaml", jobYAML(prompts: prompts, tokens: 40))
+        // Long enough (16 × 400 tokens, seconds even for the tiny model) that the filesystem is
+        // full well before the last prompt commits.
+        let prompts = 16
+        try install.drop("long.yaml", jobYAML(prompts: prompts, tokens: 400))
         try waitFor("the job to start", timeout: 30) { try install.jobs().first?["state"] as? String == "running" }
         try waitFor("a first output", timeout: 60) { (try install.jobs().first?["finished_prompts"] as? Int ?? 0) >= 1 }
 
@@ -54,7 +56,12 @@ final class FaultTests: XCTestCase {
         while write(fd, block, block.count) > 0 {}
         while write(fd, block, 1) > 0 {}
         close(fd)
-        try waitFor("the store failure in the log", timeout: 60) { install.lastLog.contains("the job store failed") }
+        try waitFor("the store failure in the log", timeout: 60) {
+            let state = try install.jobs().first?["state"] as? String
+            return install.lastLog.contains("the job store failed") || state != "running"
+        }
+        let jobsNow = try install.jobs()
+        XCTAssertTrue(install.lastLog.contains("the job store failed"), "the job ended before the filesystem was full: \(jobsNow)")
         XCTAssertTrue(install.daemon?.isRunning ?? false, install.lastLog)
         Thread.sleep(forTimeInterval: 1)
         try FileManager.default.removeItem(at: filler)
