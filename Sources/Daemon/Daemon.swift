@@ -88,6 +88,7 @@ public final class Daemon: @unchecked Sendable {
 /// `tick`) and the runner, which must have advanced within the watchdog interval whenever it has
 /// a job. A wedged generation therefore stops the keep-alives, systemd restarts the daemon, and
 /// the job's attempt counts (it ends `failed` after max_attempts).
+/// `@unchecked Sendable`: `reported` is touched by `tick` only, which runs on the spool loop's one thread.
 final class WatchdogFeeder: @unchecked Sendable {
     let notifier: SystemdNotifier
     let liveness: RunnerLiveness

@@ -183,6 +183,7 @@ public final class JobRunner: @unchecked Sendable {
 /// tokens (and whose engine runs no layers) must stop the keep-alives, so that systemd restarts
 /// the daemon and the job's attempt counts. Progress is a generated token, a finished prompt, or
 /// a layer the engine ran (a long prefill produces no token for a while).
+/// `@unchecked Sendable`: every field is read and written under `lock`.
 public final class RunnerLiveness: @unchecked Sendable {
     private let lock = NSLock()
     private var busy = false

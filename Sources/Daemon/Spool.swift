@@ -48,6 +48,7 @@ public struct SpoolLayout: Sendable {
 /// `O_DIRECTORY | O_NOFOLLOW`: members of the spool group can rename or replace the folders, but a
 /// symbolic link put in their place is refused, never followed. The root is locked (`flock`) so
 /// that a second daemon with another state directory cannot take the same spool.
+/// `@unchecked Sendable`: its descriptors are set once in `init` and only read afterwards.
 public final class SpoolFolders: @unchecked Sendable {
     public let layout: SpoolLayout
     let root: Int32

@@ -108,13 +108,12 @@ public struct JSONScanner {
             guard offset < bytes.count else { throw error("unterminated escape") }
             let e = bytes[offset]
             offset += 1
+            if let byte = Self.unescaped(e) {
+                out.append(byte)
+                plainStart = offset
+                continue
+            }
             switch e {
-            case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): out.append(e)
-            case UInt8(ascii: "b"): out.append(0x08)
-            case UInt8(ascii: "f"): out.append(0x0C)
-            case UInt8(ascii: "n"): out.append(0x0A)
-            case UInt8(ascii: "r"): out.append(0x0D)
-            case UInt8(ascii: "t"): out.append(0x09)
             case UInt8(ascii: "u"):
                 var scalar = try readHex4()
                 if (0xD800...0xDBFF).contains(scalar) {
@@ -138,6 +137,19 @@ public struct JSONScanner {
         return s
     }
 
+    /// The byte a one-character escape (`\n`, `\"`, …) stands for; nil for `\u` and invalid ones.
+    public static func unescaped(_ e: UInt8) -> UInt8? {
+        switch e {
+        case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): return e
+        case UInt8(ascii: "b"): return 0x08
+        case UInt8(ascii: "f"): return 0x0C
+        case UInt8(ascii: "n"): return 0x0A
+        case UInt8(ascii: "r"): return 0x0D
+        case UInt8(ascii: "t"): return 0x09
+        default: return nil
+        }
+    }
+
     private mutating func readHex4() throws -> UInt32 {
         guard offset + 4 <= bytes.count else { throw error("a truncated \\u escape") }
         guard let v = Self.hex4(bytes, at: offset) else { throw error("a non-hex digit in a \\u escape") }
@@ -145,7 +157,7 @@ public struct JSONScanner {
         return v
     }
 
-    /// The value of the four hex digits of a `\\uXXXX` escape at `offset`, nil if one is not a hex digit.
+    /// The value of the four hex digits of a `\uXXXX` escape at `offset`, nil if one is not a hex digit.
     public static func hex4(_ bytes: some Collection<UInt8>, at offset: Int) -> UInt32? {
         var v: UInt32 = 0
         for c in bytes.dropFirst(offset).prefix(4) {
