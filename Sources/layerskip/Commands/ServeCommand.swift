@@ -12,6 +12,11 @@ struct ServeCommand: ParsableCommand {
             One daemon per state directory. SIGTERM or SIGINT stops between tokens, puts the running job back
             in the queue and exits 0. Speaks the systemd notify protocol when NOTIFY_SOCKET is set.
             Logs go to stderr with journald priority prefixes (<3> error … <7> debug).
+
+            The daemon reads nothing a spooled job names outside the job's own spool folder: model: is a \
+            name from the config's models: or a folder under its model_directories, and a prompts_file is a \
+            plain file name in incoming/ (`layerskip submit` inlines prompts files). Symbolic links, hard \
+            links, FIFOs and devices in the spool are refused; so is a second daemon on the same spool.
             """)
 
     @OptionGroup var options: DaemonOptions
