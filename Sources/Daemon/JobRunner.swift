@@ -46,13 +46,8 @@ public final class JobRunner: @unchecked Sendable {
 
     /// Claims and runs the next job (of `among`, when given) to a final state, or until a stop.
     public func runNext(among ids: [Int64]? = nil) throws -> Outcome {
-        if let (job, failure) = unreleased {
-            // Throws again while the store still fails; the caller backs off and comes back here.
-            let state = try store.release(job, after: failure, backoff: storeFailureBackoff * Double(job.attempt))
-            unreleased = nil
-            log.notice("runner: job \(job.id) released after the store failure: \(state.rawValue)")
-            return state == .queued ? .requeued(job.id) : .finished(job.id, state)
-        }
+        // Throws again while the store still fails; the caller backs off and comes back here.
+        if let (job, failure) = unreleased { return try release(job, after: failure) }
         guard !stopping.isSet, let job = try store.claimNext(among: ids) else { return .none }
         log.info("runner: job \(job.id) started (attempt \(job.attempt) of \(job.maxAttempts), \(job.spec.strategy.name), \(job.spec.prompts.count) prompt(s), \(job.finished.count) already done)")
         liveness.started()
@@ -75,12 +70,18 @@ public final class JobRunner: @unchecked Sendable {
             // `running` with nobody running it. Release it now, or on the next call once the
             // store works again.
             log.error("runner: job \(job.id): the job store failed: \(error); releasing the job")
-            unreleased = (job, "\(error)")
-            let state = try store.release(job, after: "\(error)", backoff: storeFailureBackoff * Double(job.attempt))
-            unreleased = nil
-            log.notice("runner: job \(job.id) released after the store failure: \(state.rawValue)")
-            return state == .queued ? .requeued(job.id) : .finished(job.id, state)
+            return try release(job, after: "\(error)")
         }
+    }
+
+    /// Puts a job whose run hit a store failure back (or ends it); until that succeeds the job is
+    /// kept in `unreleased`, so the next `runNext` tries again before claiming anything else.
+    private func release(_ job: ClaimedJob, after failure: String) throws -> Outcome {
+        unreleased = (job, failure)
+        let state = try store.release(job, after: failure, backoff: storeFailureBackoff * Double(job.attempt))
+        unreleased = nil
+        log.notice("runner: job \(job.id) released after the store failure: \(state.rawValue)")
+        return state == .queued ? .requeued(job.id) : .finished(job.id, state)
     }
 
     private func run(_ job: ClaimedJob) throws -> Outcome {
@@ -140,10 +141,7 @@ public final class JobRunner: @unchecked Sendable {
                 return .finished(job.id, .failed)
             }
             let output = GenerationOutput(request: request, tokenizer: loaded.tokenizer,
-                                          isCancelled: { [stopping, liveness] in
-                                              liveness.advanced()
-                                              return stopping.isSet || cancelled.isSet
-                                          })
+                                          isCancelled: { [stopping] in stopping.isSet || cancelled.isSet })
             let metrics = generator.generate(request, cache: cache, output: output)
             caches.release(cache)
             if output.finishReason == .cancelled || metrics.finishReason == .cancelled {
@@ -179,10 +177,10 @@ public final class JobRunner: @unchecked Sendable {
     }
 }
 
-/// When the runner last advanced, for systemd's watchdog: a generation that stops producing
-/// tokens (and whose engine runs no layers) must stop the keep-alives, so that systemd restarts
-/// the daemon and the job's attempt counts. Progress is a generated token, a finished prompt, or
-/// a layer the engine ran (a long prefill produces no token for a while).
+/// When the runner last advanced, for systemd's watchdog: a generation whose engine runs no layer
+/// must stop the keep-alives, so that systemd restarts the daemon and the job's attempt counts.
+/// Progress is a layer the engine ran (every token and every prefill chunk runs some) or a
+/// finished prompt.
 /// `@unchecked Sendable`: every field is read and written under `lock`.
 public final class RunnerLiveness: @unchecked Sendable {
     private let lock = NSLock()

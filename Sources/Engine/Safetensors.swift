@@ -74,22 +74,14 @@ public enum SafetensorsHeader {
     /// back in data order. Memory: the entries themselves; no JSON tree is built.
     public static func parse(_ header: UnsafeRawBufferPointer, dataSize: Int, file: String) throws -> [SafetensorsEntry] {
         var entries: [SafetensorsEntry] = []
-        // Every entry names data_offsets once: reserving that many up front spares the array's
-        // doubling (old and new buffers alive together) on headers of a million tiny tensors.
-        entries.reserveCapacity(occurrences(of: "\"data_offsets\"", in: header))
-        var sawMetadata = false
         var scanner = JSONScanner(header)
         func corrupt(_ subject: String?, _ message: String) -> ModelError {
             ModelError(.corruptHeader, file: file, subject: subject, message)
         }
         do {
             guard scanner.peek() == UInt8(ascii: "{") else { throw corrupt(nil, "header is not valid JSON (expected an object; corrupt or not a safetensors file)") }
-            // Tensor names are checked for duplicates below, in the sorted list: a 100 MB header of
-            // tiny entries would otherwise need a second table of every name.
-            try scanner.readObject(checkingDuplicates: false) { s, name in
+            try scanner.readObject { s, name in
                 if name == "__metadata__" {
-                    guard !sawMetadata else { throw corrupt(name, "appears twice") }
-                    sawMetadata = true
                     guard s.peek() == UInt8(ascii: "{") else { throw corrupt(name, "expected an object of strings") }
                     try s.readObject(depth: 1) { s, key in
                         guard s.peek() == UInt8(ascii: "\"") else { throw corrupt("__metadata__.\(key)", "expected a string value") }
@@ -106,10 +98,6 @@ public enum SafetensorsHeader {
             throw corrupt(nil, "header is not valid JSON: \(error)")
         }
 
-        entries.sort { $0.name < $1.name }
-        for (a, b) in zip(entries, entries.dropFirst()) where a.name == b.name {
-            throw corrupt(nil, "header is not valid JSON: the key \"\(a.name)\" appears twice in one object")
-        }
         entries.sort { ($0.begin, $0.end) < ($1.begin, $1.end) }
         var expectedBegin = 0
         for e in entries {
@@ -144,23 +132,6 @@ public enum SafetensorsHeader {
                              "the tensors cover \(expectedBegin) bytes of a \(dataSize)-byte data section (trailing bytes, or a corrupt header)")
         }
         return entries
-    }
-
-    private static func occurrences(of needle: String, in bytes: UnsafeRawBufferPointer) -> Int {
-        let pattern = Array(needle.utf8)
-        guard let first = pattern.first, bytes.count >= pattern.count else { return 0 }
-        var count = 0
-        var i = 0
-        let last = bytes.count - pattern.count
-        while i <= last {
-            if bytes[i] == first && pattern.indices.allSatisfy({ bytes[i + $0] == pattern[$0] }) {
-                count += 1
-                i += pattern.count
-            } else {
-                i += 1
-            }
-        }
-        return count
     }
 
     private static func entry(_ s: inout JSONScanner, name: String, file: String) throws -> SafetensorsEntry {

@@ -44,10 +44,8 @@ public struct JSONScanner {
     }
 
     /// Calls `body` for each key of an object, the scanner placed on the key's value; `body` must
-    /// consume that value. A key seen twice is an error naming it, unless `checkingDuplicates` is
-    /// false (a caller that keys its own table by these names and checks there, sparing a second set).
-    public mutating func readObject(depth: Int = 0, checkingDuplicates: Bool = true,
-                                    _ body: (inout JSONScanner, String) throws -> Void) throws {
+    /// consume that value. A key seen twice is an error naming it.
+    public mutating func readObject(depth: Int = 0, _ body: (inout JSONScanner, String) throws -> Void) throws {
         guard depth < Self.maxDepth else { throw error("nested deeper than \(Self.maxDepth) levels") }
         try expect(UInt8(ascii: "{"), "an object")
         var seen = Set<String>()
@@ -56,7 +54,7 @@ public struct JSONScanner {
             guard peek() == UInt8(ascii: "\"") else { throw error("expected a string key") }
             let keyOffset = offset
             let key = try readString()
-            guard !checkingDuplicates || seen.insert(key).inserted else {
+            guard seen.insert(key).inserted else {
                 throw JSONScanError(offset: keyOffset, message: "the key \"\(key)\" appears twice in one object")
             }
             try expect(UInt8(ascii: ":"), "':' after a key")
