@@ -53,7 +53,7 @@ let package = Package(
         ),
         .target(
             name: "Engine",
-            dependencies: ["CKernels", "COpenBLAS", "Tokenization", "InputFiles"],
+            dependencies: ["CKernels", "InputFiles"],
             path: "Sources/Engine",
             swiftSettings: hotSwift
         ),

@@ -25,35 +25,24 @@ public final class AutoregressiveStrategy: DecodingStrategy {
         request.prompt.count + request.maxNewTokens
     }
 
-    public func generate(_ request: GenerationRequest, cache: KVCache, output: GenerationOutput) -> GenerationMetrics {
-        let layers = 0..<model.layerCount
-        let sampler = Sampler(parameters: request.sampling, vocabSize: model.config.vocabSize)
-        var clock = PhaseClock()
-        cache.reset()
-        let h = model.makeActivations(capacity: min(request.prompt.count, PrefillChunk.positions))
-        let logits = model.makeLogits()
-        let last = prefill(model, prompt: request.prompt[...], layers: layers, activations: h, cache: cache)
-        model.exitLogits(h, rows: last..<(last + 1), into: logits)
-        clock.prefillDone()
+    public func makeStepper(for request: GenerationRequest) -> SequenceStepper { Stepper(layers: 0..<model.layerCount) }
 
-        var position = request.prompt.count
-        var evaluations = 0
-        while true {
-            let row = logits.row(0)
-            output.applyBans(row, step: output.tokens.count)
-            let token = sampler.sample(row)
-            guard output.append(token) else { break }
-            guard position < cache.capacity else { output.finish(.length); break }
-            model.embed(CollectionOfOne(token), into: h)
-            model.forward(h, layers: layers, positions: position..<(position + 1), cache: cache)
-            model.exitLogits(h, rows: 0..<1, into: logits)
-            evaluations += layers.count
-            position += 1
+    /// [1 row, layers 0..<L, head] → sample → commit.
+    final class Stepper: SequenceStepper {
+        let promptLayers: Range<Int>
+        var rowsPerStep: Int { 1 }
+        var logitsRowsPerStep: Int { 1 }
+        private var logitsRow = 0
+
+        init(layers: Range<Int>) { promptLayers = layers }
+
+        func plan(_ sequence: DecodeSequence, into pass: SequencePass) {
+            sequence.embed(sequence.pending, row: 0)
+            logitsRow = pass.add(rows: 0..<1, firstPosition: sequence.position, layers: promptLayers, head: 0..<1)
         }
-        var metrics = GenerationMetrics(strategy: Self.name, promptTokens: request.prompt.count, generatedTokens: output.tokens.count,
-                                        finishReason: output.finishReason ?? .length, prefillSeconds: clock.prefillSeconds,
-                                        decodeSeconds: clock.decodeSeconds, layerEvaluations: evaluations)
-        metrics.seed = request.sampling.isGreedy ? nil : sampler.seed
-        return metrics
+
+        func advance(_ sequence: DecodeSequence, logits: SequenceLogits) {
+            sequence.commit(sequence.sample(logits.row(logitsRow, forToken: sequence.generated)))
+        }
     }
 }

@@ -82,72 +82,91 @@ public final class EarlyExitStrategy: DecodingStrategy {
         return exits
     }
 
-    public func generate(_ request: GenerationRequest, cache: KVCache, output: GenerationOutput) -> GenerationMetrics {
-        let L = model.layerCount
-        let staticExit = configuration.exitLayer
-        let sampler = Sampler(parameters: request.sampling, vocabSize: model.config.vocabSize)
-        var clock = PhaseClock()
-        cache.reset()
-        let h = model.makeActivations(capacity: min(request.prompt.count, PrefillChunk.positions))
-        let logits = model.makeLogits()
-        // The prompt runs through the layers a static exit keeps, or all of them in dynamic mode.
-        let promptLayers = 0..<(staticExit ?? L)
-        let last = prefill(model, prompt: request.prompt[...], layers: promptLayers, activations: h, cache: cache)
-        model.exitLogits(h, rows: last..<(last + 1), into: logits)
-        clock.prefillDone()
+    public func makeStepper(for request: GenerationRequest) -> SequenceStepper {
+        Stepper(layerCount: model.layerCount, staticExit: configuration.exitLayer, exits: candidateExits,
+                threshold: Float(configuration.confidence ?? 1))
+    }
 
-        let exits = candidateExits
-        var position = request.prompt.count
-        var evaluations = 0
-        var exitLayerSum = promptLayers.count  // the first token left where the prompt did
-        while true {
-            let row = logits.row(0)
-            output.applyBans(row, step: output.tokens.count)
-            let token = sampler.sample(row)
-            guard output.append(token) else { break }
-            guard position < cache.capacity else { output.finish(.length); break }
-            model.embed(CollectionOfOne(token), into: h)
+    /// Static: [1 row, layers 0..<E, head] → sample → commit.
+    /// Dynamic: [1 row, layers done..<next candidate exit, head] until the top probability reaches
+    /// the threshold (or the last layer), then sample → commit; the next pass fills the skipped
+    /// layers' K/V at that position from the exited state, riding along with the next token's
+    /// first segment (which ends at the first candidate exit, so the two never share a layer).
+    final class Stepper: SequenceStepper {
+        let promptLayers: Range<Int>
+        let layerCount: Int
+        let staticExit: Int?
+        let exits: [Int]
+        let threshold: Float
+        var rowsPerStep: Int { 2 }
+        var logitsRowsPerStep: Int { 1 }
+
+        private var logitsRow = 0
+        /// Dynamic mode: layers the current token has been through, and its next candidate exit.
+        private var done = 0
+        private var nextExit = 0
+        /// Which of rows 0 and 1 holds the current token (the other may hold the previous
+        /// token's exited state, still to be projected into the skipped layers' K/V).
+        private var row = 1
+        private var fill: (row: Int, position: Int, exit: Int)?
+        private var exitLayerSum: Int
+
+        init(layerCount: Int, staticExit: Int?, exits: [Int], threshold: Float) {
+            self.layerCount = layerCount
+            self.staticExit = staticExit
+            self.exits = exits
+            self.threshold = threshold
+            promptLayers = 0..<(staticExit ?? layerCount)
+            // The first token leaves where the prompt did.
+            exitLayerSum = promptLayers.count
+        }
+
+        func plan(_ sequence: DecodeSequence, into pass: SequencePass) {
             if let e = staticExit {
-                model.forward(h, layers: 0..<e, positions: position..<(position + 1), cache: cache)
-                model.exitLogits(h, rows: 0..<1, into: logits)
-                evaluations += e
-                exitLayerSum += e
-            } else {
-                let exit = runUntilConfident(h, position: position, exits: exits, cache: cache, logits: logits)
-                if exit < L {
-                    model.fillKeysAndValues(from: h, rows: 0..<1, layers: exit..<L, positions: position..<(position + 1), cache: cache)
-                }
-                evaluations += exit
-                exitLayerSum += exit
+                sequence.embed(sequence.pending, row: 0)
+                logitsRow = pass.add(rows: 0..<1, firstPosition: sequence.position, layers: 0..<e, head: 0..<1)
+                return
             }
-            position += 1
-        }
-        var metrics = GenerationMetrics(strategy: Self.name, promptTokens: request.prompt.count, generatedTokens: output.tokens.count,
-                                        finishReason: output.finishReason ?? .length, prefillSeconds: clock.prefillSeconds,
-                                        decodeSeconds: clock.decodeSeconds, layerEvaluations: evaluations)
-        metrics.averageExitLayer = output.tokens.isEmpty ? nil : Double(exitLayerSum) / Double(output.tokens.count)
-        metrics.seed = request.sampling.isGreedy ? nil : sampler.seed
-        return metrics
-    }
-
-    /// Runs layer segments up to each candidate exit; returns the exit taken, with its logits in
-    /// `logits` row 0. Confidence is the top softmax probability of the raw logits.
-    private func runUntilConfident(_ h: Activations, position: Int, exits: [Int], cache: KVCache, logits: Logits) -> Int {
-        let threshold = Float(configuration.confidence ?? 1)
-        var done = 0
-        for exit in exits {
-            model.forward(h, layers: done..<exit, positions: position..<(position + 1), cache: cache)
+            if done == 0 {
+                if let f = fill {
+                    pass.fillKeysAndValues(row: f.row, position: f.position, layers: f.exit..<layerCount)
+                    fill = nil
+                }
+                row = 1 - row
+                sequence.embed(sequence.pending, row: row)
+            }
+            let exit = exits[nextExit]
+            logitsRow = pass.add(rows: row..<(row + 1), firstPosition: sequence.position, layers: done..<exit, head: row..<(row + 1))
             done = exit
-            model.exitLogits(h, rows: 0..<1, into: logits)
-            if exit == model.layerCount || topProbability(logits.row(0)) >= threshold { return exit }
         }
-        return done
-    }
 
-    private func topProbability(_ row: UnsafeMutableBufferPointer<Float>) -> Float {
-        let best = row[Int(ck_argmax(row.baseAddress!, Int32(row.count)))]
-        var sum = 0.0
-        for x in row { sum += Double(Foundation.exp(x - best)) }
-        return Float(1 / sum)
+        func advance(_ sequence: DecodeSequence, logits: SequenceLogits) {
+            let r = logits.row(logitsRow, forToken: sequence.generated)
+            if let e = staticExit {
+                exitLayerSum += e
+                sequence.commit(sequence.sample(r))
+                return
+            }
+            guard done == layerCount || topProbability(r) >= threshold else {
+                nextExit += 1
+                return
+            }
+            if done < layerCount { fill = (row, sequence.position, done) }
+            exitLayerSum += done
+            done = 0
+            nextExit = 0
+            sequence.commit(sequence.sample(r))
+        }
+
+        func report(into metrics: inout GenerationMetrics) {
+            metrics.averageExitLayer = metrics.generatedTokens > 0 ? Double(exitLayerSum) / Double(metrics.generatedTokens) : nil
+        }
+
+        private func topProbability(_ row: UnsafeMutableBufferPointer<Float>) -> Float {
+            let best = row[Int(ck_argmax(row.baseAddress!, Int32(row.count)))]
+            var sum = 0.0
+            for x in row { sum += Double(Foundation.exp(x - best)) }
+            return Float(1 / sum)
+        }
     }
 }

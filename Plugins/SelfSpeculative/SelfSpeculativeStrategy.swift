@@ -95,127 +95,121 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
         request.prompt.count + request.maxNewTokens + configuration.dMax + 1
     }
 
-    /// Per-round bookkeeping, exposed for tests.
-    public struct Round: Sendable, Equatable {
-        public var position: Int
-        public var drafted: Int
-        public var accepted: Int
-        public var cacheLengths: [Int]
+    public func makeStepper(for request: GenerationRequest) -> SequenceStepper {
+        Stepper(configuration: configuration, layerCount: model.layerCount, vocabSize: model.config.vocabSize,
+                sampling: !request.sampling.isGreedy)
     }
 
-    /// Called after every round with the committed length and the cache's per-layer lengths.
-    public var onRound: ((Round) -> Void)?
+    /// draft [1 row, layers 0..<E, head] × k  →  verify [the newest input through 0..<E, then the
+    /// round's k + 1 rows through E..<L from the exit-query cache, head]  →  accept → commit.
+    /// The exit-query cache is the sequence's own rows: draft i leaves the state after layer E−1
+    /// in row i, and verification continues from rows 0...k in place.
+    final class Stepper: SequenceStepper {
+        let configuration: Configuration
+        let promptLayers: Range<Int>
+        let exitLayer: Int
+        let layerCount: Int
+        let vocabSize: Int
+        let reuseExitQueries: Bool
+        var rowsPerStep: Int { configuration.dMax + 2 }
+        var logitsRowsPerStep: Int { configuration.dMax + 1 }
 
-    public func generate(_ request: GenerationRequest, cache: KVCache, output: GenerationOutput) -> GenerationMetrics {
-        let L = model.layerCount
-        let E = configuration.exitLayer
-        let V = model.config.vocabSize
-        let dMax = configuration.dMax
-        let sampler = Sampler(parameters: request.sampling, vocabSize: V)
-        let greedy = request.sampling.isGreedy
-        var clock = PhaseClock()
-        cache.reset()
+        /// (dMax, vocab): the draft distributions q of the round, for the acceptance test (sampling only).
+        private let q: FloatBuffer?
+        private var drafts: [Int] = []
+        private var d: Int
+        private var inRound = false
+        private var budget = 0
+        private var verifying = false
+        private var logitsRow = 0
+        private var stats = (drafted: 0, accepted: 0, rounds: 0, draftSeconds: 0.0, verifySeconds: 0.0)
 
-        // Scratch, sized once per call.
-        let hPrompt = model.makeActivations(capacity: min(request.prompt.count, PrefillChunk.positions))
-        /// (1, hidden): the position being drafted.
-        let hDraft = model.makeActivations(capacity: 1)
-        /// (dMax + 1, hidden): the exit-query cache — states leaving layer E-1 for the round's
-        /// positions; verification continues from them through layers E..<L in place.
-        let exitQueries = model.makeActivations(capacity: dMax + 1)
-        let draftLogits = model.makeLogits(capacity: 1)
-        let fullLogits = model.makeLogits(capacity: dMax + 1)
-        /// (dMax, vocab): the draft distributions q, kept for the acceptance test when sampling.
-        let q = greedy ? nil : FloatBuffer(count: dMax * V)
-        var drafts: [Int] = []
-        drafts.reserveCapacity(dMax)
-        let reuseExitQueries = configuration.layers == .exact
+        init(configuration: Configuration, layerCount: Int, vocabSize: Int, sampling: Bool) {
+            self.configuration = configuration
+            self.layerCount = layerCount
+            self.vocabSize = vocabSize
+            exitLayer = configuration.exitLayer
+            promptLayers = 0..<layerCount
+            reuseExitQueries = configuration.layers == .exact
+            d = configuration.d
+            q = sampling ? FloatBuffer(count: configuration.dMax * vocabSize) : nil
+            drafts.reserveCapacity(configuration.dMax)
+        }
 
-        let last = prefill(model, prompt: request.prompt[...], layers: 0..<L, activations: hPrompt, cache: cache)
-        model.exitLogits(hPrompt, rows: last..<(last + 1), into: fullLogits)
-        clock.prefillDone()
+        private func qRow(_ i: Int) -> UnsafeMutableBufferPointer<Float> {
+            UnsafeMutableBufferPointer(start: q!.pointer + i * vocabSize, count: vocabSize)
+        }
 
-        var stats = (drafted: 0, accepted: 0, rounds: 0, evaluations: 0)
-        let wallClock = ContinuousClock()
-        var draftTime = Duration.zero, verifyTime = Duration.zero
-        let first = fullLogits.row(0)
-        output.applyBans(first, step: 0)
-        var pending = sampler.sample(first)
-        var position = request.prompt.count  // where `pending` goes; every layer's cache holds this many
-        var d = configuration.d
-        var alive = output.append(pending)
-
-        while alive {
-            let step = output.tokens.count  // generated tokens so far = step index of the next one
-            let budget = min(d, output.remaining - 1, cache.capacity - position - 1)
-            guard budget >= 0 else { output.finish(.length); break }
-
-            // Draft with layers 0..<E, one position at a time.
-            let roundStart = wallClock.now
-            drafts.removeAll(keepingCapacity: true)
-            var input = pending
-            for i in 0..<budget {
-                model.embed(CollectionOfOne(input), into: hDraft)
-                model.forward(hDraft, layers: 0..<E, positions: (position + i)..<(position + i + 1), cache: cache,
-                              precision: configuration.layers)
-                if reuseExitQueries { exitQueries.copyRows(from: hDraft, 0, to: i, count: 1) }
-                model.exitLogits(hDraft, rows: 0..<1, into: draftLogits, head: configuration.head)
-                stats.evaluations += E
-                let row = draftLogits.row(0)
-                output.applyBans(row, step: step + i)
-                let token: Int
-                var confident = true
-                if let q {
-                    let qi = UnsafeMutableBufferPointer(start: q.pointer + i * V, count: V)
-                    sampler.distribution(row, into: qi)
-                    token = sampler.draw(from: qi)
-                    if configuration.isAdaptive { confident = Double(qi[token]) >= configuration.confidence }
-                } else {
-                    token = Sampler.argmax(row)
-                    if configuration.isAdaptive { confident = Double(topProbability(row, best: token)) >= configuration.confidence }
-                }
-                drafts.append(token)
-                input = token
-                if !confident { break }
+        func plan(_ sequence: DecodeSequence, into pass: SequencePass) {
+            let P = sequence.position
+            let E = exitLayer
+            if !inRound {
+                inRound = true
+                drafts.removeAll(keepingCapacity: true)
+                budget = min(d, sequence.remaining - 1, sequence.cache.capacity - P - 1)
+                verifying = budget <= 0
             }
             let k = drafts.count
-            let draftEnd = wallClock.now
-            draftTime += draftEnd - roundStart
-
-            if reuseExitQueries {
-                // The last draft (or `pending` when nothing was drafted) still needs layers 0..<E.
-                model.embed(CollectionOfOne(input), into: hDraft)
-                model.forward(hDraft, layers: 0..<E, positions: (position + k)..<(position + k + 1), cache: cache)
-                exitQueries.copyRows(from: hDraft, 0, to: k, count: 1)
-                // Verify every drafted position in one pass through the remaining layers.
-                model.forward(exitQueries, layers: E..<L, positions: position..<(position + k + 1), cache: cache)
-                stats.evaluations += E + (L - E) * (k + 1)
+            let input = k == 0 ? sequence.pending : drafts[k - 1]
+            if !verifying {
+                sequence.embed(input, row: k)
+                logitsRow = pass.add(rows: k..<(k + 1), firstPosition: P + k, layers: 0..<E, precision: configuration.layers,
+                                     head: k..<(k + 1), headPrecision: configuration.head)
+            } else if reuseExitQueries {
+                // The newest input still needs layers 0..<E; then every row of the round goes on.
+                sequence.embed(input, row: k)
+                pass.add(rows: k..<(k + 1), firstPosition: P + k, layers: 0..<E)
+                logitsRow = pass.add(rows: 0..<(k + 1), firstPosition: P, layers: E..<layerCount, head: 0..<(k + 1))
             } else {
                 // Drafted with approximate layers: their K/V and states are discarded and the
-                // round's inputs run through every layer with the exact weights, in one pass.
-                for l in 0..<E { cache.truncate(layer: l, to: position) }
-                model.embed(CollectionOfOne(pending), into: exitQueries)
-                model.embed(drafts, into: exitQueries, at: 1)
-                model.forward(exitQueries, layers: 0..<L, positions: position..<(position + k + 1), cache: cache)
-                stats.evaluations += L * (k + 1)
+                // round's inputs run through every layer with the exact weights, in one segment.
+                for l in 0..<E { sequence.cache.truncate(layer: l, to: P) }
+                sequence.embed(sequence.pending, row: 0)
+                for (i, token) in drafts.enumerated() { sequence.embed(token, row: i + 1) }
+                logitsRow = pass.add(rows: 0..<(k + 1), firstPosition: P, layers: 0..<layerCount, head: 0..<(k + 1))
             }
-            model.exitLogits(exitQueries, rows: 0..<(k + 1), into: fullLogits)
+        }
 
+        func advance(_ sequence: DecodeSequence, logits: SequenceLogits) {
+            if verifying { verify(sequence, logits) } else { draft(sequence, logits) }
+        }
+
+        private func draft(_ sequence: DecodeSequence, _ logits: SequenceLogits) {
+            let i = drafts.count
+            let row = logits.row(logitsRow, forToken: sequence.generated + i)
+            let token: Int
+            var confident = true
+            if q != nil {
+                let qi = qRow(i)
+                sequence.distribution(row, into: qi)
+                token = sequence.draw(from: qi)
+                if configuration.isAdaptive { confident = Double(qi[token]) >= configuration.confidence }
+            } else {
+                token = Sampler.argmax(row)
+                if configuration.isAdaptive { confident = Double(topProbability(row, best: token)) >= configuration.confidence }
+            }
+            drafts.append(token)
+            stats.draftSeconds += sequence.lastPassSeconds
+            if !confident || drafts.count >= budget { verifying = true }
+        }
+
+        private func verify(_ sequence: DecodeSequence, _ logits: SequenceLogits) {
+            let step = sequence.generated
+            let k = drafts.count
             // Accept the longest agreeing prefix, then take the full model's own next token.
             var accepted = 0
             var next = -1
             for i in 0..<k {
-                let row = fullLogits.row(i)
-                output.applyBans(row, step: step + i)
-                if let q {
-                    sampler.distribution(row, into: row)  // p
-                    let x = drafts[i]
-                    let qi = UnsafeMutableBufferPointer(start: q.pointer + i * V, count: V)
-                    if Double(qi[x]) > 0 && sampler.uniform() < min(1, Double(row[x]) / Double(qi[x])) {
+                let row = logits.row(logitsRow + i, forToken: step + i)
+                if q != nil {
+                    sequence.distribution(row, into: row)  // p
+                    let qi = qRow(i)
+                    if SpeculativeAcceptance.keeps(drafts[i], p: row, q: qi, u: sequence.uniform()) {
                         accepted += 1
                         continue
                     }
-                    next = drawResidual(p: row, q: qi, sampler: sampler)
+                    SpeculativeAcceptance.residual(p: row, q: qi)
+                    next = sequence.draw(from: row)
                 } else {
                     let target = Sampler.argmax(row)
                     if target == drafts[i] {
@@ -226,63 +220,37 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
                 }
                 break
             }
-            if accepted == k {
-                let row = fullLogits.row(k)
-                output.applyBans(row, step: step + k)
-                next = sampler.sample(row)
-            }
-
-            // Positions position...position+accepted hold committed inputs; the rest is dropped.
-            cache.truncate(to: position + accepted + 1)
-            verifyTime += wallClock.now - draftEnd
-            position += accepted + 1
+            if accepted == k { next = sequence.sample(logits.row(logitsRow + k, forToken: step + k)) }
+            stats.verifySeconds += sequence.lastPassSeconds
             stats.drafted += k
             stats.accepted += accepted
             stats.rounds += 1
-            for i in 0..<accepted where alive { alive = output.append(drafts[i]) }
-            if alive { alive = output.append(next) }
-            pending = next
-            onRound?(Round(position: position, drafted: k, accepted: accepted, cacheLengths: cache.lengths))
-
+            inRound = false
+            verifying = false
             if configuration.isAdaptive {
                 // Grow while everything is accepted, shrink on early rejection.
-                d = accepted == k && k == d ? min(d + 2, dMax) : max(1, min(d - 1, accepted + 1))
+                d = accepted == k && k == d ? min(d + 2, configuration.dMax) : max(1, min(d - 1, accepted + 1))
             }
+            for i in 0..<accepted where !sequence.commit(drafts[i]) { return }
+            sequence.commit(next)
         }
 
-        var metrics = GenerationMetrics(strategy: Self.name, promptTokens: request.prompt.count, generatedTokens: output.tokens.count,
-                                        finishReason: output.finishReason ?? .length, prefillSeconds: clock.prefillSeconds,
-                                        decodeSeconds: clock.decodeSeconds, layerEvaluations: stats.evaluations)
-        metrics.drafted = stats.drafted
-        metrics.accepted = stats.accepted
-        metrics.acceptanceRate = stats.drafted > 0 ? Double(stats.accepted) / Double(stats.drafted) : nil
-        metrics.rounds = stats.rounds
-        // The first token comes from the prefill; every other one from a round.
-        metrics.tokensPerRound = stats.rounds > 0 ? Double(max(output.tokens.count - 1, 0)) / Double(stats.rounds) : nil
-        metrics.draftMs = draftTime.seconds * 1000
-        metrics.verifyMs = verifyTime.seconds * 1000
-        metrics.seed = greedy ? nil : sampler.seed
-        return metrics
-    }
-
-    /// normalize(max(0, p − q)), written over p, then a draw from it. If p ≤ q everywhere
-    /// (only possible through rounding when p == q), p itself is the right distribution.
-    private func drawResidual(p: UnsafeMutableBufferPointer<Float>, q: UnsafeMutableBufferPointer<Float>, sampler: Sampler) -> Int {
-        var total = 0.0
-        for j in 0..<p.count {
-            let r = max(0, p[j] - q[j])
-            total += Double(r)
+        func report(into metrics: inout GenerationMetrics) {
+            metrics.drafted = stats.drafted
+            metrics.accepted = stats.accepted
+            metrics.acceptanceRate = stats.drafted > 0 ? Double(stats.accepted) / Double(stats.drafted) : nil
+            metrics.rounds = stats.rounds
+            // The first token comes from the prefill; every other one from a round.
+            metrics.tokensPerRound = stats.rounds > 0 ? Double(max(metrics.generatedTokens - 1, 0)) / Double(stats.rounds) : nil
+            metrics.draftMs = stats.draftSeconds * 1000
+            metrics.verifyMs = stats.verifySeconds * 1000
         }
-        guard total > 0 else { return sampler.draw(from: p) }
-        let scale = Float(1 / total)
-        for j in 0..<p.count { p[j] = max(0, p[j] - q[j]) * scale }
-        return sampler.draw(from: p)
-    }
 
-    private func topProbability(_ row: UnsafeMutableBufferPointer<Float>, best: Int) -> Float {
-        let top = row[best]
-        var sum = 0.0
-        for x in row where x > -.infinity { sum += Double(Foundation.exp(x - top)) }
-        return Float(1 / sum)
+        private func topProbability(_ row: UnsafeMutableBufferPointer<Float>, best: Int) -> Float {
+            let top = row[best]
+            var sum = 0.0
+            for x in row where x > -.infinity { sum += Double(Foundation.exp(x - top)) }
+            return Float(1 / sum)
+        }
     }
 }

@@ -99,6 +99,7 @@ typedef struct {
 } ck_xprep;
 
 int ck_avx2_use_small(int n);
+int ck_avx2_small_nmax(void);
 /// Internal tuning hook (benchmarks while tuning): small_nmax, r1, pf, pfd, rb, xbytes.
 void ck_kernels_tune(const char *key, int value);
 /// Floats of scratch ck_avx2_prepare needs (0: none).

@@ -75,6 +75,7 @@ void ck_kernels_tune(const char *key, int value) {
     else if (!strcmp(key, "xbytes") && value >= 4096) g_xbytes = value;
 }
 int ck_avx2_use_small(int n) { return n <= g_small_nmax; }
+int ck_avx2_small_nmax(void) { return g_small_nmax; }
 
 #define CK_PF_HINT _MM_HINT_T0
 
@@ -654,6 +655,7 @@ CK_AVX2 void ck_avx2_from_f32(ck_dtype dt, const float *src, void *dst, size_t c
 #else // !CK_X86: the AVX2 entry points are never selected
 
 int ck_avx2_use_small(int n) { (void)n; return 1; }
+int ck_avx2_small_nmax(void) { return 1 << 30; }
 void ck_kernels_tune(const char *key, int value) { (void)key; (void)value; }
 size_t ck_avx2_prep_floats(ck_dtype dt, int in, int n) { (void)dt; (void)in; (void)n; return 0; }
 void ck_avx2_prepare(ck_dtype dt, int in, const float *x, int ldx, int n, float *buf, ck_xprep *px) {

@@ -176,6 +176,8 @@ void ck_matmul(ck_dtype dt, const void *W, int out, int in, const float *x, int 
     if (locked) pthread_mutex_unlock(&g_prep_mu);
 }
 
+int ck_matmul_row_independent_max(void) { return ck_simd_level() ? ck_avx2_small_nmax() : 1 << 30; }
+
 // ---- conversions ---------------------------------------------------------------------------
 
 void ck_to_f32(ck_dtype dt, const void *src, float *dst, size_t count) {

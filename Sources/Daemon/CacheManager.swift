@@ -1,41 +1,25 @@
 import Engine
 import Foundation
 
-/// Hands out KV caches so that all of them together stay within a byte budget. A request that
-/// can never fit fails at once with the numbers; one that fits later waits.
+/// The daemon's KV-cache budget. A batch over one model draws its caches from that model's pool
+/// (`KVCachePool`: reused from prompt to prompt, never more than the budget in all); one batch runs
+/// at a time, so a model's pool is made when its batch starts and dropped when another model's
+/// batch needs the memory.
+/// `@unchecked Sendable`: every field is read and written under `lock`.
 public final class CacheManager: @unchecked Sendable {
     public let budget: Int
-    private let condition = NSCondition()
-    public private(set) var bytesInUse = 0
+    private let lock = NSLock()
+    private var current: (key: String, pool: KVCachePool)?
 
     public init(budget: Int) { self.budget = budget }
 
-    public struct TooLarge: Error, CustomStringConvertible {
-        public var needed: Int
-        public var budget: Int
-        public var description: String {
-            "the KV cache needs \(needed) bytes (\(needed >> 20) MiB) but cache_memory_budget is \(budget) bytes (\(budget >> 20) MiB); lower max_new_tokens or raise the budget"
-        }
-    }
-
-    /// - Parameter shouldStop: polled while waiting; returns nil when it says stop.
-    public func acquire(config: ModelConfig, capacity: Int, shouldStop: () -> Bool) throws -> KVCache? {
-        let bytes = KVCache.byteCount(config: config, capacity: capacity)
-        guard bytes <= budget else { throw TooLarge(needed: bytes, budget: budget) }
-        condition.lock()
-        while bytesInUse + bytes > budget {
-            if shouldStop() { condition.unlock(); return nil }
-            _ = condition.wait(until: Date().addingTimeInterval(0.2))
-        }
-        bytesInUse += bytes
-        condition.unlock()
-        return KVCache(config: config, capacity: capacity)
-    }
-
-    public func release(_ cache: KVCache) {
-        condition.lock()
-        bytesInUse -= cache.byteCount
-        condition.broadcast()
-        condition.unlock()
+    /// The pool for the model in `directory`.
+    public func pool(for model: LlamaModel, key: String) -> KVCachePool {
+        lock.lock()
+        defer { lock.unlock() }
+        if let current, current.key == key { return current.pool }
+        let pool = KVCachePool(config: model.config, budget: budget)
+        current = (key, pool)
+        return pool
     }
 }

@@ -53,6 +53,7 @@ public final class Daemon: @unchecked Sendable {
 
         let runner = JobRunner(store: store, models: ModelManager(budget: config.modelMemoryBudget, log: log),
                                caches: CacheManager(budget: config.cacheMemoryBudget), registry: registry, log: log)
+        runner.maxBatch = config.maxBatch
         runner.onProgress = { [notifier] in notifier.status($0) }
         runner.storeFailureBackoff = config.retryBackoff
         let runnerService = RunnerService(runner: runner, log: log)

@@ -28,9 +28,11 @@ public struct DaemonConfig: Sendable {
     public var logLevel: Logger.Level
     /// Compute threads (0: every online CPU).
     public var threads: Int
+    /// Sequences (prompts of any claimed jobs for one model) decoded together at most.
+    public var maxBatch: Int = 16
 
     public static let keys = ["state_directory", "spool_directory", "models", "model_directories", "model_memory_budget", "cache_memory_budget",
-                              "scan_interval_seconds", "max_attempts", "retry_backoff_seconds", "max_job_file_bytes", "log_level", "threads"]
+                              "scan_interval_seconds", "max_attempts", "retry_backoff_seconds", "max_job_file_bytes", "log_level", "threads", "max_batch"]
 
     public init(stateDirectory: URL, spoolDirectory: URL? = nil, models: [String: URL] = [:], modelDirectories: [URL] = [],
                 modelMemoryBudget: Int = 16 << 30, cacheMemoryBudget: Int = 4 << 30, scanInterval: Double = 5,
@@ -131,6 +133,9 @@ public struct DaemonConfig: Sendable {
             }
         }
         if let n = p.int(map, "threads", min: 0) { config.threads = n }
+        if let n = p.int(map, "max_batch", min: 1) {
+            if n <= 256 { config.maxBatch = n } else { p.add("max_batch", "an integer in 1...256", "\(n)") }
+        }
         if let s = p.string(map, "log_level", required: false) {
             if let level = Logger.Level(rawValue: s.lowercased()) { config.logLevel = level } else {
                 p.add("log_level", "one of \(Logger.levelNames.joined(separator: ", "))", "\"\(s)\"")

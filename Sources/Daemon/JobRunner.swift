@@ -12,9 +12,13 @@ public final class StopFlag: @unchecked Sendable {
     public func set() { lock.lock(); value = true; lock.unlock() }
 }
 
-/// Runs claimed jobs: one prompt at a time through the job's strategy, each prompt's output
-/// committed as it finishes. Stops between tokens when asked (the job goes back to `queued`)
-/// or when the job is cancelled.
+/// Runs claimed jobs in batches: it keeps up to `maxBatch` sequences (prompts) in flight in one
+/// decode loop, drawn from every job it has claimed for the batch's model, and claims the next job
+/// (by priority, then age) whenever a slot frees. Each prompt's output is committed as it
+/// finishes. On a stop every in-flight job goes back to `queued`; a cancelled job's sequences stop
+/// at the next pass without disturbing the others.
+/// `@unchecked Sendable`: the batch state lives in `runAvailable`'s frame on the runner's thread;
+/// what other threads touch (`stopping`, `liveness`, the cancel watch) is locked.
 public final class JobRunner: @unchecked Sendable {
     public enum Outcome: Equatable, Sendable { case none, finished(Int64, JobState), requeued(Int64), lost(Int64) }
 
@@ -26,15 +30,17 @@ public final class JobRunner: @unchecked Sendable {
     public let stopping = StopFlag()
     /// Called after each prompt and job, for systemd STATUS= lines.
     public var onProgress: (String) -> Void = { _ in }
-    /// How often the store is asked whether the running job was cancelled.
+    /// How often the store is asked whether a running job was cancelled.
     public var cancelPollInterval: TimeInterval = 0.2
     /// What the watchdog looks at: when the runner last advanced.
     public let liveness = RunnerLiveness()
-    /// A job whose run ended in a store error and that is not yet released: it is still
-    /// `running` in the store, so nothing else is claimed until it is back in the queue.
-    private var unreleased: (job: ClaimedJob, failure: String)?
+    /// Jobs whose run ended in a store error and that are not yet released: they are still
+    /// `running` in the store, so nothing else is claimed until they are back in the queue.
+    private var unreleased: [(job: ClaimedJob, failure: String)] = []
     /// Seconds a job released after a store failure waits, times its attempt number.
     public var storeFailureBackoff: TimeInterval = 30
+    /// Sequences in flight at once (config `max_batch`).
+    public var maxBatch = 16
 
     public init(store: JobStore, models: ModelManager, caches: CacheManager, registry: StrategyRegistry, log: Logger) {
         self.store = store
@@ -44,137 +50,236 @@ public final class JobRunner: @unchecked Sendable {
         self.log = log
     }
 
-    /// Claims and runs the next job (of `among`, when given) to a final state, or until a stop.
+    /// Claims and runs jobs (of `among`, when given) as one batch until none is in flight and none
+    /// is left to claim for the batch's model, or until a stop. Returns the first job's outcome
+    /// (`.none` when nothing was claimed); `runAvailable` returns them all.
     public func runNext(among ids: [Int64]? = nil) throws -> Outcome {
+        try runAvailable(among: ids).first ?? .none
+    }
+
+    /// One job of the batch.
+    private final class Flight {
+        let job: ClaimedJob
+        let cancelled = StopFlag()
+        /// Sequences submitted and not yet completed.
+        var open = 0
+        /// Prompts with an output (this run, earlier attempts included).
+        var done: Int
+        /// Set when the job must fail; its other sequences stop.
+        var failure: String?
+        /// Its final state is written, or it is no longer ours.
+        var closed = false
+        var lost = false
+        init(job: ClaimedJob) {
+            self.job = job
+            done = job.finished.count
+        }
+        var stopsSequences: Bool { closed || failure != nil || cancelled.isSet }
+    }
+
+    public func runAvailable(among ids: [Int64]? = nil) throws -> [Outcome] {
         // Throws again while the store still fails; the caller backs off and comes back here.
-        if let (job, failure) = unreleased { return try release(job, after: failure) }
-        guard !stopping.isSet, let job = try store.claimNext(among: ids) else { return .none }
-        log.info("runner: job \(job.id) started (attempt \(job.attempt) of \(job.maxAttempts), \(job.spec.strategy.name), \(job.spec.prompts.count) prompt(s), \(job.finished.count) already done)")
+        if !unreleased.isEmpty { return try releaseUnreleased() }
+        guard !stopping.isSet else { return [] }
+        var outcomes: [Outcome] = []
+        var flights: [Flight] = []
+        var session: (key: String, loaded: LoadedModel, loop: DecodeLoop)?
+        let abort = StopFlag()
+        var storeFailure: Error?
+        let watch = CancelWatch(store: store, interval: cancelPollInterval)
+        defer {
+            watch.stop()
+            if let session { models.release(session.loaded) }
+        }
+
+        func close(_ flight: Flight, _ state: JobState, error: String? = nil) throws {
+            flight.closed = true
+            watch.remove(flight.job.id)
+            do {
+                try store.finish(flight.job, as: state, error: error)
+                log.info("runner: job \(flight.job.id) \(state.rawValue)")
+                onProgress("job \(flight.job.id) \(state.rawValue)")
+                outcomes.append(.finished(flight.job.id, state))
+            } catch StoreError.leaseLost {
+                log.warning("runner: job \(flight.job.id) was taken from this worker; its work is dropped")
+                outcomes.append(.lost(flight.job.id))
+            }
+        }
+
+        /// Makes the strategy, encodes the prompts and submits every unfinished one.
+        func admit(_ job: ClaimedJob, _ loaded: LoadedModel, _ loop: DecodeLoop) throws {
+            let flight = Flight(job: job)
+            flights.append(flight)
+            watch.add(job.id, flight.cancelled)
+            let model = loaded.model
+            let strategy: ConfiguredStrategy
+            do { strategy = try registry.make(job.spec.strategy, model: model) } catch {
+                return try close(flight, .failed, error: "strategy: \(error)")
+            }
+            var requests: [(Int, GenerationRequest)] = []
+            for (index, prompt) in job.spec.prompts.enumerated() where !job.finished.contains(index) {
+                let ids: [Int]
+                do { ids = try loaded.tokenizer.encode(prompt.text, addSpecialTokens: true) } catch {
+                    return try close(flight, .failed, error: "prompt \(prompt.id): \(error)")
+                }
+                let request = GenerationRequest(prompt: ids, maxNewTokens: job.spec.maxNewTokens, minNewTokens: job.spec.minNewTokens,
+                                                sampling: job.spec.sampling, stopStrings: job.spec.stop,
+                                                eosTokenIds: Set(model.config.eosTokenIds))
+                if let problem = check(request, model: model, strategy: strategy) {
+                    return try close(flight, .failed, error: "prompt \(prompt.id): \(problem)")
+                }
+                requests.append((index, request))
+            }
+            for (index, request) in requests {
+                let promptID = job.spec.prompts[index].id
+                let output = GenerationOutput(request: request, tokenizer: loaded.tokenizer,
+                                              isCancelled: { [stopping] in stopping.isSet || abort.isSet || flight.stopsSequences })
+                flight.open += 1
+                loop.submit(request, strategy: strategy, output: output, priority: job.spec.priority) { [self] completion in
+                    flight.open -= 1
+                    guard !flight.closed, !abort.isSet, flight.failure == nil else { return }
+                    if let error = completion.error {
+                        flight.failure = "prompt \(promptID): \(error)"
+                        return
+                    }
+                    // An interrupted prompt is not an output: it runs again from its start.
+                    guard let metrics = completion.metrics, output.finishReason != .cancelled else { return }
+                    do {
+                        try store.commitOutput(job, index: index, text: output.text, tokens: output.tokens, metrics: metrics)
+                        flight.done += 1
+                        liveness.advanced()
+                        onProgress("job \(job.id): prompt \(index + 1) of \(job.spec.prompts.count) done")
+                    } catch StoreError.leaseLost {
+                        flight.closed = true
+                        flight.lost = true
+                    } catch {
+                        storeFailure = error
+                        abort.set()
+                    }
+                }
+            }
+        }
+
+        /// Writes the final state of every job with nothing left in flight.
+        func settle() throws {
+            for flight in flights where !flight.closed && flight.open == 0 {
+                let job = flight.job
+                if flight.lost {
+                    flight.closed = true
+                    watch.remove(job.id)
+                    log.warning("runner: job \(job.id) was taken from this worker; its work is dropped")
+                    outcomes.append(.lost(job.id))
+                } else if let failure = flight.failure {
+                    try close(flight, .failed, error: failure)
+                } else if flight.done < job.spec.prompts.count && stopping.isSet {
+                    flight.closed = true
+                    watch.remove(job.id)
+                    try store.requeue(job, note: "the daemon stopped")
+                    log.notice("runner: job \(job.id) put back in the queue (stopping)")
+                    outcomes.append(.requeued(job.id))
+                } else if flight.cancelled.isSet {
+                    try close(flight, .cancelled, error: "cancelled by request")
+                } else if flight.done >= job.spec.prompts.count {
+                    try close(flight, .succeeded)
+                }
+            }
+        }
+
         liveness.started()
         defer { liveness.stopped() }
         do {
-            let outcome = try run(job)
-            switch outcome {
-            case let .finished(_, state):
-                log.info("runner: job \(job.id) \(state.rawValue)")
-                onProgress("job \(job.id) \(state.rawValue)")
-            case .requeued: log.notice("runner: job \(job.id) put back in the queue (stopping)")
-            default: break
+            while true {
+                // Claim while the batch has room (only jobs for the batch's model once it has one).
+                while !stopping.isSet, session.map({ $0.loop.active.count + $0.loop.waitingCount < maxBatch }) ?? true {
+                    guard let job = try store.claimNext(among: ids, model: session?.key) else { break }
+                    log.info("runner: job \(job.id) started (attempt \(job.attempt) of \(job.maxAttempts), \(job.spec.strategy.name), \(job.spec.prompts.count) prompt(s), \(job.finished.count) already done)")
+                    if session == nil {
+                        do {
+                            let loaded = try models.acquire(job.modelDirectory)
+                            let pool = caches.pool(for: loaded.model, key: job.modelDirectory.path)
+                            session = (job.modelDirectory.path, loaded, DecodeLoop(model: loaded.model, caches: pool, maxBatch: maxBatch))
+                        } catch {
+                            let flight = Flight(job: job)
+                            flights.append(flight)
+                            try close(flight, .failed, error: "cannot load the model \(job.modelDirectory.path): \(error)")
+                            continue
+                        }
+                    }
+                    try admit(job, session!.loaded, session!.loop)
+                }
+                try settle()
+                guard let loop = session?.loop, !loop.isIdle else { break }
+                loop.step()
+                if let storeFailure { throw storeFailure }
+                try settle()
             }
-            return outcome
-        } catch let StoreError.leaseLost(id) {
-            log.warning("runner: job \(id) was taken from this worker; its work is dropped")
-            return .lost(id)
         } catch {
-            // The store failed under a running job (disk full, I/O): the job must not stay
-            // `running` with nobody running it. Release it now, or on the next call once the
-            // store works again.
-            log.error("runner: job \(job.id): the job store failed: \(error); releasing the job")
-            return try release(job, after: "\(error)")
+            // The store failed under running jobs (disk full, I/O): none may stay `running` with
+            // nobody running it. Stop their sequences, then release them now, or on the next call
+            // once the store works again.
+            log.error("runner: the job store failed: \(error); releasing the running jobs")
+            abort.set()
+            if let loop = session?.loop { while !loop.isIdle { loop.step() } }
+            for flight in flights where !flight.closed {
+                flight.closed = true
+                unreleased.append((flight.job, "\(error)"))
+            }
+            outcomes += try releaseUnreleased()
         }
+        return outcomes
     }
 
-    /// Puts a job whose run hit a store failure back (or ends it); until that succeeds the job is
-    /// kept in `unreleased`, so the next `runNext` tries again before claiming anything else.
-    private func release(_ job: ClaimedJob, after failure: String) throws -> Outcome {
-        unreleased = (job, failure)
-        let state = try store.release(job, after: failure, backoff: storeFailureBackoff * Double(job.attempt))
-        unreleased = nil
-        log.notice("runner: job \(job.id) released after the store failure: \(state.rawValue)")
-        return state == .queued ? .requeued(job.id) : .finished(job.id, state)
+    /// Puts jobs whose run hit a store failure back (or ends them); until that succeeds they stay
+    /// in `unreleased`, so the next call tries again before claiming anything else.
+    private func releaseUnreleased() throws -> [Outcome] {
+        var outcomes: [Outcome] = []
+        while let (job, failure) = unreleased.first {
+            let state = try store.release(job, after: failure, backoff: storeFailureBackoff * Double(job.attempt))
+            unreleased.removeFirst()
+            log.notice("runner: job \(job.id) released after the store failure: \(state.rawValue)")
+            outcomes.append(state == .queued ? .requeued(job.id) : .finished(job.id, state))
+        }
+        return outcomes
     }
 
-    private func run(_ job: ClaimedJob) throws -> Outcome {
-        let cancelled = StopFlag()
-        let poller = DispatchSource.makeTimerSource(queue: .global())
-        poller.schedule(deadline: .now(), repeating: cancelPollInterval)
-        poller.setEventHandler { [store] in
-            if (try? store.isCancelRequested(job.id)) ?? false { cancelled.set() }
-        }
-        poller.resume()
-        defer { poller.cancel() }
-
-        let loaded: LoadedModel
-        let generator: Generator
-        do {
-            loaded = try models.acquire(job.modelDirectory)
-        } catch {
-            try store.finish(job, as: .failed, error: "cannot load the model \(job.modelDirectory.path): \(error)")
-            return .finished(job.id, .failed)
-        }
-        defer { models.release(loaded) }
-        do {
-            generator = try registry.make(job.spec.strategy, model: loaded.model)
-        } catch {
-            try store.finish(job, as: .failed, error: "strategy: \(error)")
-            return .finished(job.id, .failed)
-        }
-        let model = loaded.model
-        for (index, prompt) in job.spec.prompts.enumerated() where !job.finished.contains(index) {
-            if stopping.isSet {
-                try store.requeue(job, note: "the daemon stopped")
-                return .requeued(job.id)
-            }
-            if cancelled.isSet {
-                try store.finish(job, as: .cancelled, error: "cancelled by request")
-                return .finished(job.id, .cancelled)
-            }
-            let ids: [Int]
-            do { ids = try loaded.tokenizer.encode(prompt.text, addSpecialTokens: true) } catch {
-                try store.finish(job, as: .failed, error: "prompt \(prompt.id): \(error)")
-                return .finished(job.id, .failed)
-            }
-            let request = GenerationRequest(prompt: ids, maxNewTokens: job.spec.maxNewTokens, minNewTokens: job.spec.minNewTokens,
-                                            sampling: job.spec.sampling, stopStrings: job.spec.stop,
-                                            eosTokenIds: Set(model.config.eosTokenIds))
-            if let problem = check(request, model: model, generator: generator) {
-                try store.finish(job, as: .failed, error: "prompt \(prompt.id): \(problem)")
-                return .finished(job.id, .failed)
-            }
-            let cache: KVCache
-            do {
-                guard let c = try caches.acquire(config: model.config, capacity: generator.requiredPositions(for: request),
-                                                 shouldStop: { stopping.isSet || cancelled.isSet }) else { continue }
-                cache = c
-            } catch {
-                try store.finish(job, as: .failed, error: "prompt \(prompt.id): \(error)")
-                return .finished(job.id, .failed)
-            }
-            let output = GenerationOutput(request: request, tokenizer: loaded.tokenizer,
-                                          isCancelled: { [stopping] in stopping.isSet || cancelled.isSet })
-            let metrics = generator.generate(request, cache: cache, output: output)
-            caches.release(cache)
-            if output.finishReason == .cancelled || metrics.finishReason == .cancelled {
-                // An interrupted prompt is not an output: it runs again from its start.
-                continue
-            }
-            liveness.advanced()
-            try store.commitOutput(job, index: index, text: output.text, tokens: output.tokens, metrics: metrics)
-            onProgress("job \(job.id): prompt \(index + 1) of \(job.spec.prompts.count) done")
-        }
-        if stopping.isSet {
-            try store.requeue(job, note: "the daemon stopped")
-            return .requeued(job.id)
-        }
-        if cancelled.isSet {
-            try store.finish(job, as: .cancelled, error: "cancelled by request")
-            return .finished(job.id, .cancelled)
-        }
-        try store.finish(job, as: .succeeded)
-        return .finished(job.id, .succeeded)
-    }
-
-    private func check(_ request: GenerationRequest, model: LlamaModel, generator: Generator) -> String? {
+    private func check(_ request: GenerationRequest, model: LlamaModel, strategy: ConfiguredStrategy) -> String? {
         if request.prompt.isEmpty { return "the prompt encodes to no tokens" }
         if let bad = request.prompt.first(where: { $0 < 0 || $0 >= model.config.vocabSize }) {
             return "token id \(bad) from tokenizer.json is outside the model's vocabulary (vocab_size \(model.config.vocabSize))"
         }
-        let needed = generator.requiredPositions(for: request)
+        let needed = strategy.requiredPositions(for: request)
         if needed > model.maxPositions {
             return "\(request.prompt.count) prompt tokens + max_new_tokens \(request.maxNewTokens) need \(needed) positions; the model has \(model.maxPositions)"
         }
         return nil
     }
+}
+
+/// Polls the store for cancel requests of the batch's jobs and raises their flags.
+/// `@unchecked Sendable`: `flags` is read and written under `lock`.
+final class CancelWatch: @unchecked Sendable {
+    private let lock = NSLock()
+    private var flags: [Int64: StopFlag] = [:]
+    private let timer: DispatchSourceTimer
+
+    init(store: JobStore, interval: TimeInterval) {
+        timer = DispatchSource.makeTimerSource(queue: .global())
+        timer.schedule(deadline: .now(), repeating: interval)
+        timer.setEventHandler { [weak self] in
+            guard let self else { return }
+            self.lock.lock()
+            let watched = self.flags
+            self.lock.unlock()
+            for (id, flag) in watched where !flag.isSet {
+                if (try? store.isCancelRequested(id)) ?? false { flag.set() }
+            }
+        }
+        timer.resume()
+    }
+
+    func add(_ id: Int64, _ flag: StopFlag) { lock.lock(); flags[id] = flag; lock.unlock() }
+    func remove(_ id: Int64) { lock.lock(); flags[id] = nil; lock.unlock() }
+    func stop() { timer.cancel() }
 }
 
 /// When the runner last advanced, for systemd's watchdog: a generation whose engine runs no layer

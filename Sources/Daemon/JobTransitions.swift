@@ -57,14 +57,21 @@ extension JobStore {
 
     /// Claims the next queued job: highest priority first, then oldest. A job whose attempts are
     /// used up (each one ended by a daemon crash) ends `failed` here instead of running again.
-    /// - Parameter among: only these jobs (the foreground `run` command); nil for any.
-    public func claimNext(among ids: [Int64]? = nil) throws -> ClaimedJob? {
+    /// - Parameters:
+    ///   - among: only these jobs (the foreground `run` command); nil for any.
+    ///   - model: only jobs for this model folder (joining a batch that runs it); nil for any.
+    public func claimNext(among ids: [Int64]? = nil, model: String? = nil) throws -> ClaimedJob? {
         try write { db in
             while true {
                 var sql = "SELECT * FROM jobs WHERE state = 'queued' AND (not_before IS NULL OR not_before <= ?)"
                 if let ids { sql += " AND id IN (\(ids.isEmpty ? "NULL" : ids.map(String.init).joined(separator: ",")))" }
+                var arguments: StatementArguments = [JobStore.now]
+                if let model {
+                    sql += " AND model_directory = ?"
+                    arguments += [model]
+                }
                 sql += " ORDER BY priority DESC, id LIMIT 1"
-                guard let row = try Row.fetchOne(db, sql: sql, arguments: [JobStore.now]) else { return nil }
+                guard let row = try Row.fetchOne(db, sql: sql, arguments: arguments) else { return nil }
                 let id: Int64 = row["id"]
                 let attempts: Int = row["attempts"], max: Int = row["max_attempts"]
                 if attempts >= max {

@@ -1,18 +1,46 @@
 import Engine
 import Foundation
 
-/// A configured strategy, ready to generate with one model. Instances hold only configuration
-/// and per-call scratch, so one can serve many prompts (one at a time).
-public protocol Generator: AnyObject {
+/// A configured strategy, ready for one model: it makes the per-sequence state machine of each
+/// prompt. Holds only configuration, so one serves any number of sequences at once.
+public protocol ConfiguredStrategy: AnyObject {
+    /// As written in job files and reported in metrics.
+    var strategyName: String { get }
     /// KV-cache positions a request needs (prompt + new tokens + any speculative overshoot).
     func requiredPositions(for request: GenerationRequest) -> Int
-    /// Generates into `output` using `cache` (reset first; capacity ≥ requiredPositions).
-    func generate(_ request: GenerationRequest, cache: KVCache, output: GenerationOutput) -> GenerationMetrics
+    /// The state machine that decodes one sequence inside the decode loop.
+    func makeStepper(for request: GenerationRequest) -> SequenceStepper
+}
+
+/// A strategy's per-sequence state machine (DESIGN §2b). The decode loop owns everything else —
+/// admission, prefill, bans, sampling, commits, KV truncation, cancellation, metrics — and asks a
+/// stepper only two things per pass: which rows this sequence needs, and what the logits of
+/// those rows mean.
+public protocol SequenceStepper: AnyObject {
+    /// Layers the prompt runs through; the exit head after them gives the first token.
+    var promptLayers: Range<Int> { get }
+    /// The most rows one `plan` adds (the loop defers a sequence to the next pass when the pass
+    /// has no room for it). At most `DecodeLoop.maxRowsPerSequence`.
+    var rowsPerStep: Int { get }
+    /// The most logits rows one `plan` asks for.
+    var logitsRowsPerStep: Int { get }
+    /// Adds this sequence's rows to the next pass. The sequence has a pending token (committed,
+    /// not yet run) at `sequence.position`, and every layer's cache holds `sequence.position`
+    /// positions unless the stepper itself left more there (drafts) at its previous step.
+    func plan(_ sequence: DecodeSequence, into pass: SequencePass)
+    /// Reads this sequence's logits of the pass just run and commits tokens (or none: a draft).
+    func advance(_ sequence: DecodeSequence, logits: SequenceLogits)
+    /// The strategy's own metrics fields.
+    func report(into metrics: inout GenerationMetrics)
+}
+
+extension SequenceStepper {
+    public func report(into metrics: inout GenerationMetrics) {}
 }
 
 /// A decoding-strategy plugin. Each owns its typed configuration and validates it against the
 /// model's configuration (no weights needed, so job files can be checked before anything loads).
-public protocol DecodingStrategy: Generator {
+public protocol DecodingStrategy: ConfiguredStrategy {
     associatedtype Configuration: StrategyConfiguration
     /// As written in job files (`strategy: NAME`).
     static var name: String { get }
@@ -21,13 +49,17 @@ public protocol DecodingStrategy: Generator {
     init(configuration: Configuration, model: LlamaModel)
 }
 
+extension DecodingStrategy {
+    public var strategyName: String { Self.name }
+}
+
 /// A type-erased plugin entry for the registry.
 public struct StrategyPlugin: Sendable {
     public let name: String
     public let summary: String
     public let keys: [String]
     private let check: @Sendable ([String: ConfigValue], ModelConfig, String) -> [ConfigurationProblem]
-    private let build: @Sendable ([String: ConfigValue], LlamaModel, String) throws -> Generator
+    private let build: @Sendable ([String: ConfigValue], LlamaModel, String) throws -> ConfiguredStrategy
 
     public init<S: DecodingStrategy>(_ type: S.Type) {
         name = S.name
@@ -54,7 +86,7 @@ public struct StrategyPlugin: Sendable {
         check(options, model, path)
     }
 
-    public func make(_ options: [String: ConfigValue], model: LlamaModel, path: String = "strategy") throws -> Generator {
+    public func make(_ options: [String: ConfigValue], model: LlamaModel, path: String = "strategy") throws -> ConfiguredStrategy {
         try build(options, model, path)
     }
 }
@@ -83,7 +115,7 @@ public struct StrategyRegistry: Sendable {
         return plugin.problems(spec.options, model: model, path: path)
     }
 
-    public func make(_ spec: StrategySpec, model: LlamaModel, path: String = "strategy") throws -> Generator {
+    public func make(_ spec: StrategySpec, model: LlamaModel, path: String = "strategy") throws -> ConfiguredStrategy {
         guard let plugin = plugin(named: spec.name) else {
             throw ConfigurationError(problems(spec, model: model.config, path: path))
         }

@@ -26,6 +26,11 @@ public struct GenerationMetrics: Codable, Equatable, Sendable {
     public var verifyMs: Double?
     /// Early exit: the mean layer count a generated token left after.
     public var averageExitLayer: Double?
+    /// Decode loop: mean sequences per pass while this one decoded, mean pass time, and the time
+    /// from submission to the first prefill pass (waiting for a slot or a cache).
+    public var batchSize: Double?
+    public var stepMs: Double?
+    public var queueMs: Double?
     /// The sampler's seed (reported so that a sampled run can be repeated).
     public var seed: UInt64?
 
@@ -49,6 +54,7 @@ public struct GenerationMetrics: Codable, Equatable, Sendable {
         case drafted, accepted, acceptanceRate = "acceptance_rate", rounds, tokensPerRound = "tokens_per_round"
         case draftMs = "draft_ms", verifyMs = "verify_ms"
         case averageExitLayer = "average_exit_layer", seed
+        case batchSize = "batch_size", stepMs = "step_ms", queueMs = "queue_ms"
     }
 }
 

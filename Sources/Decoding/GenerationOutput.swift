@@ -73,6 +73,15 @@ public final class GenerationOutput {
         return true
     }
 
+    /// Ends generation as cancelled if the cancellation check says so (the decode loop asks
+    /// before every pass, so a sequence that commits nothing for a while still stops).
+    @discardableResult
+    public func checkCancellation() -> Bool {
+        guard !isFinished else { return false }
+        if isCancelled() { finish(.cancelled); return true }
+        return false
+    }
+
     /// Ends generation early (e.g. the context is full) and flushes held text.
     public func finish(_ reason: FinishReason) {
         guard finishReason == nil else { return }

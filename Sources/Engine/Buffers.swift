@@ -23,35 +23,25 @@ public final class FloatBuffer: @unchecked Sendable {
     public var buffer: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: pointer, count: count) }
 }
 
-/// The residual stream and scratch space of one forward pass over up to `capacity` positions.
-/// A strategy owns one (or more) and reuses it for every token.
+/// The residual stream of one sequence's pass over up to `capacity` positions, with the scratch
+/// such a pass needs: the single-sequence face of `LlamaModel.run` (training's evaluation, tests,
+/// tools). The decode loop keeps its own rows and one shared `PassScratch` instead.
 public final class Activations: @unchecked Sendable {
+    // `@unchecked Sendable`: the owner runs one pass at a time on it (see PassScratch).
     public let capacity: Int
     public let hiddenSize: Int
     /// (capacity, hidden), row-major: the residual stream, one row per position of the pass.
     public let hidden: FloatBuffer
-    /// (capacity, hidden): normalised input of the current sub-layer, then its output.
-    let normed: FloatBuffer
-    /// (capacity, heads*headDim): queries, then (reused) attention output.
-    let query: FloatBuffer
-    let attention: FloatBuffer
-    /// (capacity, intermediate) each: SwiGLU gate and up projections.
-    let gate: FloatBuffer
-    let up: FloatBuffer
-    /// (maxPositions): attention scores for one head at one position.
-    let scores: FloatBuffer
+    let scratch: PassScratch
+    let plan: PassPlan
 
     init(config: ModelConfig, capacity: Int, maxPositions: Int) {
         precondition(capacity > 0)
         self.capacity = capacity
         hiddenSize = config.hiddenSize
         hidden = FloatBuffer(count: capacity * config.hiddenSize)
-        normed = FloatBuffer(count: capacity * config.hiddenSize)
-        query = FloatBuffer(count: capacity * config.qDim)
-        attention = FloatBuffer(count: capacity * config.qDim)
-        gate = FloatBuffer(count: capacity * config.intermediateSize)
-        up = FloatBuffer(count: capacity * config.intermediateSize)
-        scores = FloatBuffer(count: maxPositions)
+        scratch = PassScratch(config: config, maxRows: capacity, maxPositions: maxPositions)
+        plan = PassPlan(maxRows: capacity, maxLogitsRows: Int.max / 2, maxSegments: 1)
     }
 
     /// Row r of the residual stream: (hidden) floats.

@@ -56,19 +56,6 @@ public final class QuantizedLayer: @unchecked Sendable {
 }
 
 extension LlamaModel {
-    /// The exit head with a chosen LM-head precision; see `exitLogits(_:rows:into:at:)`.
-    public func exitLogits(_ h: Activations, rows: Range<Int>, into logits: Logits, at firstRow: Int = 0, head: WeightPrecision) {
-        guard head == .int8 else { return exitLogits(h, rows: rows, into: logits, at: firstRow) }
-        let n = rows.count
-        precondition(n > 0 && rows.upperBound <= h.capacity && firstRow + n <= logits.capacity)
-        let hd = config.hiddenSize
-        ck_rmsnorm(h.hidden.pointer + rows.lowerBound * hd, weights.finalNorm.data, weights.finalNorm.dtype.kernelType,
-                   config.rmsNormEps, Int32(hd), Int32(n), h.normed.pointer)
-        let q = int8Head
-        ck_matmul_q8(q.values, q.scales.pointer, Int32(q.rows), Int32(q.cols), h.normed.pointer, Int32(hd), Int32(n),
-                     logits.values.pointer + firstRow * config.vocabSize, Int32(config.vocabSize))
-    }
-
     /// The LM head's int8 copy, made once per model on first use.
     public var int8Head: QuantizedMatrix {
         derivedLock.lock()

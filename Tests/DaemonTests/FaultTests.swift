@@ -18,11 +18,21 @@ final class TestStall: DecodingStrategy {
     static func problems(_ c: Configuration, model: ModelConfig, path: String) -> [ConfigurationProblem] { [] }
     init(configuration: Configuration, model: LlamaModel) {}
     func requiredPositions(for request: GenerationRequest) -> Int { request.prompt.count + request.maxNewTokens }
-    func generate(_ request: GenerationRequest, cache: KVCache, output: GenerationOutput) -> GenerationMetrics {
-        while !Self.released.isSet { usleep(20_000) }
-        _ = output.append(0)
-        return GenerationMetrics(strategy: Self.name, promptTokens: request.prompt.count, generatedTokens: output.tokens.count,
-                                 finishReason: .length, prefillSeconds: 0, decodeSeconds: 0, layerEvaluations: 0)
+    func makeStepper(for request: GenerationRequest) -> SequenceStepper { Stepper() }
+
+    /// Wedges in its first plan, as a stuck generation would, until released; then commits a token.
+    final class Stepper: SequenceStepper {
+        var promptLayers: Range<Int> { 0..<1 }
+        var rowsPerStep: Int { 1 }
+        var logitsRowsPerStep: Int { 1 }
+        func plan(_ sequence: DecodeSequence, into pass: SequencePass) {
+            while !TestStall.released.isSet { usleep(20_000) }
+            sequence.embed(sequence.pending, row: 0)
+            pass.add(rows: 0..<1, firstPosition: sequence.position, layers: 0..<1, head: 0..<1)
+        }
+        func advance(_ sequence: DecodeSequence, logits: SequenceLogits) {
+            sequence.output.finish(.length)
+        }
     }
 }
 
@@ -32,7 +42,8 @@ final class FaultTests: XCTestCase {
     /// once space returns it is released (back to the queue with a backoff), resumes without
     /// redoing finished prompts, and succeeds; the daemon never stops serving.
     func testStoreFailureDuringARunReleasesTheJob() throws {
-        let install = try Installation(extraConfig: "retry_backoff_seconds: 1\nmax_attempts: 5")
+        // Two prompts at a time, so that the prompts commit in turn while the disk fills.
+        let install = try Installation(extraConfig: "retry_backoff_seconds: 1\nmax_attempts: 5\nmax_batch: 2")
         let state = install.root.appendingPathComponent("state")
         try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
         // A small filesystem of its own for the state directory, so that it can be filled for real.

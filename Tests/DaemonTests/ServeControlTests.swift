@@ -7,13 +7,15 @@ import XCTest
 
 /// Stopping, crashing, cancelling, retrying, ordering and concurrent reading, through the real binary.
 final class ServeControlTests: XCTestCase {
-    /// A job long enough (~1–2 s here) to be interrupted half-way.
+    /// A job long enough (~1–2 s here) to be interrupted half-way. The daemons of these tests
+    /// decode two prompts at a time, so that the prompts finish in turn.
+    let twoAtATime = "max_batch: 2"
     let longJob = jobYAML(prompts: 16, tokens: 300, extra: "max_attempts: 5", promptPrefix: "Long")
 
     func finished(_ install: Installation, _ id: Int) -> Int { ((try? install.job(id))?["finished_prompts"] as? Int) ?? 0 }
 
     func testSIGTERMMidJobRequeuesKeepsFinishedPromptsAndCompletesAfterRestart() throws {
-        let install = try Installation()
+        let install = try Installation(extraConfig: twoAtATime)
         try install.start()
         try install.drop("long.yaml", longJob)
         try waitFor("two prompts finished", timeout: 30) { self.finished(install, 1) >= 2 }
@@ -34,7 +36,7 @@ final class ServeControlTests: XCTestCase {
     }
 
     func testResumeAfterCrashDoesNotRedoFinishedPrompts() throws {
-        let install = try Installation()
+        let install = try Installation(extraConfig: twoAtATime)
         try install.start()
         try install.drop("long.yaml", longJob)
         try waitFor("three prompts finished", timeout: 30) { self.finished(install, 1) >= 3 }
@@ -75,7 +77,7 @@ final class ServeControlTests: XCTestCase {
     }
 
     func testCancelRunningJobThenRetry() throws {
-        let install = try Installation()
+        let install = try Installation(extraConfig: twoAtATime)
         try install.start()
         try install.drop("long.yaml", longJob)
         try waitFor("running", timeout: 30) { self.finished(install, 1) >= 1 }

@@ -28,27 +28,22 @@ final class TestGreedy: DecodingStrategy {
 
     func requiredPositions(for request: GenerationRequest) -> Int { request.prompt.count + request.maxNewTokens }
 
-    func generate(_ request: GenerationRequest, cache: KVCache, output: GenerationOutput) -> GenerationMetrics {
-        cache.reset()
-        var clock = PhaseClock()
-        let h = model.makeActivations(capacity: max(1, request.prompt.count))
-        let logits = model.makeLogits()
-        let last = prefill(model, prompt: request.prompt[...], layers: 0..<exit, activations: h, cache: cache)
-        model.exitLogits(h, rows: last..<(last + 1), into: logits)
-        clock.prefillDone()
-        var position = request.prompt.count
-        while !output.isFinished {
-            let row = logits.row(0)
-            output.applyBans(row, step: output.tokens.count)
-            if !output.append(Sampler.argmax(row)) { break }
-            model.embed(CollectionOfOne(output.tokens.last!), into: h)
-            model.forward(h, layers: 0..<exit, positions: position..<(position + 1), cache: cache)
-            model.exitLogits(h, rows: 0..<1, into: logits)
-            position += 1
+    func makeStepper(for request: GenerationRequest) -> SequenceStepper { Stepper(layers: 0..<exit) }
+
+    /// Greedy through the first `exit` layers: one row per pass, the loop does the rest.
+    final class Stepper: SequenceStepper {
+        let promptLayers: Range<Int>
+        var rowsPerStep: Int { 1 }
+        var logitsRowsPerStep: Int { 1 }
+        private var logitsRow = 0
+        init(layers: Range<Int>) { promptLayers = layers }
+        func plan(_ sequence: DecodeSequence, into pass: SequencePass) {
+            sequence.embed(sequence.pending, row: 0)
+            logitsRow = pass.add(rows: 0..<1, firstPosition: sequence.position, layers: promptLayers, head: 0..<1)
         }
-        return GenerationMetrics(strategy: Self.name, promptTokens: request.prompt.count, generatedTokens: output.tokens.count,
-                                 finishReason: output.finishReason ?? .length, prefillSeconds: clock.prefillSeconds,
-                                 decodeSeconds: clock.decodeSeconds, layerEvaluations: output.tokens.count * exit)
+        func advance(_ sequence: DecodeSequence, logits: SequenceLogits) {
+            sequence.commit(Sampler.argmax(logits.row(logitsRow, forToken: sequence.generated)))
+        }
     }
 }
 
@@ -60,9 +55,7 @@ final class TestFull: DecodingStrategy {
     static func problems(_ c: Configuration, model: ModelConfig, path: String) -> [ConfigurationProblem] { [] }
     init(configuration: Configuration, model: LlamaModel) { inner = TestGreedy(configuration: .init(exitLayer: nil), model: model) }
     func requiredPositions(for request: GenerationRequest) -> Int { inner.requiredPositions(for: request) }
-    func generate(_ request: GenerationRequest, cache: KVCache, output: GenerationOutput) -> GenerationMetrics {
-        inner.generate(request, cache: cache, output: output)
-    }
+    func makeStepper(for request: GenerationRequest) -> SequenceStepper { inner.makeStepper(for: request) }
 }
 
 let testRegistry = StrategyRegistry([StrategyPlugin(TestFull.self), StrategyPlugin(TestGreedy.self)])

@@ -94,18 +94,39 @@ final class GreedyLosslessTests: XCTestCase {
         let prompt = try Fixtures.expected("tiny-spm-mha-bf16-sharded").prompts[0].ids
         let n = 24
         for (e, d) in [(1, 4), (2, 6), (4, 3), (5, 8)] {
-            let generator = try registry.make(selfSpeculative(e, d), model: model) as! SelfSpeculativeStrategy
-            var rounds: [SelfSpeculativeStrategy.Round] = []
-            generator.onRound = { rounds.append($0) }
+            let strategy = try registry.make(selfSpeculative(e, d), model: model)
             let request = GenerationRequest(prompt: prompt, maxNewTokens: n, minNewTokens: n, eosTokenIds: Set(model.config.eosTokenIds))
-            let cache = model.makeCache(capacity: generator.requiredPositions(for: request))
             let output = GenerationOutput(request: request, tokenizer: nil)
-            _ = generator.generate(request, cache: cache, output: output)
-            XCTAssertFalse(rounds.isEmpty)
-            XCTAssertTrue(rounds.contains { $0.accepted < $0.drafted }, "E=\(e) d=\(d): the test needs at least one rejection")
-            for round in rounds {
-                XCTAssertEqual(round.cacheLengths, Array(repeating: round.position, count: model.layerCount), "E=\(e) d=\(d)")
+            let pool = KVCachePool(config: model.config, budget: 1 << 24)
+            let loop = DecodeLoop(model: model, caches: pool, maxBatch: 1)
+            var metrics: GenerationMetrics?
+            loop.submit(request, strategy: strategy, output: output) { metrics = $0.metrics }
+            // After every pass that committed tokens, every layer holds exactly the committed inputs;
+            // after a draft pass, layers 0..<E hold the drafts too and E..<L only the committed ones.
+            var cache: KVCache?
+            var committed = -1, commits = 0, drafts = 0
+            loop.afterPass = { loop in
+                guard let seq = loop.active.first, seq.generated > 0 else { return }
+                cache = seq.cache
+                let lengths = seq.cache.lengths
+                if seq.generated != committed {
+                    committed = seq.generated
+                    if !seq.output.isFinished {
+                        XCTAssertEqual(lengths, Array(repeating: seq.position, count: model.layerCount), "E=\(e) d=\(d) after a commit")
+                    }
+                    commits += 1
+                } else {
+                    drafts += 1
+                    XCTAssertTrue(lengths[e...].allSatisfy { $0 == seq.position }, "E=\(e) d=\(d): a draft pass leaves E..<L alone")
+                    XCTAssertTrue(lengths[..<e].allSatisfy { $0 > seq.position && $0 <= seq.position + d }, "E=\(e) d=\(d): drafts in 0..<E")
+                }
             }
+            loop.run()
+            XCTAssertGreaterThan(drafts, 0)
+            XCTAssertGreaterThan(commits, 1)
+            let m = try XCTUnwrap(metrics)
+            XCTAssertLessThan(m.accepted ?? 0, m.drafted ?? 0, "E=\(e) d=\(d): the test needs at least one rejection")
+            let finalCache = try XCTUnwrap(cache)
             // The same positions computed autoregressively (prompt + all generated tokens but the last).
             let sequence = prompt + output.tokens.dropLast()
             let reference = model.makeCache(capacity: sequence.count)
@@ -114,11 +135,11 @@ final class GreedyLosslessTests: XCTestCase {
                 model.embed([token], into: h)
                 model.forward(h, layers: 0..<model.layerCount, positions: p..<(p + 1), cache: reference)
             }
-            let committed = rounds.last!.position
-            XCTAssertEqual(committed, sequence.count)
+            let positions = sequence.count
             for layer in 0..<model.layerCount {
-                for p in 0..<committed {
-                    let a = cache.entry(layer: layer, position: p), b = reference.entry(layer: layer, position: p)
+                XCTAssertGreaterThanOrEqual(finalCache.lengths[layer], positions)
+                for p in 0..<positions {
+                    let a = finalCache.entry(layer: layer, position: p), b = reference.entry(layer: layer, position: p)
                     let worst = zip(a.key + a.value, b.key + b.value).map { abs($0 - $1) }.max()!
                     XCTAssertLessThanOrEqual(worst, 1e-5, "E=\(e) d=\(d) layer \(layer) position \(p)")
                 }

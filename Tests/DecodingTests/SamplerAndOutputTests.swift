@@ -115,11 +115,13 @@ final class GenerationOutputTests: XCTestCase {
     func testCancellationIsHonouredBetweenTokens() throws {
         let model = try LlamaModel(directory: Fixtures.directory("tiny-bytelevel-gqa-f32"))
         for spec in [StrategySpec(name: "autoregressive"), selfSpeculative(2, 4), StrategySpec(name: "early-exit", options: ["exit_layer": .int(2)])] {
-            var count = 0
             let request = GenerationRequest(prompt: [0, 5, 6], maxNewTokens: 50, minNewTokens: 50, eosTokenIds: [1])
-            let generator = try registry.make(spec, model: model)
-            let output = GenerationOutput(request: request, tokenizer: nil, isCancelled: { count += 1; return count >= 5 })
-            let metrics = generator.generate(request, cache: model.makeCache(capacity: generator.requiredPositions(for: request)), output: output)
+            let strategy = try registry.make(spec, model: model)
+            // Cancelled once 5 tokens are out: the loop asks before every pass and the output after every token.
+            var watched: GenerationOutput?
+            let output = GenerationOutput(request: request, tokenizer: nil, isCancelled: { (watched?.tokens.count ?? 0) >= 5 })
+            watched = output
+            let metrics = try DecodeLoop.generate(model: model, strategy: strategy, request: request, output: output)
             XCTAssertEqual(metrics.finishReason, .cancelled, spec.name)
             XCTAssertEqual(output.tokens.count, 5, spec.name)
         }

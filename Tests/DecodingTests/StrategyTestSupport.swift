@@ -10,15 +10,13 @@ let registry = StrategyRegistry([AutoregressiveStrategy.plugin, EarlyExitStrateg
 
 /// Runs one generation with a strategy spec on a model; returns tokens, text and metrics.
 func generate(_ model: LlamaModel, _ spec: StrategySpec, prompt: [Int], maxNewTokens: Int, minNewTokens: Int = 0,
-              sampling: SamplingParameters = .greedy, stop: [String] = [], tokenizer: Tokenizer? = nil,
-              configure: (Generator) -> Void = { _ in }) throws -> (tokens: [Int], text: String, metrics: GenerationMetrics) {
-    let generator = try registry.make(spec, model: model)
-    configure(generator)
+              sampling: SamplingParameters = .greedy, stop: [String] = [], tokenizer: Tokenizer? = nil)
+    throws -> (tokens: [Int], text: String, metrics: GenerationMetrics) {
+    let strategy = try registry.make(spec, model: model)
     let request = GenerationRequest(prompt: prompt, maxNewTokens: maxNewTokens, minNewTokens: minNewTokens, sampling: sampling,
                                     stopStrings: stop, eosTokenIds: Set(model.config.eosTokenIds))
-    let cache = model.makeCache(capacity: generator.requiredPositions(for: request))
     let output = GenerationOutput(request: request, tokenizer: tokenizer)
-    let metrics = generator.generate(request, cache: cache, output: output)
+    let metrics = try DecodeLoop.generate(model: model, strategy: strategy, request: request, output: output)
     return (output.tokens, output.text, metrics)
 }
 

@@ -51,6 +51,13 @@ void ck_parallel(void (*fn)(void *ctx, int tid, int nthreads), void *ctx);
 void ck_matmul(ck_dtype dt, const void *W, int out, int in,
                const float *x, int ldx, int n, float *y, int ldy);
 
+/// The largest n for which ck_matmul's row t is bit-identical to a one-row call on x row t (the
+/// dot-product kernels; every n on the scalar kernels). Above it, row t of an n-row call depends on
+/// n and t alone: two n-row calls with the same x row t give the same y row t. The engine's
+/// multi-sequence pass forms its calls by this rule, so that a sequence's numbers never depend on
+/// the sequences it shares a pass with.
+int ck_matmul_row_independent_max(void);
+
 /// Same as ck_matmul restricted to output rows [o0, o1), single-threaded (the building block).
 /// Uses per-thread scratch only, so it may be called concurrently from several threads.
 void ck_matmul_range(ck_dtype dt, const void *W, int out, int in,

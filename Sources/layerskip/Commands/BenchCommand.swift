@@ -52,6 +52,12 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Also time one pass of all layers over N+1 positions against one over a single position.")
     var verifyCost: Int?
 
+    @Option(help: ArgumentHelp("The pass-cost curve: time one pass of N one-row segments (N sequences decoding, a 32-token context each) for each N of this comma-separated list; medians of per-run ratios to a one-row pass timed in the same run.", valueName: "N,N,..."))
+    var passCost: String?
+
+    @Option(help: "Decode this many sequences at once in one batch (the prompts repeated round-robin); reports aggregate tokens/s.")
+    var batch: Int?
+
     @Option(help: "Sampling temperature for the decode runs (0 = greedy).")
     var temperature: Double = 0
 
@@ -69,6 +75,7 @@ struct BenchCommand: ParsableCommand {
     ]
 
     func validate() throws {
+        if let batch, !(1...256).contains(batch) { throw ValidationError("--batch must be in 1...256, found \(batch)") }
         guard newTokens >= 1, runs >= 1, promptTokens >= 0, (1...Self.texts.count).contains(prompts), promptFileTokens >= 1 else {
             throw ValidationError("--new-tokens, --runs and --prompt-file-tokens must be ≥ 1, --prompt-tokens ≥ 0, --prompts in 1...\(Self.texts.count)")
         }
@@ -92,6 +99,13 @@ struct BenchCommand: ParsableCommand {
         var averageExitLayer: Double?
         var layerEvaluationsPerToken: Double
         var identicalToBaseline: Bool?
+        /// --batch: tokens/s of the passes that carried no prompt rows (what llama-batched-bench's
+        /// S_TG measures), all tokens ÷ all wall time, and each sequence's own decode rate.
+        var batchDecodeTokensPerSecond: [Double]?
+        var medianBatchDecodeTokensPerSecond: Double?
+        var medianBatchEndToEndTokensPerSecond: Double?
+        var medianSequenceTokensPerSecond: Double?
+        var meanStepMs: Double?
     }
 
     struct Report: Encodable {
@@ -109,9 +123,17 @@ struct BenchCommand: ParsableCommand {
         var strategies: [StrategyResult]
         var verifyPositions: Int?
         var verifyCostRatio: Double?
+        var passCost: [PassCost]?
         var peakRssBytes: Int
         var kvCacheBytes: Int
         var peakRssOverWeightsPlusKv: Double
+        var batch: Int?
+    }
+
+    struct PassCost: Encodable {
+        var rows: Int
+        var medianMs: Double
+        var ratioToOneRow: Double
     }
 
     static func parseSpec(_ text: String) throws -> StrategySpec {
@@ -154,7 +176,8 @@ struct BenchCommand: ParsableCommand {
         let generators = try specs.map { try Strategies.registry.make($0, model: llama) }
         let sampling = SamplingParameters(temperature: temperature, seed: temperature > 0 ? 1 : nil)
         let capacity = promptIds.map(\.count).max()! + newTokens + 80
-        let cache = llama.makeCache(capacity: capacity)
+        let sequences = batch ?? 1
+        let caches = KVCachePool(config: llama.config, budget: sequences * KVCache.byteCount(config: llama.config, capacity: capacity + 256))
 
         func log(_ s: String) { if !json { standardError(s) } }
         log("model \(model): \(llama.layerCount) layers, \(String(format: "%.2f", Double(llama.weights.byteCount) / 1e9)) GB of weights, \(KernelReport.current().summary)")
@@ -164,20 +187,28 @@ struct BenchCommand: ParsableCommand {
         var rng = SplitMix64(seed: 42)
         let randomPrompt = (0..<promptTokens).map { _ in Int(rng.next() % UInt64(llama.config.vocabSize)) }
         let prefillCache = promptTokens > 0 ? llama.makeCache(capacity: promptTokens) : nil
-        let prefillActivations = promptTokens > 0 ? llama.makeActivations(capacity: min(promptTokens, PrefillChunk.positions)) : nil
+        let prefillActivations = promptTokens > 0 ? llama.makeActivations(capacity: min(promptTokens, DecodeLoop.prefillChunk)) : nil
 
         var rates = Array(repeating: [Double](), count: specs.count)
         var ratios = Array(repeating: [Double](), count: specs.count)
         var last = Array(repeating: [GenerationMetrics](), count: specs.count)
         var outputs = Array(repeating: [[Int]](), count: specs.count)
+        var batchRates = Array(repeating: [Double](), count: specs.count)
+        var batchEndToEnd = Array(repeating: [Double](), count: specs.count)
         for run in 0...runs {
             if let prefillCache, let prefillActivations {
                 prefillCache.reset()
                 let clock = ContinuousClock()
                 let start = clock.now
-                let row = prefill(llama, prompt: randomPrompt[...], layers: 0..<llama.layerCount, activations: prefillActivations, cache: prefillCache)
                 let logits = llama.makeLogits()
-                llama.exitLogits(prefillActivations, rows: row..<(row + 1), into: logits)
+                var position = 0
+                while position < promptTokens {
+                    let n = min(prefillActivations.capacity, promptTokens - position)
+                    llama.embed(randomPrompt[position..<(position + n)], into: prefillActivations)
+                    llama.forward(prefillActivations, layers: 0..<llama.layerCount, positions: position..<(position + n), cache: prefillCache)
+                    if position + n == promptTokens { llama.exitLogits(prefillActivations, rows: (n - 1)..<n, into: logits) }
+                    position += n
+                }
                 let rate = Double(promptTokens) / (clock.now - start).seconds
                 if run > 0 { prefillRates.append(rate) }
                 log(String(format: "run %d: prefill %d tokens %.1f tokens/s", run, promptTokens, rate))
@@ -188,19 +219,44 @@ struct BenchCommand: ParsableCommand {
                 var seconds = 0.0
                 var metrics: [GenerationMetrics] = []
                 var produced: [[Int]] = []
-                for ids in promptIds {
-                    let request = GenerationRequest(prompt: ids, maxNewTokens: newTokens, minNewTokens: newTokens, sampling: sampling,
-                                                    eosTokenIds: Set(llama.config.eosTokenIds))
-                    let output = GenerationOutput(request: request, tokenizer: nil)
-                    let m = generator.generate(request, cache: cache, output: output)
-                    tokens += m.generatedTokens
-                    seconds += m.decodeMs / 1000
-                    metrics.append(m)
-                    produced.append(output.tokens)
+                if let batch {
+                    // One loop, `batch` sequences at once.
+                    let loop = DecodeLoop(model: llama, caches: caches, maxBatch: batch)
+                    var finished: [(Int, GenerationMetrics, [Int])] = []
+                    let clock = ContinuousClock()
+                    let start = clock.now
+                    for k in 0..<batch {
+                        let request = GenerationRequest(prompt: promptIds[k % promptIds.count], maxNewTokens: newTokens, minNewTokens: newTokens,
+                                                        sampling: sampling, eosTokenIds: Set(llama.config.eosTokenIds))
+                        let output = GenerationOutput(request: request, tokenizer: nil)
+                        loop.submit(request, strategy: generator, output: output) { c in
+                            if let m = c.metrics { finished.append((k, m, output.tokens)) }
+                        }
+                    }
+                    loop.run()
+                    let wall = (clock.now - start).seconds
+                    finished.sort { $0.0 < $1.0 }
+                    metrics = finished.map(\.1)
+                    produced = finished.map(\.2)
+                    tokens = loop.decodeOnlyTokens
+                    seconds = loop.decodeOnlySeconds
+                    if run > 0 { batchEndToEnd[i].append(Double(metrics.map(\.generatedTokens).reduce(0, +)) / wall) }
+                } else {
+                    for ids in promptIds {
+                        let request = GenerationRequest(prompt: ids, maxNewTokens: newTokens, minNewTokens: newTokens, sampling: sampling,
+                                                        eosTokenIds: Set(llama.config.eosTokenIds))
+                        let output = GenerationOutput(request: request, tokenizer: nil)
+                        let m = try DecodeLoop.generate(model: llama, strategy: generator, request: request, output: output, caches: caches)
+                        tokens += m.generatedTokens
+                        seconds += m.decodeMs / 1000
+                        metrics.append(m)
+                        produced.append(output.tokens)
+                    }
                 }
                 let rate = Double(tokens) / seconds
                 runRates.append(rate)
                 if run > 0 {
+                    if batch != nil { batchRates[i].append(rate) }
                     rates[i].append(rate)
                     ratios[i].append(rate / runRates[0])
                 }
@@ -217,6 +273,16 @@ struct BenchCommand: ParsableCommand {
         if let d = verifyCost {
             verifyRatio = measureVerifyCost(llama, positions: d + 1)
             log(String(format: "one pass of %d positions (all layers + exit head) costs %.2f× a single-position pass", d + 1, verifyRatio!))
+        }
+
+        var curve: [PassCost]?
+        if let passCost {
+            let counts = passCost.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard !counts.isEmpty, counts.allSatisfy({ (1...256).contains($0) }) else {
+                throw ValidationError("--pass-cost: expected comma-separated row counts in 1...256, found \"\(passCost)\"")
+            }
+            curve = measurePassCost(llama, rowCounts: counts)
+            for c in curve! { log(String(format: "pass of %3d rows: %.1f ms, %.2f× one row", c.rows, c.medianMs, c.ratioToOneRow)) }
         }
 
         let results = specs.enumerated().map { i, spec -> StrategyResult in
@@ -237,17 +303,22 @@ struct BenchCommand: ParsableCommand {
                 draftMsPerRound: split ? draftMs / Double(rounds) : nil, verifyMsPerRound: split ? verifyMs / Double(rounds) : nil,
                 averageExitLayer: exits.isEmpty ? nil : exits.reduce(0, +) / Double(exits.count),
                 layerEvaluationsPerToken: m.map(\.layerEvaluationsPerToken).reduce(0, +) / Double(max(m.count, 1)),
-                identicalToBaseline: i == 0 ? nil : outputs[i] == outputs[0])
+                identicalToBaseline: i == 0 ? nil : outputs[i] == outputs[0],
+                batchDecodeTokensPerSecond: batch == nil ? nil : batchRates[i],
+                medianBatchDecodeTokensPerSecond: batch == nil ? nil : median(batchRates[i]),
+                medianBatchEndToEndTokensPerSecond: batch == nil ? nil : median(batchEndToEnd[i]),
+                medianSequenceTokensPerSecond: m.isEmpty ? nil : median(m.map(\.tokensPerSecond)),
+                meanStepMs: m.compactMap(\.stepMs).isEmpty ? nil : m.compactMap(\.stepMs).reduce(0, +) / Double(m.compactMap(\.stepMs).count))
         }
-        let kv = cache.byteCount + (prefillCache?.byteCount ?? 0)
+        let kv = caches.bytesHeld + (prefillCache?.byteCount ?? 0)
         let rss = peakResidentBytes()
         let report = Report(
             model: model, layers: llama.layerCount, weightBytes: llama.weights.byteCount, threads: KernelReport.current().threads,
             kernels: KernelReport.current().kernels, runs: runs, newTokens: newTokens, prompts: promptIds.count,
             prefillTokens: promptTokens, prefillTokensPerSecond: prefillRates,
             medianPrefillTokensPerSecond: prefillRates.isEmpty ? nil : median(prefillRates), strategies: results,
-            verifyPositions: verifyCost.map { $0 + 1 }, verifyCostRatio: verifyRatio, peakRssBytes: rss, kvCacheBytes: kv,
-            peakRssOverWeightsPlusKv: Double(rss) / Double(llama.weights.byteCount + kv))
+            verifyPositions: verifyCost.map { $0 + 1 }, verifyCostRatio: verifyRatio, passCost: curve, peakRssBytes: rss, kvCacheBytes: kv,
+            peakRssOverWeightsPlusKv: Double(rss) / Double(llama.weights.byteCount + kv), batch: batch)
         if json {
             try printJSON(report)
             return
@@ -264,9 +335,13 @@ struct BenchCommand: ParsableCommand {
                 line += String(format: ", per round %.1f ms drafting + %.1f ms verifying", dm, vm)
             }
             if let e = r.averageExitLayer { line += String(format: ", average exit %.2f", e) }
+            if let b = r.medianBatchEndToEndTokensPerSecond, let s = r.medianSequenceTokensPerSecond, let step = r.meanStepMs {
+                line += String(format: " (batch %d: decode-only passes; %.2f tokens/s end to end, %.2f per sequence, step %.1f ms)", batch!, b, s, step)
+            }
             if let same = r.identicalToBaseline { line += same ? ", output identical to baseline" : ", output differs from baseline" }
             print(line)
         }
+        for c in curve ?? [] { print(String(format: "pass of %3d rows: median %.1f ms = %.2f× one row", c.rows, c.medianMs, c.ratioToOneRow)) }
         if let v = verifyRatio { print(String(format: "verification pass of %d positions: %.2f× a single-position pass", verifyCost! + 1, v)) }
         print(String(format: "peak RSS %.2f GB = %.2f × (weights %.2f GB + KV caches %.1f MB)", Double(rss) / 1e9,
                      report.peakRssOverWeightsPlusKv, Double(llama.weights.byteCount) / 1e9, Double(kv) / 1e6))
@@ -321,6 +396,51 @@ struct BenchCommand: ParsableCommand {
             ratios.append(many / one)
         }
         return median(ratios)
+    }
+}
+
+extension BenchCommand {
+    /// Median time of one pass (all layers + exit head) of n one-row segments, each a sequence
+    /// of its own with a 32-token context: what a batch of n decoding sequences costs per step.
+    /// The n's are measured interleaved, run after run, so that the machine's noise hits all alike.
+    func measurePassCost(_ llama: LlamaModel, rowCounts: [Int]) -> [PassCost] {
+        let maxN = rowCounts.max()!
+        let context = 32
+        let hd = llama.config.hiddenSize
+        let caches = (0..<maxN).map { _ in llama.makeCache(capacity: context + 1) }
+        let warm = llama.makeActivations(capacity: context)
+        for (i, cache) in caches.enumerated() {
+            llama.embed((0..<context).map { ($0 * 7 + i) % llama.config.vocabSize }, into: warm)
+            llama.forward(warm, layers: 0..<llama.layerCount, positions: 0..<context, cache: cache)
+        }
+        let rows = FloatBuffer(count: maxN * hd)
+        let plan = PassPlan(maxRows: maxN, maxLogitsRows: maxN)
+        let scratch = llama.makePassScratch(maxRows: maxN)
+        let logits = llama.makeLogits(capacity: maxN)
+        let clock = ContinuousClock()
+        func pass(_ n: Int) -> Double {
+            plan.reset()
+            for i in 0..<n {
+                caches[i].truncate(to: context)
+                llama.embed(i + 1, into: rows.pointer + i * hd)
+                plan.add(cache: caches[i], hidden: rows.pointer + i * hd, count: 1, firstPosition: context,
+                         layers: 0..<llama.layerCount, headRows: 0..<1)
+            }
+            let start = clock.now
+            llama.run(plan, scratch: scratch, logits: logits)
+            return (clock.now - start).seconds
+        }
+        _ = pass(maxN)
+        var times = [Int: [Double]](), ratios = [Int: [Double]]()
+        for _ in 0..<max(runs, 3) {
+            let one = pass(1)
+            for n in rowCounts {
+                let t = n == 1 ? one : pass(n)
+                times[n, default: []].append(t)
+                ratios[n, default: []].append(t / one)
+            }
+        }
+        return rowCounts.map { n in PassCost(rows: n, medianMs: median(times[n]!) * 1000, ratioToOneRow: median(ratios[n]!)) }
     }
 }
 

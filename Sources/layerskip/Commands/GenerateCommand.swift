@@ -7,13 +7,17 @@ import Tokenization
 struct GenerateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "generate",
-        abstract: "Generate text for one prompt, streamed to stdout (no daemon, no database).",
+        abstract: "Generate text for one or more prompts, batched, to stdout (no daemon, no database).",
         discussion: """
             Strategies: autoregressive (all layers; the default), early-exit (--exit-layer E, or --confidence c
             for a per-token exit), self-speculative (--exit-layer E --speculations d: draft with the first E
             layers, verify with the rest; exactly the full model's output). Without --strategy, --exit-layer or
             --confidence select early-exit. The prompt is encoded with the tokenizer's special tokens (e.g. BOS).
             Metrics go to stderr after the text; --json prints one object with tokens, text and every metric.
+            Several prompts (repeat --prompt, or --prompts-file with one JSON object {"text": ...} or one JSON
+            string per line) run together in one batch of up to --max-batch sequences; each prompt's output is
+            printed as a block `--- prompt N ---` when it finishes (in finishing order), or with --json as one
+            JSON object per line (JSONL) with its "index". A prompt's tokens do not depend on its batch-mates.
             """)
 
     @Option(help: "Hugging Face model folder (config.json, *.safetensors, tokenizer.json), or `default`: the project's own LayerSkip model (models/default).")
@@ -67,10 +71,23 @@ struct GenerateCommand: ParsableCommand {
     @Flag(help: "Print one JSON object (tokens, text, metrics) instead of streaming text.")
     var json = false
 
-    @Argument(help: "The prompt text.")
-    var prompt: String
+    @Argument(help: "The prompt text (or use --prompt / --prompts-file).")
+    var prompt: String?
+
+    @Option(name: .customLong("prompt"), help: "A prompt; repeatable (all of them run as one batch).")
+    var morePrompts: [String] = []
+
+    @Option(help: "A JSONL file of prompts: per line a JSON string or an object with a \"text\" string.")
+    var promptsFile: String?
+
+    @Option(help: "Sequences decoded together at most.")
+    var maxBatch: Int = 16
 
     func validate() throws {
+        guard maxBatch >= 1 else { throw ValidationError("--max-batch must be at least 1, found \(maxBatch)") }
+        if prompt == nil && morePrompts.isEmpty && promptsFile == nil {
+            throw ValidationError("give a prompt: as the argument, with --prompt (repeatable) or with --prompts-file")
+        }
         guard maxNewTokens >= 1 else { throw ValidationError("--max-new-tokens must be at least 1, found \(maxNewTokens)") }
         guard minNewTokens >= 0 else { throw ValidationError("--min-new-tokens must not be negative, found \(minNewTokens)") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, found \(threads)") }
@@ -102,26 +119,75 @@ struct GenerateCommand: ParsableCommand {
         let llama = try LlamaModel(directory: directory)
         let generator = try Strategies.registry.make(spec, model: llama)
 
-        let ids = try tokenizer.encode(prompt, addSpecialTokens: true)
-        guard !ids.isEmpty else { throw ValidationError("the prompt encodes to no tokens") }
-        if let bad = ids.first(where: { $0 >= llama.config.vocabSize }) {
-            throw CLIError(message: "token id \(bad) from tokenizer.json is outside the model's vocabulary (vocab_size \(llama.config.vocabSize))")
+        let texts = try allPrompts()
+        var requests: [GenerationRequest] = []
+        for (i, text) in texts.enumerated() {
+            let label = texts.count == 1 ? "the prompt" : "prompt \(i + 1)"
+            let ids = try tokenizer.encode(text, addSpecialTokens: true)
+            guard !ids.isEmpty else { throw ValidationError("\(label) encodes to no tokens") }
+            if let bad = ids.first(where: { $0 >= llama.config.vocabSize }) {
+                throw CLIError(message: "\(label): token id \(bad) from tokenizer.json is outside the model's vocabulary (vocab_size \(llama.config.vocabSize))")
+            }
+            let request = GenerationRequest(prompt: ids, maxNewTokens: maxNewTokens, minNewTokens: minNewTokens, sampling: sampling,
+                                            stopStrings: stop, eosTokenIds: Set(llama.config.eosTokenIds))
+            let positions = generator.requiredPositions(for: request)
+            guard positions <= llama.maxPositions else {
+                throw ValidationError("\(label) (\(ids.count) tokens) + --max-new-tokens \(maxNewTokens) needs \(positions) positions; the model has \(llama.maxPositions)")
+            }
+            requests.append(request)
         }
-        let request = GenerationRequest(prompt: ids, maxNewTokens: maxNewTokens, minNewTokens: minNewTokens, sampling: sampling,
-                                        stopStrings: stop, eosTokenIds: Set(llama.config.eosTokenIds))
-        let positions = generator.requiredPositions(for: request)
-        guard positions <= llama.maxPositions else {
-            throw ValidationError("prompt (\(ids.count) tokens) + --max-new-tokens \(maxNewTokens) needs \(positions) positions; the model has \(llama.maxPositions)")
+        let budget = requests.prefix(maxBatch).reduce(0) { $0 + KVCache.byteCount(config: llama.config, capacity: generator.requiredPositions(for: $1) + 256) }
+        let loop = DecodeLoop(model: llama, caches: KVCachePool(config: llama.config, budget: budget), maxBatch: maxBatch)
+        let single = requests.count == 1
+        var failure: Error?
+        for (index, request) in requests.enumerated() {
+            let stream = single && !json
+            let output = GenerationOutput(request: request, tokenizer: tokenizer, onText: { piece in
+                if stream { FileHandle.standardOutput.write(Data(piece.utf8)) }
+            })
+            loop.submit(request, strategy: generator, output: output) { completion in
+                guard let metrics = completion.metrics else {
+                    failure = failure ?? completion.error
+                    return
+                }
+                do { try report(index: single ? nil : index, output: output, metrics: metrics, model: llama, directory: directory) } catch {
+                    failure = failure ?? error
+                }
+            }
         }
-        let cache = llama.makeCache(capacity: positions)
-        let stream = !json
-        let output = GenerationOutput(request: request, tokenizer: tokenizer, onText: { piece in
-            if stream { FileHandle.standardOutput.write(Data(piece.utf8)) }
-        })
-        let metrics = generator.generate(request, cache: cache, output: output)
+        loop.run()
+        if let failure { throw failure }
+    }
 
+    func allPrompts() throws -> [String] {
+        var texts = (prompt.map { [$0] } ?? []) + morePrompts
+        if let promptsFile {
+            let data: Data
+            do { data = try Data(contentsOf: URL(fileURLWithPath: promptsFile)) } catch {
+                throw CLIError(message: "--prompts-file \(promptsFile): cannot read it (\(error.localizedDescription))")
+            }
+            for (n, line) in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                let trimmed = line.trimmingCharacters(in: .whitespaces)
+                if trimmed.isEmpty { continue }
+                let value = try? JSONSerialization.jsonObject(with: Data(trimmed.utf8), options: [.fragmentsAllowed])
+                if let text = value as? String {
+                    texts.append(text)
+                } else if let object = value as? [String: Any], let text = object["text"] as? String {
+                    texts.append(text)
+                } else {
+                    throw CLIError(message: "--prompts-file \(promptsFile) line \(n + 1): expected a JSON string or an object with a \"text\" string")
+                }
+            }
+        }
+        guard !texts.isEmpty else { throw ValidationError("no prompts (--prompts-file \(promptsFile ?? "") has none)") }
+        return texts
+    }
+
+    /// Prints one finished prompt: streamed text's newline and the metrics, a block, or a JSON line.
+    func report(index: Int?, output: GenerationOutput, metrics: GenerationMetrics, model llama: LlamaModel, directory: URL) throws {
         if json {
             var object = try JSONSerialization.jsonObject(with: JSONEncoder().encode(metrics)) as! [String: Any]
+            if let index { object["index"] = index }
             object["tokens"] = output.tokens
             object["text"] = output.text
             object["model"] = directory.path
@@ -129,6 +195,9 @@ struct GenerateCommand: ParsableCommand {
             object["strategy_options"] = try JSONSerialization.jsonObject(with: JSONEncoder().encode(spec.options))
             let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
             FileHandle.standardOutput.write(data + Data("\n".utf8))
+        } else if let index {
+            FileHandle.standardOutput.write(Data("--- prompt \(index + 1) ---\n\(output.text)\n".utf8))
+            standardError("prompt \(index + 1): " + Self.summary(metrics, layers: llama.layerCount))
         } else {
             FileHandle.standardOutput.write(Data("\n".utf8))
             standardError(Self.summary(metrics, layers: llama.layerCount))
@@ -154,6 +223,7 @@ struct GenerateCommand: ParsableCommand {
                                 m.drafted ?? 0, m.accepted ?? 0, rate * 100, rounds, perRound))
         }
         if let exit = m.averageExitLayer { parts.append(String(format: "average exit layer %.2f", exit)) }
+        if let batch = m.batchSize, let step = m.stepMs { parts.append(String(format: "batch %.1f, step %.1f ms", batch, step)) }
         if let seed = m.seed { parts.append("seed \(seed)") }
         return "[" + parts.joined(separator: "; ") + "]"
     }

@@ -59,6 +59,7 @@ struct RunCommand: ParsableCommand {
 
         let runner = JobRunner(store: store, models: ModelManager(budget: config.modelMemoryBudget, log: log),
                                caches: CacheManager(budget: config.cacheMemoryBudget), registry: Strategies.registry, log: log)
+        runner.maxBatch = config.maxBatch
         signal(SIGINT, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
         let sources = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in

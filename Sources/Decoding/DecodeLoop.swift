@@ -1,0 +1,410 @@
+import Engine
+import Foundation
+
+/// The one decode loop (DESIGN §2b): it admits sequences as slots and KV caches free up, runs
+/// their prompts in chunks interleaved with everybody else's decoding, and in each pass lets every
+/// sequence's strategy stepper add the rows it needs; one engine pass then reads every weight once
+/// for all of them. It applies the end-of-sequence bans (in `SequenceLogits`, the only place),
+/// samples through each sequence's sampler, commits tokens to each output, cuts each KV cache back
+/// to its committed length, stops cancelled sequences at the next pass, and keeps the metrics.
+///
+/// A sequence's tokens do not depend on what it is batched with: prefill chunks start at fixed
+/// positions (multiples of `prefillChunk`) whatever else runs, and the engine forms its matrix
+/// products so that every segment's numbers are those of a pass of its own (see `LlamaModel.run`).
+///
+/// Not thread-safe: one thread drives it (the daemon's runner, a CLI command, a test).
+public final class DecodeLoop {
+    /// Rows one sequence may hold: a prefill chunk, or a self-speculative round of up to 64 drafts.
+    public static let maxRowsPerSequence = 72
+    /// Prompt positions per prefill segment. Above the kernels' row-independent size (so a
+    /// chunk runs as a matrix–matrix product of its own), small enough that a pass with a chunk
+    /// in it does not stall the decoding sequences for long.
+    public static let prefillChunk = 64
+
+    public let model: LlamaModel
+    public let maxBatch: Int
+    /// Rows and logits rows one pass may carry (a sequence whose step does not fit waits a pass).
+    public let maxRowsPerPass: Int
+    public let maxLogitsRowsPerPass: Int
+    /// Prompt rows per pass while other sequences are decoding (all of a pass's rows otherwise).
+    public var prefillRowsPerPass = DecodeLoop.prefillChunk
+    let caches: KVCachePool
+
+    /// A sequence that finished (any reason), failed before it ran (`error`), or was cancelled.
+    public struct Completion {
+        public let id: Int
+        public let output: GenerationOutput
+        public let metrics: GenerationMetrics?
+        public let error: Error?
+    }
+
+    private struct Waiting {
+        let id: Int
+        let request: GenerationRequest
+        let strategy: ConfiguredStrategy
+        let output: GenerationOutput
+        let priority: Int
+        let onFinish: (Completion) -> Void
+    }
+
+    private var waiting: [Waiting] = []
+    public private(set) var active: [DecodeSequence] = []
+    private var nextID = 0
+    private var freeRows: [FloatBuffer] = []
+    private let plan: PassPlan
+    private let scratch: PassScratch
+    private let logits: Logits
+    private let clock = ContinuousClock()
+    /// Rotates which sequence plans first, so that one that did not fit is first next time.
+    private var rotation = 0
+
+    /// Called after every pass, before finished sequences leave (tests check invariants here).
+    public var afterPass: ((DecodeLoop) -> Void)?
+
+    /// Statistics of the passes run so far.
+    public private(set) var passes = 0
+    public private(set) var passSeconds = 0.0
+    /// Passes that carried no prompt rows: their time and the tokens they committed (the
+    /// decode-only rate, as llama.cpp's batched bench reports its S_TG).
+    public private(set) var decodeOnlySeconds = 0.0
+    public private(set) var decodeOnlyTokens = 0
+
+    public init(model: LlamaModel, caches: KVCachePool, maxBatch: Int, maxRowsPerPass: Int? = nil, maxLogitsRowsPerPass: Int? = nil) {
+        precondition(maxBatch >= 1)
+        self.model = model
+        self.caches = caches
+        self.maxBatch = maxBatch
+        let rows = maxRowsPerPass ?? min(512, max(Self.maxRowsPerSequence, maxBatch * 8) + Self.prefillChunk)
+        self.maxRowsPerPass = max(rows, Self.maxRowsPerSequence)
+        let logitsRows = maxLogitsRowsPerPass ?? min(256, max(Self.maxRowsPerSequence, maxBatch * 8))
+        self.maxLogitsRowsPerPass = max(logitsRows, Self.maxRowsPerSequence)
+        plan = PassPlan(maxRows: self.maxRowsPerPass, maxLogitsRows: self.maxLogitsRowsPerPass, maxSegments: 2 * maxBatch + 4)
+        scratch = model.makePassScratch(maxRows: self.maxRowsPerPass)
+        logits = model.makeLogits(capacity: self.maxLogitsRowsPerPass)
+    }
+
+    /// Queues a sequence. Admission goes by `priority` (higher first), then by submission order.
+    /// `onFinish` is called once, from `step()`, when the sequence is over.
+    @discardableResult
+    public func submit(_ request: GenerationRequest, strategy: ConfiguredStrategy, output: GenerationOutput, priority: Int = 0,
+                       onFinish: @escaping (Completion) -> Void) -> Int {
+        let id = nextID
+        nextID += 1
+        let entry = Waiting(id: id, request: request, strategy: strategy, output: output, priority: priority, onFinish: onFinish)
+        let at = waiting.firstIndex { $0.priority < priority } ?? waiting.endIndex
+        waiting.insert(entry, at: at)
+        return id
+    }
+
+    public var isIdle: Bool { waiting.isEmpty && active.isEmpty }
+    public var waitingCount: Int { waiting.count }
+
+    /// Runs until every submitted sequence is finished.
+    public func run() {
+        while !isIdle { step() }
+    }
+
+    /// One pass: admit, plan, run, advance, retire. Returns false when there was nothing to run
+    /// (idle, or every sequence waits for a cache that a caller's other loop holds).
+    @discardableResult
+    public func step() -> Bool {
+        dropCancelledWaiting()
+        admit()
+        for seq in active { _ = seq.output.checkCancellation() }
+        retire()
+        guard !active.isEmpty else { return false }
+
+        plan.reset()
+        let count = active.count
+        let decoding = active.contains { $0.prefilled }
+        // Decoding rows first (they share the small calls), prompt chunks last.
+        for k in 0..<count {
+            let seq = active[(rotation + k) % count]
+            guard seq.prefilled, !seq.output.isFinished else { continue }
+            if seq.position >= seq.cache.capacity {
+                seq.output.finish(.length)
+                continue
+            }
+            guard seq.stepper.rowsPerStep <= plan.freeRows, seq.stepper.logitsRowsPerStep <= plan.freeLogitsRows else { continue }
+            seq.inPass = true
+            seq.stepper.plan(seq, into: SequencePass(plan: plan, sequence: seq))
+        }
+        rotation += 1
+        var promptRows = 0
+        let promptBudget = decoding ? prefillRowsPerPass : plan.maxRows
+        for seq in active where !seq.prefilled && !seq.output.isFinished {
+            let start = seq.prefillDone
+            let n = min(Self.prefillChunk - start % Self.prefillChunk, seq.request.prompt.count - start)
+            guard n <= plan.freeRows, plan.freeLogitsRows >= 1, promptRows == 0 || promptRows + n <= promptBudget else { continue }
+            for r in 0..<n { model.embed(seq.request.prompt[start + r], into: seq.row(r)) }
+            let last = start + n == seq.request.prompt.count
+            let row = plan.add(cache: seq.cache, hidden: seq.row(0), count: n, firstPosition: start, layers: seq.stepper.promptLayers,
+                               headRows: last ? (n - 1)..<n : 0..<0)
+            seq.prefillLogitsRow = last ? row : nil
+            seq.prefillRows = n
+            seq.inPass = true
+            if seq.prefillStarted == nil { seq.prefillStarted = clock.now }
+            promptRows += n
+        }
+        guard !plan.isEmpty else {
+            retire()
+            return !active.isEmpty
+        }
+
+        let started = clock.now
+        model.run(plan, scratch: scratch, logits: logits)
+        let seconds = (clock.now - started).seconds
+        passes += 1
+        passSeconds += seconds
+        let inPass = active.reduce(0) { $0 + ($1.inPass ? 1 : 0) }
+        if promptRows == 0 { decodeOnlySeconds += seconds }
+
+        for seq in active where seq.inPass {
+            seq.inPass = false
+            seq.lastPassSeconds = seconds
+            if !seq.prefilled {
+                seq.prefillDone += seq.prefillRows
+                guard let row = seq.prefillLogitsRow else { continue }
+                seq.prefilled = true
+                seq.firstToken = clock.now
+                let first = SequenceLogits(logits: logits, sequence: seq).row(row, forToken: 0)
+                seq.position = seq.request.prompt.count
+                _ = seq.commit(seq.sampler.sample(first))
+            } else {
+                seq.passes += 1
+                seq.batchSum += inPass
+                seq.stepSeconds += seconds
+                let before = seq.output.tokens.count
+                seq.stepper.advance(seq, logits: SequenceLogits(logits: logits, sequence: seq))
+                if promptRows == 0 { decodeOnlyTokens += seq.output.tokens.count - before }
+                if seq.output.tokens.count > before && !seq.output.isFinished {
+                    // Committed: every layer is cut back to the committed inputs.
+                    seq.cache.truncate(to: seq.position)
+                }
+            }
+        }
+        afterPass?(self)
+        retire()
+        return true
+    }
+
+    private func dropCancelledWaiting() {
+        var i = 0
+        while i < waiting.count {
+            let w = waiting[i]
+            if w.output.isFinished || w.output.checkCancellation() {
+                waiting.remove(at: i)
+                w.onFinish(Completion(id: w.id, output: w.output, metrics: nil, error: nil))
+            } else {
+                i += 1
+            }
+        }
+    }
+
+    private func admit() {
+        while active.count < maxBatch, let next = waiting.first {
+            let positions = next.strategy.requiredPositions(for: next.request)
+            let cache: KVCache
+            do {
+                guard positions <= model.maxPositions else {
+                    throw DecodeError.contextTooLong(needed: positions, available: model.maxPositions)
+                }
+                guard let c = try caches.acquire(capacity: positions) else { return }  // waits for a release
+                cache = c
+            } catch {
+                waiting.removeFirst()
+                next.onFinish(Completion(id: next.id, output: next.output, metrics: nil, error: error))
+                continue
+            }
+            waiting.removeFirst()
+            let rows = freeRows.popLast() ?? FloatBuffer(count: Self.maxRowsPerSequence * model.config.hiddenSize)
+            let stepper = next.strategy.makeStepper(for: next.request)
+            precondition(stepper.rowsPerStep <= Self.maxRowsPerSequence && stepper.logitsRowsPerStep <= Self.maxRowsPerSequence,
+                         "a stepper asks for more rows than a sequence may hold")
+            active.append(DecodeSequence(id: next.id, model: model, request: next.request, output: next.output, cache: cache,
+                                         rows: rows, stepper: stepper, strategyName: next.strategy.strategyName, onFinish: next.onFinish, admitted: clock.now))
+        }
+    }
+
+    /// Hands finished sequences their completion and frees their cache and rows.
+    private func retire() {
+        var i = 0
+        while i < active.count {
+            let seq = active[i]
+            guard seq.output.isFinished else { i += 1; continue }
+            active.remove(at: i)
+            caches.release(seq.cache)
+            freeRows.append(seq.rowBuffer)
+            seq.onFinish(Completion(id: seq.id, output: seq.output, metrics: seq.metrics(now: clock.now), error: nil))
+        }
+    }
+}
+
+public enum DecodeError: Error, CustomStringConvertible {
+    case contextTooLong(needed: Int, available: Int)
+    public var description: String {
+        switch self {
+        case let .contextTooLong(needed, available):
+            "the prompt and max_new_tokens need \(needed) positions; the model has \(available)"
+        }
+    }
+}
+
+/// One sequence in the decode loop, as its stepper sees it.
+public final class DecodeSequence {
+    public let id: Int
+    public let request: GenerationRequest
+    public let output: GenerationOutput
+    public let cache: KVCache
+    let model: LlamaModel
+    let stepper: SequenceStepper
+    let strategyName: String
+    let sampler: Sampler
+    /// (maxRowsPerSequence, hidden): this sequence's residual-stream rows (prompt chunks, drafts,
+    /// the exit-query cache of a round); they persist from pass to pass.
+    let rowBuffer: FloatBuffer
+    let onFinish: (DecodeLoop.Completion) -> Void
+
+    /// Positions whose inputs are committed and in the cache: the pending token goes here.
+    public internal(set) var position = 0
+    /// The newest committed token, not yet run through the model.
+    public internal(set) var pending = -1
+    /// Seconds of the latest pass this sequence was in (for a stepper's phase timings).
+    public internal(set) var lastPassSeconds = 0.0
+
+    var prefilled = false
+    var prefillDone = 0
+    var prefillRows = 0
+    var prefillLogitsRow: Int?
+    var inPass = false
+    let admitted: ContinuousClock.Instant
+    var prefillStarted: ContinuousClock.Instant?
+    var firstToken: ContinuousClock.Instant?
+    var passes = 0
+    var batchSum = 0
+    var stepSeconds = 0.0
+    var layerEvaluations = 0
+
+    init(id: Int, model: LlamaModel, request: GenerationRequest, output: GenerationOutput, cache: KVCache, rows: FloatBuffer,
+         stepper: SequenceStepper, strategyName: String, onFinish: @escaping (DecodeLoop.Completion) -> Void, admitted: ContinuousClock.Instant) {
+        self.id = id
+        self.model = model
+        self.request = request
+        self.output = output
+        self.cache = cache
+        rowBuffer = rows
+        self.stepper = stepper
+        self.strategyName = strategyName
+        self.onFinish = onFinish
+        self.admitted = admitted
+        sampler = Sampler(parameters: request.sampling, vocabSize: model.config.vocabSize)
+    }
+
+    /// Tokens generated so far.
+    public var generated: Int { output.tokens.count }
+    /// Tokens that may still be committed.
+    public var remaining: Int { output.remaining }
+    public var isGreedy: Bool { request.sampling.isGreedy }
+
+    /// Row r of this sequence's residual-stream rows: (hidden) floats.
+    public func row(_ r: Int) -> UnsafeMutablePointer<Float> {
+        precondition(r >= 0 && r < DecodeLoop.maxRowsPerSequence)
+        return rowBuffer.pointer + r * model.config.hiddenSize
+    }
+
+    /// Writes the embedding of `token` into row r.
+    public func embed(_ token: Int, row r: Int) { model.embed(token, into: row(r)) }
+
+    // Sampling goes through the sequence's own seeded sampler, so a sequence's draws do not
+    // depend on its batch-mates either.
+    public func sample(_ row: UnsafeMutableBufferPointer<Float>) -> Int { sampler.sample(row) }
+    public func distribution(_ row: UnsafeMutableBufferPointer<Float>, into probs: UnsafeMutableBufferPointer<Float>) {
+        sampler.distribution(row, into: probs)
+    }
+    public func draw(from probs: UnsafeMutableBufferPointer<Float>) -> Int { sampler.draw(from: probs) }
+    public func uniform() -> Double { sampler.uniform() }
+
+    /// Commits the next token: it becomes the pending token at the next position. Returns false
+    /// when generation is over (this token was the last). The loop cuts the cache back to the
+    /// committed positions after the step.
+    @discardableResult
+    public func commit(_ token: Int) -> Bool {
+        if pending >= 0 { position += 1 }
+        pending = token
+        return output.append(token)
+    }
+
+    func metrics(now: ContinuousClock.Instant) -> GenerationMetrics {
+        let prefillEnd = firstToken ?? now
+        let prefill = prefillStarted.map { (prefillEnd - $0).seconds } ?? 0
+        let decode = firstToken.map { (now - $0).seconds } ?? 0
+        var m = GenerationMetrics(strategy: strategyName, promptTokens: request.prompt.count, generatedTokens: output.tokens.count,
+                                  finishReason: output.finishReason ?? .length, prefillSeconds: prefill, decodeSeconds: decode,
+                                  layerEvaluations: layerEvaluations)
+        m.queueMs = ((prefillStarted ?? now) - admitted).seconds * 1000
+        if passes > 0 {
+            m.batchSize = Double(batchSum) / Double(passes)
+            m.stepMs = stepSeconds / Double(passes) * 1000
+        }
+        m.seed = request.sampling.isGreedy ? nil : sampler.seed
+        stepper.report(into: &m)
+        return m
+    }
+}
+
+/// How a stepper adds its sequence's rows to the next pass.
+public struct SequencePass {
+    let plan: PassPlan
+    let sequence: DecodeSequence
+
+    /// Adds rows `rows` of the sequence (its positions `firstPosition`...) through `layers`; the
+    /// exit head runs on `head` (a sub-range of `rows`) after the whole pass. Returns the logits
+    /// row of `head.lowerBound`, for `SequenceLogits.row`.
+    @discardableResult
+    public func add(rows: Range<Int>, firstPosition: Int, layers: Range<Int>, precision: WeightPrecision = .exact,
+                    head: Range<Int> = 0..<0, headPrecision: WeightPrecision = .exact) -> Int {
+        precondition(head.isEmpty || (head.lowerBound >= rows.lowerBound && head.upperBound <= rows.upperBound))
+        sequence.layerEvaluations += rows.count * layers.count
+        return plan.add(cache: sequence.cache, hidden: sequence.row(rows.lowerBound), count: rows.count, firstPosition: firstPosition,
+                        layers: layers, precision: precision,
+                        headRows: head.isEmpty ? 0..<0 : (head.lowerBound - rows.lowerBound)..<(head.upperBound - rows.lowerBound),
+                        headPrecision: headPrecision)
+    }
+
+    /// CALM's fill: K/V of `layers` at `position` projected from row `row` (an exited state).
+    public func fillKeysAndValues(row: Int, position: Int, layers: Range<Int>) {
+        plan.add(cache: sequence.cache, hidden: sequence.row(row), count: 1, firstPosition: position, layers: layers,
+                 keysAndValuesOnly: true)
+    }
+}
+
+/// A sequence's logits of the pass just run.
+public struct SequenceLogits {
+    let logits: Logits
+    let sequence: DecodeSequence
+
+    /// Logits row `row` (as `SequencePass.add` returned it, plus an offset), as the prediction of
+    /// generated token number `token` (0-based): the end-of-sequence ids are banned there while
+    /// `min_new_tokens` is not reached. Every logits row a strategy reads comes through here.
+    public func row(_ row: Int, forToken token: Int) -> UnsafeMutableBufferPointer<Float> {
+        let r = logits.row(row)
+        sequence.output.applyBans(r, step: token)
+        return r
+    }
+}
+
+extension DecodeLoop {
+    /// One sequence through the loop (CLI and tests): the same code path as a batch of one.
+    public static func generate(model: LlamaModel, strategy: ConfiguredStrategy, request: GenerationRequest,
+                                output: GenerationOutput, caches: KVCachePool? = nil) throws -> GenerationMetrics {
+        let pool = caches ?? KVCachePool(config: model.config,
+                                             budget: KVCache.byteCount(config: model.config, capacity: max(1, strategy.requiredPositions(for: request))),
+                                             granule: 1)
+        let loop = DecodeLoop(model: model, caches: pool, maxBatch: 1)
+        var result: Completion?
+        loop.submit(request, strategy: strategy, output: output) { result = $0 }
+        loop.run()
+        if let error = result?.error { throw error }
+        return result!.metrics!
+    }
+}
