@@ -142,5 +142,5 @@ let package = Package(
             path: "Tests/CLITests"
         ),
     ],
-    swiftLanguageModes: [.v5]
+    swiftLanguageModes: [.v6]
 )

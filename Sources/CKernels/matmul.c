@@ -3,6 +3,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 // ---- CPU features --------------------------------------------------------------------------
@@ -22,6 +23,16 @@ static int detect_level(void) {
 #endif
         const char *e = getenv("CK_FORCE_SCALAR");
         if (e && *e && *e != '0') v = 0;
+        // Benchmarks while tuning: CK_TUNE=key=value,key=value (see ck_kernels_tune).
+        const char *t = getenv("CK_TUNE");
+        while (t && *t) {
+            char key[32];
+            int value, used = 0;
+            if (sscanf(t, "%31[a-z0-9_]=%d%n", key, &value, &used) != 2) break;
+            ck_kernels_tune(key, value);
+            t += used;
+            if (*t == ',') t++;
+        }
         atomic_store_explicit(&g_cpu_level, v, memory_order_relaxed);
     }
     return v;

@@ -7,6 +7,7 @@ import Logging
 
 /// `layerskip serve`: wires the store, the spool intake, the runner and systemd together, and
 /// stops them gracefully on SIGTERM or SIGINT (the running job goes back to `queued`).
+// `@unchecked Sendable`: its fields are set in init and never change; `stop()` only signals a semaphore.
 public final class Daemon: @unchecked Sendable {
     public let config: DaemonConfig
     let registry: StrategyRegistry

@@ -46,10 +46,15 @@ enum FileOps {
     }
 
     /// Renames within or between open directories without ever replacing an entry (false when `to` exists).
+    /// A NUL-terminated name as text (invalid UTF-8 repaired).
+    static func text(_ name: [CChar]) -> String {
+        String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     static func renameNoReplace(_ fromDirectory: Int32, _ from: [CChar], _ toDirectory: Int32, _ to: [CChar]) throws -> Bool {
         if renameat2(fromDirectory, from, toDirectory, to, 1 /* RENAME_NOREPLACE */) == 0 { return true }
         if errno == EEXIST { return false }
-        throw DaemonError.io("cannot move \(String(cString: from)) to \(String(cString: to)): \(errnoText())")
+        throw DaemonError.io("cannot move \(text(from)) to \(text(to)): \(errnoText())")
     }
 
     private typealias RenameAt2 = @convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32) -> Int32

@@ -4,56 +4,37 @@ import GRDB
 /// Reads for the CLI. Each is one read transaction on a WAL snapshot, so it never waits for the
 /// daemon's writes and never sees half of one.
 extension JobStore {
-    private static let jobColumns = """
-        j.*, (SELECT COUNT(*) FROM prompts p WHERE p.job_id = j.id) AS prompt_count,
-        (SELECT COUNT(*) FROM outputs o WHERE o.job_id = j.id AND o.run = j.run) AS finished_prompts
-        """
-
-    static func record(_ row: Row) -> JobRecord {
-        let problems: [ProblemRecord]? = (row["problems"] as String?).flatMap {
-            try? JSONDecoder().decode([ProblemRecord].self, from: Data($0.utf8))
-        }
-        func date(_ key: String) -> Date? { (row[key] as Double?).map(Date.init(timeIntervalSince1970:)) }
-        return JobRecord(
-            id: row["id"], state: JobState(rawValue: row["state"]) ?? .failed, source: row["source"], storedAs: row["stored_as"],
-            contentHash: row["content_hash"], name: row["name"], model: row["model"], modelDirectory: row["model_directory"],
-            strategy: row["strategy"], priority: row["priority"], run: row["run"], attempts: row["attempts"],
-            maxAttempts: row["max_attempts"], cancelRequested: row["cancel_requested"], error: row["error"], problems: problems,
-            promptCount: row["prompt_count"], finishedPrompts: row["finished_prompts"],
-            createdAt: date("created_at")!, updatedAt: date("updated_at")!, startedAt: date("started_at"), finishedAt: date("finished_at"))
-    }
-
     public func jobs(state: JobState? = nil, limit: Int? = nil) throws -> [JobRecord] {
         try read { db in
-            var sql = "SELECT \(JobStore.jobColumns) FROM jobs j"
-            var args: StatementArguments = []
-            if let state { sql += " WHERE j.state = ?"; args += [state.rawValue] }
-            sql += " ORDER BY j.id DESC"
-            if let limit { sql += " LIMIT ?"; args += [limit] }
-            return try Row.fetchAll(db, sql: sql, arguments: args).map(JobStore.record)
+            var request = JobRow.order(Column("id").desc)
+            if let state { request = request.filter(Column("state") == state.rawValue) }
+            if let limit { request = request.limit(limit) }
+            let rows = try request.fetchAll(db)
+            let counts = try JobCountsRow.fetch(db, ids: limit == nil && state == nil ? nil : rows.map(\.id))
+            return try rows.map { try $0.record(promptCount: counts[$0.id]?.promptCount ?? 0, finishedPrompts: counts[$0.id]?.finishedPrompts ?? 0) }
         }
     }
 
     public func job(_ id: Int64) throws -> JobRecord? {
         try read { db in
-            try Row.fetchOne(db, sql: "SELECT \(JobStore.jobColumns) FROM jobs j WHERE j.id = ?", arguments: [id]).map(JobStore.record)
+            guard let row = try JobRow.fetchOne(db, key: id) else { return nil }
+            let counts = try JobCountsRow.fetch(db, ids: [id])[id]
+            return try row.record(promptCount: counts?.promptCount ?? 0, finishedPrompts: counts?.finishedPrompts ?? 0)
         }
     }
 
     /// Every prompt of the job's current run, finished or not, in order.
     public func outputs(_ id: Int64) throws -> [OutputRecord] {
         try read { db in
-            let rows = try Row.fetchAll(db, sql: """
-                SELECT p.idx, p.prompt_id, p.text AS prompt, o.text, o.tokens, o.metrics, o.attempt, o.finished_at
-                FROM prompts p JOIN jobs j ON j.id = p.job_id
-                LEFT JOIN outputs o ON o.job_id = p.job_id AND o.idx = p.idx AND o.run = j.run
-                WHERE p.job_id = ? ORDER BY p.idx
-                """, arguments: [id])
-            return rows.map { row in
-                OutputRecord(index: row["idx"], promptId: row["prompt_id"], prompt: row["prompt"], text: row["text"],
-                             tokens: (row["tokens"] as String?).flatMap { try? JSONDecoder().decode([Int].self, from: Data($0.utf8)) },
-                             metrics: (row["metrics"] as String?).flatMap { try? JSONDecoder().decode(MetricsJSON.self, from: Data($0.utf8)) },
-                             attempt: row["attempt"], finishedAt: (row["finished_at"] as Double?).map(Date.init(timeIntervalSince1970:)))
+            guard let job = try JobRow.fetchOne(db, key: id) else { return [] }
+            let prompts = try PromptRow.filter(Column("job_id") == id).order(Column("idx")).fetchAll(db)
+            let outputs = try OutputRow.filter(Column("job_id") == id && Column("run") == job.run).fetchAll(db)
+            let byIndex = Dictionary(outputs.map { ($0.idx, $0) }, uniquingKeysWith: { first, _ in first })
+            return try prompts.map { p in
+                let o = byIndex[p.idx]
+                return OutputRecord(index: p.idx, promptId: p.promptId, prompt: p.text, text: o?.text, tokens: try o?.tokenList(),
+                                    metrics: try o?.metricsJSON(), attempt: o?.attempt,
+                                    finishedAt: o.map { Date(timeIntervalSince1970: $0.finishedAt) })
             }
         }
     }
@@ -67,8 +48,8 @@ extension JobStore {
 
     public func events(_ id: Int64) throws -> [Event] {
         try read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM events WHERE job_id = ? ORDER BY id", arguments: [id]).map {
-                Event(at: Date(timeIntervalSince1970: $0["at"]), from: $0["from_state"], to: $0["to_state"], note: $0["note"])
+            try EventRow.filter(Column("job_id") == id).order(Column("id")).fetchAll(db).map {
+                Event(at: Date(timeIntervalSince1970: $0.at), from: $0.fromState, to: $0.toState, note: $0.note)
             }
         }
     }
@@ -89,38 +70,57 @@ extension JobStore {
         public var acceptanceRate: Double?
         public var averageExitLayer: Double?
         public var layerEvaluationsPerToken: Double?
+        /// Mean sequences per decode pass and mean pass time, weighted by generated tokens.
+        public var batchSize: Double?
+        public var stepMs: Double?
     }
 
-    /// DESIGN §6 aggregated over every finished prompt, by model and strategy.
+    /// DESIGN §6 aggregated over every finished prompt, by model and strategy: each output's
+    /// metrics decoded as the strategy wrote them (`GenerationMetrics`), summed here.
     public func stats() throws -> [StatsRow] {
         try read { db in
-            let rows = try Row.fetchAll(db, sql: """
-                SELECT CASE WHEN j.model LIKE '%/%' THEN j.model_directory ELSE j.model END AS model, j.strategy AS strategy, COUNT(DISTINCT j.id) AS jobs, COUNT(*) AS prompts,
-                  SUM(json_extract(o.metrics, '$.generated_tokens')) AS generated,
-                  SUM(json_extract(o.metrics, '$.decode_ms')) AS decode_ms,
-                  SUM(json_extract(o.metrics, '$.prefill_ms')) AS prefill_ms,
-                  SUM(json_extract(o.metrics, '$.accepted')) AS accepted,
-                  SUM(json_extract(o.metrics, '$.drafted')) AS drafted,
-                  SUM(json_extract(o.metrics, '$.average_exit_layer') * json_extract(o.metrics, '$.generated_tokens')) AS exit_weighted,
-                  SUM(CASE WHEN json_extract(o.metrics, '$.average_exit_layer') IS NOT NULL
-                      THEN json_extract(o.metrics, '$.generated_tokens') END) AS exit_tokens,
-                  SUM(json_extract(o.metrics, '$.layer_evaluations_per_token') * json_extract(o.metrics, '$.generated_tokens')) AS evals
-                FROM outputs o JOIN jobs j ON j.id = o.job_id
-                GROUP BY 1, 2 ORDER BY 1, 2
-                """)
-            return rows.map { r in
-                let generated = (r["generated"] as Double?) ?? 0
-                let decode = (r["decode_ms"] as Double?) ?? 0, prefill = (r["prefill_ms"] as Double?) ?? 0
-                let drafted = (r["drafted"] as Double?) ?? 0
-                let exitTokens = (r["exit_tokens"] as Double?) ?? 0
+            let jobs = Dictionary(uniqueKeysWithValues: try JobRow.fetchAll(db).map { ($0.id, $0) })
+            struct Sums {
+                var jobs = Set<Int64>(), prompts = 0, generated = 0.0, decodeMs = 0.0, prefillMs = 0.0
+                var drafted = 0.0, accepted = 0.0, exitWeighted = 0.0, exitTokens = 0.0, evaluations = 0.0
+                var batchWeighted = 0.0, stepWeighted = 0.0, batchTokens = 0.0
+            }
+            var groups: [String: (model: String, strategy: String, sums: Sums)] = [:]
+            for output in try OutputRow.fetchAll(db) {
+                guard let job = jobs[output.jobId] else { continue }
+                let m = try output.generationMetrics()
+                let model = (job.model ?? "?").contains("/") ? (job.modelDirectory ?? "?") : (job.model ?? "?")
+                let strategy = job.strategy ?? "?"
+                let key = model + "\u{0}" + strategy
+                var entry = groups[key] ?? (model, strategy, Sums())
+                let tokens = Double(m.generatedTokens)
+                entry.sums.jobs.insert(job.id)
+                entry.sums.prompts += 1
+                entry.sums.generated += tokens
+                entry.sums.decodeMs += m.decodeMs
+                entry.sums.prefillMs += m.prefillMs
+                entry.sums.drafted += Double(m.drafted ?? 0)
+                entry.sums.accepted += Double(m.accepted ?? 0)
+                if let exit = m.averageExitLayer { entry.sums.exitWeighted += exit * tokens; entry.sums.exitTokens += tokens }
+                entry.sums.evaluations += m.layerEvaluationsPerToken * tokens
+                if let batch = m.batchSize, let step = m.stepMs {
+                    entry.sums.batchWeighted += batch * tokens
+                    entry.sums.stepWeighted += step * tokens
+                    entry.sums.batchTokens += tokens
+                }
+                groups[key] = entry
+            }
+            return groups.values.sorted { ($0.model, $0.strategy) < ($1.model, $1.strategy) }.map { g in
+                let s = g.sums
                 return StatsRow(
-                    model: r["model"] ?? "?", strategy: r["strategy"] ?? "?", jobs: r["jobs"], prompts: r["prompts"],
-                    generatedTokens: Int(generated),
-                    tokensPerSecond: decode > 0 ? generated / (decode / 1000) : 0,
-                    endToEndTokensPerSecond: decode + prefill > 0 ? generated / ((decode + prefill) / 1000) : 0,
-                    acceptanceRate: drafted > 0 ? ((r["accepted"] as Double?) ?? 0) / drafted : nil,
-                    averageExitLayer: exitTokens > 0 ? ((r["exit_weighted"] as Double?) ?? 0) / exitTokens : nil,
-                    layerEvaluationsPerToken: generated > 0 ? ((r["evals"] as Double?) ?? 0) / generated : nil)
+                    model: g.model, strategy: g.strategy, jobs: s.jobs.count, prompts: s.prompts, generatedTokens: Int(s.generated),
+                    tokensPerSecond: s.decodeMs > 0 ? s.generated / (s.decodeMs / 1000) : 0,
+                    endToEndTokensPerSecond: s.decodeMs + s.prefillMs > 0 ? s.generated / ((s.decodeMs + s.prefillMs) / 1000) : 0,
+                    acceptanceRate: s.drafted > 0 ? s.accepted / s.drafted : nil,
+                    averageExitLayer: s.exitTokens > 0 ? s.exitWeighted / s.exitTokens : nil,
+                    layerEvaluationsPerToken: s.generated > 0 ? s.evaluations / s.generated : nil,
+                    batchSize: s.batchTokens > 0 ? s.batchWeighted / s.batchTokens : nil,
+                    stepMs: s.batchTokens > 0 ? s.stepWeighted / s.batchTokens : nil)
             }
         }
     }

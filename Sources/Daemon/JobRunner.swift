@@ -4,6 +4,7 @@ import Foundation
 import Logging
 
 /// A flag one thread sets and another polls between tokens.
+// `@unchecked Sendable`: `value` is read and written under `lock`.
 public final class StopFlag: @unchecked Sendable {
     private let lock = NSLock()
     private var value = false

@@ -9,6 +9,7 @@ import InputFiles
 /// The job database: SQLite in WAL mode, so CLI readers never wait for the daemon, and every write
 /// is one `BEGIN IMMEDIATE` transaction (the write lock is taken up front, so two writers queue on
 /// the busy timeout instead of failing half-way with "database is locked").
+// `@unchecked Sendable`: immutable after init; GRDB's DatabasePool serialises access itself.
 public final class JobStore: @unchecked Sendable {
     public let url: URL
     let pool: DatabasePool
@@ -67,8 +68,8 @@ public final class JobStore: @unchecked Sendable {
     static var now: Double { Date().timeIntervalSince1970 }
 
     static func event(_ db: Database, job: Int64, from: JobState?, to: JobState, note: String?) throws {
-        try db.execute(sql: "INSERT INTO events (job_id, at, from_state, to_state, note) VALUES (?, ?, ?, ?, ?)",
-                       arguments: [job, now, from?.rawValue, to.rawValue, note])
+        var event = EventRow(id: nil, jobId: job, at: now, fromState: from?.rawValue, toState: to.rawValue, note: note)
+        try event.insert(db)
     }
 
     public func integrityCheck() throws -> String {
@@ -160,8 +161,8 @@ extension JobStore {
     /// A job already recorded for this file name and content, if any.
     public func existingJob(source: String, contentHash: String) throws -> (id: Int64, intakePending: Bool)? {
         try read { db in
-            try Row.fetchOne(db, sql: "SELECT id, intake_pending FROM jobs WHERE source = ? AND content_hash = ? ORDER BY intake_pending DESC, id LIMIT 1",
-                             arguments: [source, contentHash]).map { ($0["id"], $0["intake_pending"]) }
+            try JobRow.filter(Column("source") == source && Column("content_hash") == contentHash)
+                .order(Column("intake_pending").desc, Column("id")).fetchOne(db).map { ($0.id, $0.intakePending) }
         }
     }
 
@@ -182,8 +183,7 @@ extension JobStore {
                                      job.spec.maxAttempts ?? defaultMaxAttempts, intakePending, storedAs, t, t])
                 let id = db.lastInsertedRowID
                 for (i, p) in job.spec.prompts.enumerated() {
-                    try db.execute(sql: "INSERT INTO prompts (job_id, idx, prompt_id, text) VALUES (?, ?, ?, ?)",
-                                   arguments: [id, i, p.id, p.text])
+                    try PromptRow(jobId: id, idx: i, promptId: p.id, text: p.text).insert(db)
                 }
                 try JobStore.event(db, job: id, from: nil, to: .queued, note: "accepted \(submission.source)")
                 return id

@@ -36,19 +36,18 @@ extension JobStore {
     @discardableResult
     public func recoverInterrupted() throws -> Int {
         try write { db in
-            let rows = try Row.fetchAll(db, sql: "SELECT id, cancel_requested, attempts, max_attempts FROM jobs WHERE state = 'running'")
+            let rows = try JobRow.filter(Column("state") == JobState.running.rawValue).fetchAll(db)
             for row in rows {
-                let id: Int64 = row["id"]
-                if row["cancel_requested"] as Bool {
+                let id = row.id
+                if row.cancelRequested {
                     try db.execute(sql: "UPDATE jobs SET state = 'cancelled', lease = NULL, finished_at = ?, updated_at = ? WHERE id = ?",
                                    arguments: [JobStore.now, JobStore.now, id])
                     try JobStore.event(db, job: id, from: .running, to: .cancelled, note: "cancelled while the daemon was down")
                 } else {
                     try db.execute(sql: "UPDATE jobs SET state = 'queued', lease = NULL, updated_at = ? WHERE id = ?",
                                    arguments: [JobStore.now, id])
-                    let attempts: Int = row["attempts"], max: Int = row["max_attempts"]
                     try JobStore.event(db, job: id, from: .running, to: .queued,
-                                       note: "the daemon stopped during attempt \(attempts) of \(max)")
+                                       note: "the daemon stopped during attempt \(row.attempts) of \(row.maxAttempts)")
                 }
             }
             return rows.count
@@ -71,9 +70,9 @@ extension JobStore {
                     arguments += [model]
                 }
                 sql += " ORDER BY priority DESC, id LIMIT 1"
-                guard let row = try Row.fetchOne(db, sql: sql, arguments: arguments) else { return nil }
-                let id: Int64 = row["id"]
-                let attempts: Int = row["attempts"], max: Int = row["max_attempts"]
+                guard let row = try JobRow.fetchOne(db, sql: sql, arguments: arguments) else { return nil }
+                let id = row.id
+                let attempts = row.attempts, max = row.maxAttempts
                 if attempts >= max {
                     let reason = "the daemon stopped abnormally in each of its \(attempts) attempt(s); giving up (max_attempts \(max))"
                     try db.execute(sql: "UPDATE jobs SET state = 'failed', error = ?, finished_at = ?, updated_at = ? WHERE id = ? AND state = 'queued'",
@@ -88,13 +87,11 @@ extension JobStore {
                     """, arguments: [lease, JobStore.now, JobStore.now, id])
                 guard db.changesCount == 1 else { throw StoreError.corrupt("job \(id) changed under a write transaction") }
                 try JobStore.event(db, job: id, from: .queued, to: .running, note: "attempt \(attempts + 1) of \(max)")
-                guard let specText: String = row["spec"], let spec = try? JSONDecoder().decode(JobSpec.self, from: Data(specText.utf8)) else {
-                    throw StoreError.corrupt("job \(id) has no readable spec")
-                }
-                let run: Int = row["run"]
-                let done = try Int.fetchAll(db, sql: "SELECT idx FROM outputs WHERE job_id = ? AND run = ?", arguments: [id, run])
-                return ClaimedJob(id: id, lease: lease, run: run, attempt: attempts + 1, maxAttempts: max, spec: spec,
-                                  modelDirectory: URL(fileURLWithPath: row["model_directory"] as String), finished: Set(done))
+                let spec = try row.jobSpec()
+                guard let modelDirectory = row.modelDirectory else { throw StoreError.corrupt("job \(id) has no jobs.model_directory") }
+                let done = try OutputRow.filter(Column("job_id") == id && Column("run") == row.run).fetchAll(db).map(\.idx)
+                return ClaimedJob(id: id, lease: lease, run: row.run, attempt: attempts + 1, maxAttempts: max, spec: spec,
+                                  modelDirectory: URL(fileURLWithPath: modelDirectory), finished: Set(done))
             }
         }
     }
@@ -111,9 +108,8 @@ extension JobStore {
             try requireLease(db, job)
             let tokensJSON = String(decoding: try JSONEncoder().encode(tokens), as: UTF8.self)
             let metricsJSON = String(decoding: try JSONEncoder().encode(metrics), as: UTF8.self)
-            try db.execute(sql: """
-                INSERT INTO outputs (job_id, run, idx, text, tokens, metrics, attempt, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [job.id, job.run, index, text, tokensJSON, metricsJSON, job.attempt, JobStore.now])
+            try OutputRow(jobId: job.id, run: job.run, idx: index, text: text, tokens: tokensJSON, metrics: metricsJSON,
+                          attempt: job.attempt, finishedAt: JobStore.now).insert(db)
             try db.execute(sql: "UPDATE jobs SET updated_at = ? WHERE id = ?", arguments: [JobStore.now, job.id])
         }
     }
@@ -149,11 +145,11 @@ extension JobStore {
     public func release(_ job: ClaimedJob, after failure: String, backoff: TimeInterval) throws -> JobState {
         try write { db in
             try requireLease(db, job)
-            let row = try Row.fetchOne(db, sql: "SELECT attempts, max_attempts, cancel_requested FROM jobs WHERE id = ?", arguments: [job.id])!
-            let attempts: Int = row["attempts"], max: Int = row["max_attempts"]
+            guard let row = try JobRow.fetchOne(db, key: job.id) else { throw StoreError.leaseLost(job.id) }
+            let attempts = row.attempts, max = row.maxAttempts
             let state: JobState
             let note: String
-            if row["cancel_requested"] as Bool {
+            if row.cancelRequested {
                 (state, note) = (.cancelled, "cancelled by request (after a store failure: \(failure))")
             } else if attempts >= max {
                 (state, note) = (.failed, "the job store failed during attempt \(attempts) of \(max): \(failure)")
@@ -182,8 +178,8 @@ extension JobStore {
     /// queued → cancelled at once; running → a flag the worker honours between tokens.
     public func cancel(_ id: Int64) throws -> CancelOutcome {
         try write { db in
-            guard let raw = try String.fetchOne(db, sql: "SELECT state FROM jobs WHERE id = ?", arguments: [id]),
-                  let state = JobState(rawValue: raw) else { throw DaemonError.notFound("no job \(id)") }
+            guard let row = try JobRow.fetchOne(db, key: id) else { throw DaemonError.notFound("no job \(id)") }
+            let state = try row.jobState()
             switch state {
             case .queued:
                 try db.execute(sql: "UPDATE jobs SET state = 'cancelled', finished_at = ?, updated_at = ? WHERE id = ? AND state = 'queued'",
@@ -203,8 +199,8 @@ extension JobStore {
     /// final → queued as a new run; the earlier run's outputs and events stay in the history.
     public func retry(_ id: Int64) throws {
         try write { db in
-            guard let raw = try String.fetchOne(db, sql: "SELECT state FROM jobs WHERE id = ?", arguments: [id]),
-                  let state = JobState(rawValue: raw) else { throw DaemonError.notFound("no job \(id)") }
+            guard let row = try JobRow.fetchOne(db, key: id) else { throw DaemonError.notFound("no job \(id)") }
+            let state = try row.jobState()
             guard state.isFinal else { throw DaemonError.invalidTransition("job \(id) is \(state.rawValue); only a finished job can be retried") }
             guard state != .rejected else {
                 throw DaemonError.invalidTransition("job \(id) was rejected (its file is invalid); fix the file and submit it again")

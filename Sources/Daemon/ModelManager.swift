@@ -4,6 +4,7 @@ import Tokenization
 import Logging
 
 /// A model folder loaded once and shared by every job and strategy that names it.
+// `@unchecked Sendable`: immutable (`let`s of a model and a tokenizer that are themselves shareable).
 public final class LoadedModel: @unchecked Sendable {
     public let directory: URL
     public let model: LlamaModel
@@ -19,6 +20,7 @@ public final class LoadedModel: @unchecked Sendable {
 
 /// Loads each model folder once and keeps loaded weights within a memory budget by unloading the
 /// least recently used models that no job is using.
+// `@unchecked Sendable`: `entries`, `clock` and `loads` are read and written under `lock`.
 public final class ModelManager: @unchecked Sendable {
     public let budget: Int
     private let log: Logger

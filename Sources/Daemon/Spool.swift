@@ -125,6 +125,7 @@ public final class SpoolFolders: @unchecked Sendable {
 /// first job. The same content under another name is a new job (`layerskip submit` always
 /// picks a fresh name). Nothing is deleted: every file ends in accepted/ or rejected/, renamed
 /// with `.1`, `.2`, … if the name is taken there.
+// `@unchecked Sendable`: used by the spool thread only after init (submit uses its own instance); fields are `let`s.
 public final class SpoolIntake: @unchecked Sendable {
     public let layout: SpoolLayout
     let folders: SpoolFolders
@@ -317,9 +318,7 @@ extension Submission {
 extension JobStore {
     func pendingIntake() throws -> [(id: Int64, source: String, storedAs: String?)] {
         try read { db in
-            try Row.fetchAll(db, sql: "SELECT id, source, stored_as FROM jobs WHERE intake_pending = 1").map {
-                ($0["id"], $0["source"], $0["stored_as"])
-            }
+            try JobRow.filter(Column("intake_pending") == true).fetchAll(db).map { ($0.id, $0.source, $0.storedAs) }
         }
     }
 }

@@ -13,6 +13,7 @@ public protocol DaemonService: AnyObject, Sendable {
 
 /// Watches incoming/ with inotify as a hint and rescans it every `interval` anyway, so a lost
 /// event (queue overflow, a file renamed in while the daemon was down) only delays intake.
+// `@unchecked Sendable`: `run()` owns the loop state on its own thread; `shutdown()` only sets a locked flag.
 public final class SpoolWatcher: DaemonService, @unchecked Sendable {
     public let name = "spool watcher"
     let intake: SpoolIntake
@@ -59,6 +60,7 @@ public final class SpoolWatcher: DaemonService, @unchecked Sendable {
 }
 
 /// Runs jobs one after another until shut down; sleeps while the queue is empty.
+// `@unchecked Sendable`: `woken` is read and written under `wake`; the runner runs on this service's thread only.
 public final class RunnerService: DaemonService, @unchecked Sendable {
     public let name = "job runner"
     let runner: JobRunner

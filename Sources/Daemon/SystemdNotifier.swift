@@ -5,6 +5,7 @@ import Foundation
 
 /// sd_notify(3) spoken directly on $NOTIFY_SOCKET (a datagram socket; a leading "@" is the
 /// abstract namespace), so the daemon needs no libsystemd. Without the variable it does nothing.
+// `@unchecked Sendable`: the socket is written under `lock`; the other fields are `let`s.
 public final class SystemdNotifier: @unchecked Sendable {
     private let socketPath: String?
     /// Half of WATCHDOG_USEC, when systemd asked for keep-alives.

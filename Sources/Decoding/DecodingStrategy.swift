@@ -40,7 +40,7 @@ extension SequenceStepper {
 
 /// A decoding-strategy plugin. Each owns its typed configuration and validates it against the
 /// model's configuration (no weights needed, so job files can be checked before anything loads).
-public protocol DecodingStrategy: ConfiguredStrategy {
+public protocol DecodingStrategy: ConfiguredStrategy, SendableMetatype {
     associatedtype Configuration: StrategyConfiguration
     /// As written in job files (`strategy: NAME`).
     static var name: String { get }

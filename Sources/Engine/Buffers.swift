@@ -2,7 +2,7 @@ import Foundation
 
 /// A 64-byte aligned, zero-initialised block of floats that lives as long as its owner.
 /// Allocated once (model load, cache creation); nothing in the per-token loop allocates.
-public final class FloatBuffer: @unchecked Sendable {
+public final class FloatBuffer {
     public let pointer: UnsafeMutablePointer<Float>
     public let count: Int
 
@@ -26,8 +26,7 @@ public final class FloatBuffer: @unchecked Sendable {
 /// The residual stream of one sequence's pass over up to `capacity` positions, with the scratch
 /// such a pass needs: the single-sequence face of `LlamaModel.run` (training's evaluation, tests,
 /// tools). The decode loop keeps its own rows and one shared `PassScratch` instead.
-public final class Activations: @unchecked Sendable {
-    // `@unchecked Sendable`: the owner runs one pass at a time on it (see PassScratch).
+public final class Activations {
     public let capacity: Int
     public let hiddenSize: Int
     /// (capacity, hidden), row-major: the residual stream, one row per position of the pass.
@@ -58,7 +57,7 @@ public final class Activations: @unchecked Sendable {
 }
 
 /// Logits for up to `capacity` positions: (capacity, vocab), row-major.
-public final class Logits: @unchecked Sendable {
+public final class Logits {
     public let capacity: Int
     public let vocabSize: Int
     public let values: FloatBuffer

@@ -3,6 +3,7 @@ import Foundation
 
 /// An int8 copy of a weight matrix with one f32 scale per row, for speculative drafting: a draft
 /// only proposes tokens that the exact weights then verify, so it may read half the bytes.
+// `@unchecked Sendable`: written once in init, read-only afterwards (shared by every job on the model).
 public final class QuantizedMatrix: @unchecked Sendable {
     public let rows: Int
     public let cols: Int
@@ -41,6 +42,7 @@ public enum WeightPrecision: String, Sendable, CaseIterable {
 }
 
 /// int8 copies of one decoder layer's matrices (norm weights stay as stored).
+// `@unchecked Sendable`: immutable `let`s of read-only matrices.
 public final class QuantizedLayer: @unchecked Sendable {
     let q, k, v, o, gate, up, down: QuantizedMatrix
     init(_ w: LayerWeights) {
@@ -85,6 +87,7 @@ extension LlamaModel {
 }
 
 /// Weight copies derived from the stored ones on demand (guarded by LlamaModel.derivedLock).
+// `@unchecked Sendable`: both fields are read and written under LlamaModel.derivedLock only.
 final class DerivedWeights: @unchecked Sendable {
     var int8Head: QuantizedMatrix?
     var int8Layers: [Int: QuantizedLayer] = [:]

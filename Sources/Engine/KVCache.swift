@@ -5,7 +5,7 @@ import Foundation
 /// Layers can hold different lengths: self-speculative drafting writes only layers 0..<E, and
 /// verification later fills E..<L. Truncation (rejecting drafted tokens) is a length change: O(1),
 /// no copy, and the stale rows beyond the length are simply overwritten by the next pass.
-public final class KVCache: @unchecked Sendable {
+public final class KVCache {
     public let layerCount: Int
     public let capacity: Int
     public let kvDim: Int

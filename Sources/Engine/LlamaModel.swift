@@ -5,6 +5,8 @@ import Synchronization
 /// A Llama-architecture decoder that runs any range of its layers and applies the exit head
 /// (final RMSNorm + LM head) after any layer. Immutable after loading and shared by every job:
 /// all per-sequence state lives in `KVCache` and `Activations`.
+// `@unchecked Sendable`: weights, config and RoPE tables are read-only after init; the lazily made
+// int8 copies are guarded by `derivedLock`. All per-sequence state lives outside (KVCache, rows).
 public final class LlamaModel: @unchecked Sendable {
     public let config: ModelConfig
     public let weights: ModelWeights

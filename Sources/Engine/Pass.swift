@@ -89,9 +89,7 @@ public final class PassPlan {
 
 /// Scratch of the passes of one plan size: the packed rows of the segments a layer runs.
 /// Made once per decode loop (or per `Activations`), never per step.
-public final class PassScratch: @unchecked Sendable {
-    // `@unchecked Sendable`: the buffers are written only by the pass that owns the scratch, and one
-    // scratch serves one pass at a time (its owner runs passes sequentially).
+public final class PassScratch {
     public let maxRows: Int
     /// (maxRows, hidden): normalised input of the current sub-layer, then its output; packed rows.
     let normed: FloatBuffer

@@ -3,6 +3,7 @@ import Foundation
 /// Precomputed rotary-embedding tables: cos and sin, each (maxPositions, headDim/2), row-major.
 /// Computed as Hugging Face does — inverse frequencies and angle products in f32 — so positions
 /// far into the sequence round the same way.
+// `@unchecked Sendable`: the tables are filled in init and only read afterwards.
 final class RoPETable: @unchecked Sendable {
     let halfDim: Int
     let maxPositions: Int

@@ -22,6 +22,7 @@ public enum DType: String, Sendable {
 
 /// One tensor inside a memory-mapped safetensors file. `data` points into the mapping, so the
 /// weights are used in their stored dtype without a copy; the owning `SafetensorsFile` must outlive it.
+// `@unchecked Sendable`: `data` points into a read-only mapping that the owning file keeps alive.
 public struct TensorView: @unchecked Sendable {
     public let name: String
     public let dtype: DType
@@ -174,6 +175,7 @@ public enum SafetensorsHeader {
 /// A read-only memory mapping of one `.safetensors` file: an 8-byte little-endian header length N,
 /// N bytes of JSON (`{"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": …}`),
 /// then the tensor bytes, offsets relative to the end of the header.
+// `@unchecked Sendable`: a read-only memory mapping and immutable `let`s.
 public final class SafetensorsFile: @unchecked Sendable {
     public let path: String
     public let tensors: [String: TensorView]

@@ -3,6 +3,7 @@ import Foundation
 import InputFiles
 
 /// A weight matrix (rows, cols), row-major, in its stored dtype, pointing into a mapped file.
+// `@unchecked Sendable`: `data` points into a read-only mapping (see TensorView).
 public struct WeightMatrix: @unchecked Sendable {
     public let dtype: DType
     public let rows: Int
@@ -31,6 +32,7 @@ public struct LayerWeights: Sendable {
 }
 
 /// All tensors of a Llama model, resolved by name across one file or the shards of an index.
+// `@unchecked Sendable`: read-only views into mappings that `files` keeps alive.
 public struct ModelWeights: @unchecked Sendable {
     public let embedding: WeightMatrix      /// (vocab, hidden)
     public let layers: [LayerWeights]

@@ -2,6 +2,7 @@ import Foundation
 
 /// Byte-pair-encoding model (`"model": {"type": "BPE", ...}`) with the merge order of the
 /// reference implementation: repeatedly apply the lowest-ranked merge, leftmost first.
+// `@unchecked Sendable`: immutable after init apart from its word cache, which is used under a lock.
 final class BPEModel: @unchecked Sendable {
     let vocab: [ExactKey: Int32]
     /// Model token text by id (nil where the vocabulary has a gap).

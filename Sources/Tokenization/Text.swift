@@ -113,6 +113,7 @@ struct RegexLimitExceeded: Error {
 /// a match callback counts ICU's work units (each about 10,000 matcher operations) and stops the
 /// match when the budget of the call is spent. The compiled pattern is immutable; each call
 /// matches on its own clone, so one instance is safe to share between threads.
+// `@unchecked Sendable`: the compiled ICU pattern is never used directly; each call works on its own clone.
 final class ScalarRegex: @unchecked Sendable {
     let pattern: String
     /// JSON path of the pattern, for errors.

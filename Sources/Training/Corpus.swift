@@ -81,7 +81,7 @@ public struct DataPosition: Codable, Equatable, Sendable {
 /// Training streams shuffle the file order every epoch with the seed; validation streams do not.
 /// A training batch reads each of its rows from its own *lane*: lane b of `lanes` takes every
 /// lanes-th file of the epoch's shuffled order, so the rows of one batch come from different files.
-public final class TokenStream: @unchecked Sendable {
+public final class TokenStream {
     let files: [String]
     let tokenizer: Tokenizer
     let separator: Int32?

@@ -5,7 +5,7 @@ import Foundation
 /// tokens, with per-sample layer dropout and the shared exit head after any set of layers.
 /// Owns every activation the backward pass needs; parameters and gradients are flat buffers laid
 /// out by `ParameterLayout` and are passed in, so one network serves training and evaluation.
-public final class Network<S: TrainScalar>: @unchecked Sendable {
+public final class Network<S: TrainScalar> {
     public let layout: ParameterLayout
     public let config: ModelConfig
     public let batch: Int

@@ -25,7 +25,7 @@ public struct LearningRateSchedule: Sendable, Equatable, Codable {
 
 /// AdamW (decoupled weight decay, Loshchilov & Hutter) over the flat parameter buffer.
 /// State: first and second moments in the parameter layout, and the number of updates taken.
-public final class AdamW: @unchecked Sendable {
+public final class AdamW {
     public var beta1: Double = 0.9
     public var beta2: Double = 0.95
     public var epsilon: Double = 1e-8

@@ -80,7 +80,7 @@ extension Double: TrainScalar {
 }
 
 /// A zero-initialised, 64-byte aligned array of scalars owned by a trainer object.
-public final class Tensor<S: TrainScalar>: @unchecked Sendable {
+public final class Tensor<S: TrainScalar> {
     public let pointer: UnsafeMutablePointer<S>
     public let count: Int
 

@@ -16,7 +16,7 @@ public struct StepReport: Sendable {
 
 /// The training loop: micro-batches with layer dropout and early-exit loss, gradient accumulation,
 /// clipping, AdamW with warmup + cosine, validation per exit, checkpoints and export.
-public final class Trainer: @unchecked Sendable {
+public final class Trainer {
     public let config: TrainingConfig
     public let modelConfig: ModelConfig
     public let layout: ParameterLayout

@@ -56,7 +56,7 @@ func foreignCPUSeconds() -> Double? {
     defer { fclose(f) }
     var line = [CChar](repeating: 0, count: 512)
     guard fgets(&line, 512, f) != nil else { return nil }
-    let fields = String(cString: line).split(separator: " ").dropFirst().compactMap { Double($0) }
+    let fields = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self).split(separator: " ").dropFirst().compactMap { Double($0) }
     guard fields.count >= 7 else { return nil }
     let busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6] // user nice system irq softirq
     var ru = rusage()
@@ -116,7 +116,8 @@ struct SumJob {
 }
 
 /// Wrapping integer sum of every 32-bit word of the slice for this thread.
-let sumTask: @convention(c) (UnsafeMutableRawPointer?, Int32, Int32) -> Void = { ctx, tid, nth in
+// nonisolated: a C callback of the kernel pool, run on its worker threads; it captures nothing.
+nonisolated let sumTask: @convention(c) (UnsafeMutableRawPointer?, Int32, Int32) -> Void = { ctx, tid, nth in
     let job = ctx!.assumingMemoryBound(to: SumJob.self)
     let total = job.pointee.bytes, chunk = (total / Int(nth)) / 256 * 256
     let start = chunk * Int(tid)
@@ -154,8 +155,10 @@ let head = Shape(name: "lm_head", out: 128_256, inDim: 2048)
 struct Matrix { var shape: Shape; var w: UnsafeMutableRawPointer }
 
 let maxN = 128, maxIn = 8192, maxOut = 128_256
-let xbuf = UnsafeMutablePointer<Float>.allocate(capacity: maxN * maxIn)
-let ybuf = UnsafeMutablePointer<Float>.allocate(capacity: maxN * maxOut)
+// The benchmark's activation and output buffers, written once at start and then only by ck_matmul
+// calls made one at a time from the main thread: no concurrent access to guard.
+nonisolated(unsafe) let xbuf = UnsafeMutablePointer<Float>.allocate(capacity: maxN * maxIn)
+nonisolated(unsafe) let ybuf = UnsafeMutablePointer<Float>.allocate(capacity: maxN * maxOut)
 do {
     var r = Rng()
     for i in 0..<(maxN * maxIn) { xbuf[i] = Float(Int(r.next() % 2001) - 1000) / 1000 }

@@ -39,6 +39,7 @@ enum CLI {
         process.standardError = err
         try process.run()
         // Read both pipes before waiting so a chatty process cannot block on a full pipe.
+        // `@unchecked Sendable`: written by the reader thread before `group.leave()`, read after `group.wait()`.
         final class Box: @unchecked Sendable { var data = Data() }
         let errData = Box()
         let group = DispatchGroup()

@@ -91,6 +91,7 @@ final class Installation {
         process.standardOutput = out
         process.standardError = err
         try process.run()
+        // `@unchecked Sendable`: written by the reader thread before `group.leave()`, read after `group.wait()`.
         final class Box: @unchecked Sendable { var data = Data() }
         let errData = Box()
         let group = DispatchGroup()

@@ -46,6 +46,28 @@ final class JobStoreTests: XCTestCase {
         }
     }
 
+    /// A row the daemon cannot read (a state outside the schema's list, written past the CHECK
+    /// constraint; unreadable metrics) is an error naming the job and the column, not a default.
+    func testCorruptRowsAreErrorsNotDefaults() throws {
+        let id = try submit(jobYAML())
+        let url = dir.appendingPathComponent("jobs.sqlite")
+        try DatabaseQueue(path: url.path).writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA ignore_check_constraints = ON")
+            try db.execute(sql: "UPDATE jobs SET state = 'exploded' WHERE id = ?", arguments: [id])
+        }
+        for read in [{ _ = try self.store.job(id) }, { _ = try self.store.jobs() }, { _ = try self.store.cancel(id) }] {
+            XCTAssertThrowsError(try read()) { error in
+                XCTAssertTrue("\(error)".contains("job \(id) has state \"exploded\" in jobs.state"), "\(error)")
+            }
+        }
+        try DatabaseQueue(path: url.path).write { db in
+            try db.execute(sql: "UPDATE jobs SET state = 'running' WHERE id = ?", arguments: [id])
+            try db.execute(sql: "INSERT INTO outputs VALUES (?, 1, 0, 'x', '[1]', '{not json', 1, 0)", arguments: [id])
+        }
+        XCTAssertThrowsError(try store.stats()) { XCTAssertTrue("\($0)".contains("unreadable outputs.metrics"), "\($0)") }
+        XCTAssertThrowsError(try store.outputs(id)) { XCTAssertTrue("\($0)".contains("prompt 0 has unreadable outputs.metrics"), "\($0)") }
+    }
+
     func testClaimOrderIsPriorityThenAge() throws {
         let low = try submit(jobYAML(priority: 0))
         let high = try submit(jobYAML(priority: 5))

@@ -143,6 +143,7 @@ final class ServeControlTests: XCTestCase {
         XCTAssertTrue(run.stderr.contains("layerskip submit"), run.stderr)
 
         for i in 0..<12 { try install.drop("job-\(i).yaml", jobYAML(prompts: 4, tokens: 40, promptPrefix: "Reader \(i)")) }
+        // `@unchecked Sendable`: every field is read and written under `lock`.
         final class Failures: @unchecked Sendable {
             let lock = NSLock()
             var list: [String] = []
@@ -151,10 +152,11 @@ final class ServeControlTests: XCTestCase {
         }
         let failures = Failures()
         let deadline = Date().addingTimeInterval(4)
+        let configPath = install.config.path
         DispatchQueue.concurrentPerform(iterations: 2) { worker in
             while Date() < deadline {
                 for args in [["jobs", "--json"], ["stats", "--json"], ["show", "1", "--json"], ["cancel", "999"]] {
-                    guard let r = try? install.cli(args) else { failures.add("spawn failed"); continue }
+                    guard let r = try? Installation.run(args + ["--config", configPath]) else { failures.add("spawn failed"); continue }
                     let ok = args[0] == "cancel" ? r.status == 3 : r.status == 0
                     failures.add(ok && !r.stderr.contains("locked") ? nil : "\(args): \(r.status) \(r.stderr)")
                 }

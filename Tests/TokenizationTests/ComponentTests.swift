@@ -263,7 +263,8 @@ final class ComponentTests: XCTestCase {
         let l3 = try Fixtures.llama3()
         let texts = (0..<32).map { "Thread \($0): the quick brown fox \($0 * 7919) jumps — 東京 \($0) 🚀 over the lazy dog." }
         let expected = try texts.map { try l3.encode($0) }
-        let results = UnsafeMutableBufferPointer<[Int]>.allocate(capacity: texts.count * 4)
+        // Each iteration writes its own element only.
+        nonisolated(unsafe) let results = UnsafeMutableBufferPointer<[Int]>.allocate(capacity: texts.count * 4)
         defer { results.deallocate() }
         _ = results.initialize(from: repeatElement([], count: texts.count * 4))
         DispatchQueue.concurrentPerform(iterations: texts.count * 4) { i in

@@ -97,10 +97,10 @@ struct StatsCommand: ParsableCommand {
         var byState: [String: Int] = [:]
         for s in JobState.allCases { byState[s.rawValue] = all.filter { $0.state == s }.count }
         if json { return try printDocument(Document(schemaVersion: jsonSchemaVersion, stats: rows, jobsByState: byState)) }
-        printTable(["MODEL", "STRATEGY", "JOBS", "PROMPTS", "TOKENS", "TOK/S", "E2E TOK/S", "ACCEPT", "EXIT", "LAYERS/TOK"], rows.map { r in
+        printTable(["MODEL", "STRATEGY", "JOBS", "PROMPTS", "TOKENS", "TOK/S", "E2E TOK/S", "ACCEPT", "EXIT", "LAYERS/TOK", "BATCH", "STEP MS"], rows.map { r in
             [r.model, r.strategy, String(r.jobs), String(r.prompts), String(r.generatedTokens), r.tokensPerSecond.short,
              r.endToEndTokensPerSecond.short, r.acceptanceRate.map { String(format: "%.1f%%", $0 * 100) } ?? "-",
-             r.averageExitLayer?.short ?? "-", r.layerEvaluationsPerToken?.short ?? "-"]
+             r.averageExitLayer?.short ?? "-", r.layerEvaluationsPerToken?.short ?? "-", r.batchSize?.short ?? "-", r.stepMs?.short ?? "-"]
         })
         printLine("jobs: " + JobState.allCases.map { "\(byState[$0.rawValue] ?? 0) \($0.rawValue)" }.joined(separator: ", "))
     }

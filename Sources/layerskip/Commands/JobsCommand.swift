@@ -83,6 +83,9 @@ struct ShowCommand: ParsableCommand {
                 lines.append(("acceptance", String(format: "%.1f%% (%d of %d drafted)", a * 100, acc, d)))
             }
             if let e = summary.averageExitLayer { lines.append(("avg exit layer", e.short)) }
+            if let b = summary.batchSize, let step = summary.stepMs {
+                lines.append(("batch", "\(b.short) sequences per pass on average, \(step.short) ms per pass"))
+            }
         }
         if let error = job.error { lines.append(("error", error)) }
         let width = lines.map(\.0.count).max() ?? 0

@@ -109,6 +109,9 @@ struct JobSummary: Encodable {
     var accepted: Int?
     var acceptanceRate: Double?
     var averageExitLayer: Double?
+    /// Mean sequences per decode pass and mean pass time, weighted by generated tokens.
+    var batchSize: Double?
+    var stepMs: Double?
     var error: String?
 
     init(job: JobRecord, outputs: [OutputRecord]) {
@@ -137,6 +140,13 @@ struct JobSummary: Encodable {
         let exitTokens = exits.reduce(0) { $0 + ($1["generated_tokens"]?.number ?? 0) }
         averageExitLayer = exitTokens > 0
             ? exits.reduce(0) { $0 + ($1["average_exit_layer"]?.number ?? 0) * ($1["generated_tokens"]?.number ?? 0) } / exitTokens : nil
+        let batched = metrics.filter { $0["batch_size"]?.number != nil && $0["step_ms"]?.number != nil }
+        let batchedTokens = batched.reduce(0) { $0 + ($1["generated_tokens"]?.number ?? 0) }
+        func weighted(_ key: String) -> Double? {
+            batchedTokens > 0 ? batched.reduce(0) { $0 + ($1[key]?.number ?? 0) * ($1["generated_tokens"]?.number ?? 0) } / batchedTokens : nil
+        }
+        batchSize = weighted("batch_size")
+        stepMs = weighted("step_ms")
         error = job.error
     }
 }
