@@ -16,6 +16,10 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
     public struct Configuration: StrategyConfiguration {
         public var exitLayer: Int
         public var speculations: Int?
+        /// `true`: drafting stops when the draft is unsure and d follows the acceptance (up to
+        /// `max_speculations`). `false`: d stays exactly `speculations`. Omitted: `speculations` is a
+        /// maximum that the decode loop lowers under load (down to plain autoregressive steps when the
+        /// batch alone fills the machine; DESIGN §2b).
         public var adaptive: Bool?
         public var draftConfidence: Double?
         public var maxSpeculations: Int?
@@ -123,6 +127,16 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
         private var verifying = false
         private var logitsRow = 0
         private var stats = (drafted: 0, accepted: 0, rounds: 0, draftSeconds: 0.0, verifySeconds: 0.0)
+        /// Running share of drafts accepted (exponential average over rounds), for the loop's choice of d.
+        private var acceptance = 0.7
+        /// Rounds the loop held to d = 0 (plain autoregressive steps).
+        private var plainRounds = 0
+
+        var loadAwareSpeculation: LoadAwareSpeculation? {
+            // `adaptive: false` keeps the job's d whatever the load.
+            guard configuration.adaptive != false else { return nil }
+            return LoadAwareSpeculation(exitLayer: exitLayer, maxDrafts: configuration.dMax, acceptance: acceptance, midRound: inRound)
+        }
 
         init(configuration: Configuration, layerCount: Int, vocabSize: Int, sampling: Bool) {
             self.configuration = configuration
@@ -146,7 +160,8 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
             if !inRound {
                 inRound = true
                 drafts.removeAll(keepingCapacity: true)
-                budget = min(d, sequence.remaining - 1, sequence.cache.capacity - P - 1)
+                budget = min(d, sequence.draftLimit ?? d, sequence.remaining - 1, sequence.cache.capacity - P - 1)
+                if sequence.draftLimit == 0 { plainRounds += 1 }
                 verifying = budget <= 0
             }
             let k = drafts.count
@@ -225,6 +240,13 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
             stats.drafted += k
             stats.accepted += accepted
             stats.rounds += 1
+            if k > 0 {
+                acceptance = 0.8 * acceptance + 0.2 * Double(accepted) / Double(k)
+            } else {
+                // Held to d = 0 nothing is learnt; drift back towards the prior so that a sequence
+                // whose drafts were poor once gets to try again later.
+                acceptance = 0.95 * acceptance + 0.05 * 0.7
+            }
             inRound = false
             verifying = false
             if configuration.isAdaptive {
@@ -244,6 +266,8 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
             metrics.tokensPerRound = stats.rounds > 0 ? Double(max(metrics.generatedTokens - 1, 0)) / Double(stats.rounds) : nil
             metrics.draftMs = stats.draftSeconds * 1000
             metrics.verifyMs = stats.verifySeconds * 1000
+            metrics.draftsPerRound = stats.rounds > 0 ? Double(stats.drafted) / Double(stats.rounds) : nil
+            metrics.plainRounds = plainRounds
         }
 
         private func topProbability(_ row: UnsafeMutableBufferPointer<Float>, best: Int) -> Float {

@@ -58,6 +58,12 @@ public final class DecodeLoop {
     /// Rotates which sequence plans first, so that one that did not fit is first next time.
     private var rotation = 0
 
+    /// The pass-cost curve the load-aware choice of d uses; measured on first need (see
+    /// `calibrate`) and kept per model for the process, or set by the caller.
+    public var costCurve: PassCostCurve?
+    /// The draft length chosen for the batch at the latest round boundary (nil: none chosen yet).
+    public private(set) var chosenDraftLength: Int?
+
     /// Called after every pass, before finished sequences leave (tests check invariants here).
     public var afterPass: ((DecodeLoop) -> Void)?
 
@@ -114,6 +120,7 @@ public final class DecodeLoop {
         retire()
         guard !active.isEmpty else { return false }
 
+        chooseDraftLengths()
         plan.reset()
         let count = active.count
         let decoding = active.contains { $0.prefilled }
@@ -158,6 +165,8 @@ public final class DecodeLoop {
         passSeconds += seconds
         let inPass = active.reduce(0) { $0 + ($1.inPass ? 1 : 0) }
         if promptRows == 0 { decodeOnlySeconds += seconds }
+        // The round being measured for the load-aware choice counts decode-only passes alone.
+        if promptRows == 0 { roundSeconds += seconds } else { roundTainted = true }
 
         for seq in active where seq.inPass {
             seq.inPass = false
@@ -177,6 +186,7 @@ public final class DecodeLoop {
                 let before = seq.output.tokens.count
                 seq.stepper.advance(seq, logits: SequenceLogits(logits: logits, sequence: seq))
                 if promptRows == 0 { decodeOnlyTokens += seq.output.tokens.count - before }
+                roundTokens += seq.output.tokens.count - before
                 if seq.output.tokens.count > before && !seq.output.isFinished {
                     // Committed: every layer is cut back to the committed inputs.
                     seq.cache.truncate(to: seq.position)
@@ -186,6 +196,136 @@ public final class DecodeLoop {
         afterPass?(self)
         retire()
         return true
+    }
+
+    /// Load-aware speculation: all speculating sequences start their rounds in the same pass, with
+    /// the d that gives the batch the most committed tokens per second; one that is ready while
+    /// others are inside a round takes a d = 0 round (one token, all layers) until they are done.
+    /// Alone, a sequence drafts what its job asks for. The rate of each d is predicted by
+    /// `SpeculationPolicy` on the measured cost curve until it has been measured: every round
+    /// (boundary to boundary, decode-only passes) updates the measured rate of its (batch, d), and
+    /// every 8th boundary tries the least recently tried neighbour of the best d (one measured far
+    /// worse only every 32nd), so that a wrong
+    /// prediction or a changed acceptance is noticed.
+    private func chooseDraftLengths() {
+        var speculating: [(DecodeSequence, LoadAwareSpeculation)] = []
+        var others = 0
+        for seq in active where seq.prefilled && !seq.output.isFinished {
+            if let s = seq.stepper.loadAwareSpeculation { speculating.append((seq, s)) } else { others += 1 }
+            seq.draftLimit = nil
+        }
+        guard !speculating.isEmpty, speculating.count + others > 1 else {
+            currentRound = nil
+            return
+        }
+        if speculating.contains(where: { $0.1.midRound }) {
+            for (seq, s) in speculating where !s.midRound { seq.draftLimit = 0 }
+            return
+        }
+        // A boundary: close the round just run.
+        if measuring, let round = currentRound, !roundTainted, roundSeconds > 0 {
+            let rate = Double(roundTokens) / roundSeconds
+            measuredRates[round] = measuredRates[round].map { 0.5 * $0 + 0.5 * rate } ?? rate
+        }
+        if costCurve == nil {
+            costCurve = calibrate()
+            measuring = true
+        }
+        let curve = costCurve!
+        let S = speculating.count
+        let E = speculating[0].1.exitLayer
+        let acceptance = speculating.reduce(0) { $0 + $1.1.acceptance } / Double(S)
+        let maxDrafts = speculating.map(\.1.maxDrafts).min()!
+        let candidates = Array(Set([0, 1, 2, 3, 4, 6, 8, 12, maxDrafts].filter { $0 <= maxDrafts })).sorted()
+        func key(_ d: Int) -> RoundKey { RoundKey(speculating: S, others: others, draftLength: d) }
+        func predicted(_ d: Int) -> Double {
+            SpeculationPolicy.rate(curve: curve, speculating: S, others: others, exitLayer: E, layers: model.layerCount,
+                                   acceptance: acceptance, draftLength: d) / max(onePassSeconds, 1e-6)
+        }
+        // A curve the caller set has no time scale: its predictions alone decide.
+        let value = { (d: Int) in (self.measuring ? self.measuredRates[key(d)] : nil) ?? predicted(d) }
+        var d = candidates.max { value($0) < value($1) }!
+        boundaries += 1
+        if measuring, boundaries % 8 == 0, let i = candidates.firstIndex(of: d) {
+            let neighbours = [i - 1, i + 1].filter { candidates.indices.contains($0) }.map { candidates[$0] }
+            if let probe = neighbours.min(by: { (lastTried[key($0)] ?? -1) < (lastTried[key($1)] ?? -1) }),
+               // A neighbour measured far worse is retried only every 32nd boundary: probes cost.
+               value(probe) >= 0.7 * value(d) || boundaries % 32 == 0 {
+                d = probe
+            }
+        }
+        lastTried[key(d)] = boundaries
+        currentRound = key(d)
+        roundTokens = 0
+        roundSeconds = 0
+        roundTainted = false
+        chosenDraftLength = d
+        for (seq, _) in speculating { seq.draftLimit = d }
+    }
+
+    struct RoundKey: Hashable { var speculating: Int, others: Int, draftLength: Int }
+    private var measuredRates: [RoundKey: Double] = [:]
+    private var lastTried: [RoundKey: Int] = [:]
+    private var currentRound: RoundKey?
+    private var roundTokens = 0
+    private var roundSeconds = 0.0
+    private var roundTainted = false
+    private var boundaries = 0
+    /// The curve was measured here (with its time scale), so measured round rates can refine it.
+    private var measuring = false
+    /// Seconds of a one-row pass, from the calibration (converts predicted rates to tokens/s).
+    private var onePassSeconds: Double { Self.curvesLock.withLock { Self.onePass[ObjectIdentifier(model)] } ?? 0.1 }
+    nonisolated(unsafe) private static var onePass: [ObjectIdentifier: Double] = [:]
+
+    nonisolated(unsafe) private static var curves: [ObjectIdentifier: PassCostCurve] = [:]
+    private static let curvesLock = NSLock()
+
+    /// Measures the pass-cost curve on this model (passes of n one-row segments through every
+    /// layer and the head, n = 1, 2, 4, …, 32, linear in between; medians of three), once per model
+    /// per process: about 45 one-token passes' time. `curves` is read and written under `curvesLock` only.
+    public func calibrate() -> PassCostCurve {
+        Self.curvesLock.lock()
+        if let known = Self.curves[ObjectIdentifier(model)] { Self.curvesLock.unlock(); return known }
+        Self.curvesLock.unlock()
+        let points = [1, 2, 4, 8, 16, 32].filter { $0 <= maxRowsPerPass && $0 <= maxLogitsRowsPerPass }
+        let hd = model.config.hiddenSize
+        let caches = (0..<points.last!).map { _ in KVCache(config: model.config, capacity: 2) }
+        let rows = FloatBuffer(count: points.last! * hd)
+        func pass(_ n: Int) -> Double {
+            plan.reset()
+            for i in 0..<n {
+                caches[i].reset()
+                model.embed(i % model.config.vocabSize, into: rows.pointer + i * hd)
+                plan.add(cache: caches[i], hidden: rows.pointer + i * hd, count: 1, firstPosition: 0, layers: 0..<model.layerCount, headRows: 0..<1)
+            }
+            let start = clock.now
+            model.run(plan, scratch: scratch, logits: logits)
+            return (clock.now - start).seconds
+        }
+        _ = pass(1)
+        // Medians of three, interleaved, so that one disturbed pass does not bend the curve.
+        var times = [Int: [Double]]()
+        for _ in 0..<3 { for n in points { times[n, default: []].append(pass(n)) } }
+        func median(_ v: [Double]) -> Double { v.sorted()[v.count / 2] }
+        let one = median(times[1]!)
+        var measured: [(Int, Double)] = [(1, 1)]
+        for n in points.dropFirst() { measured.append((n, median(times[n]!) / one)) }
+        plan.reset()
+        var costs: [Double] = []
+        for n in 1...points.last! {
+            let hi = measured.firstIndex { $0.0 >= n }!
+            if measured[hi].0 == n || hi == 0 { costs.append(measured[hi].1); continue }
+            let (n0, c0) = measured[hi - 1], (n1, c1) = measured[hi]
+            costs.append(c0 + (c1 - c0) * Double(n - n0) / Double(n1 - n0))
+        }
+        let head = Double(model.weights.lmHead.byteCount)
+        let layers = Double(model.weights.layers.reduce(0) { sum, l in sum + [l.q, l.k, l.v, l.o, l.gate, l.up, l.down].reduce(0) { $0 + $1.byteCount } })
+        let curve = PassCostCurve(costs: costs, layerShare: max(0.05, min(1, layers / (layers + head))))
+        Self.curvesLock.lock()
+        Self.curves[ObjectIdentifier(model)] = curve
+        Self.onePass[ObjectIdentifier(model)] = one
+        Self.curvesLock.unlock()
+        return curve
     }
 
     private func dropCancelledWaiting() {
@@ -271,6 +411,9 @@ public final class DecodeSequence {
     public internal(set) var pending = -1
     /// Seconds of the latest pass this sequence was in (for a stepper's phase timings).
     public internal(set) var lastPassSeconds = 0.0
+    /// The most drafts a speculative round starting now may make (load-aware speculation, set by
+    /// the loop before each plan); nil: the job's own setting.
+    public internal(set) var draftLimit: Int?
 
     var prefilled = false
     var prefillDone = 0

@@ -32,10 +32,31 @@ public protocol SequenceStepper: AnyObject {
     func advance(_ sequence: DecodeSequence, logits: SequenceLogits)
     /// The strategy's own metrics fields.
     func report(into metrics: inout GenerationMetrics)
+    /// Non-nil for a stepper whose draft length the loop may choose by load
+    /// (`DecodeSequence.draftLimit`).
+    var loadAwareSpeculation: LoadAwareSpeculation? { get }
 }
 
 extension SequenceStepper {
     public func report(into metrics: inout GenerationMetrics) {}
+    public var loadAwareSpeculation: LoadAwareSpeculation? { nil }
+}
+
+/// A self-speculative stepper's state as the loop's load-aware choice of d needs it (DESIGN §2b).
+public struct LoadAwareSpeculation: Sendable {
+    public var exitLayer: Int
+    /// The job's `speculations` (or its adaptive maximum): d never exceeds it.
+    public var maxDrafts: Int
+    /// Running estimate of the share of drafts accepted.
+    public var acceptance: Double
+    /// Inside a round (drafts made, not yet verified): the loop chooses d only between rounds.
+    public var midRound: Bool
+    public init(exitLayer: Int, maxDrafts: Int, acceptance: Double, midRound: Bool) {
+        self.exitLayer = exitLayer
+        self.maxDrafts = maxDrafts
+        self.acceptance = acceptance
+        self.midRound = midRound
+    }
 }
 
 /// A decoding-strategy plugin. Each owns its typed configuration and validates it against the

@@ -24,6 +24,10 @@ public struct GenerationMetrics: Codable, Equatable, Sendable {
     /// verifying (the multi-position pass, its exit head and the acceptance test) — what limits a round.
     public var draftMs: Double?
     public var verifyMs: Double?
+    /// Self-speculative: the d actually drafted per round (the load-aware choice), and the rounds
+    /// the decode loop held to d = 0 (batch full, or waiting for the batch's rounds to align).
+    public var draftsPerRound: Double?
+    public var plainRounds: Int?
     /// Early exit: the mean layer count a generated token left after.
     public var averageExitLayer: Double?
     /// Decode loop: mean sequences per pass while this one decoded, mean pass time, and the time
@@ -52,7 +56,7 @@ public struct GenerationMetrics: Codable, Equatable, Sendable {
         case prefillMs = "prefill_ms", decodeMs = "decode_ms", tokensPerSecond = "tokens_per_second"
         case endToEndTokensPerSecond = "end_to_end_tokens_per_second", layerEvaluationsPerToken = "layer_evaluations_per_token"
         case drafted, accepted, acceptanceRate = "acceptance_rate", rounds, tokensPerRound = "tokens_per_round"
-        case draftMs = "draft_ms", verifyMs = "verify_ms"
+        case draftMs = "draft_ms", verifyMs = "verify_ms", draftsPerRound = "drafts_per_round", plainRounds = "plain_rounds"
         case averageExitLayer = "average_exit_layer", seed
         case batchSize = "batch_size", stepMs = "step_ms", queueMs = "queue_ms"
     }

@@ -76,12 +76,17 @@ final class BatchedDecodingTests: XCTestCase {
         }
     }
 
-    /// Seeded sampling is per sequence: batched runs draw the same tokens as solo runs.
+    /// Seeded sampling is per sequence: batched runs draw the same tokens as solo runs (with d
+    /// fixed: a load-aware d changes how the draws are used, not their distribution; the
+    /// batched chi-square test in SamplingLosslessTests covers that).
     func testSampledSequencesAreTheSameBatched() throws {
         let model = try LlamaModel(directory: Fixtures.directory("tiny-bytelevel-gqa-f32"))
         let prompts = try Fixtures.expected("tiny-bytelevel-gqa-f32").prompts.map(\.ids)
         var cases = mixedCases(model, prompts: prompts)
-        for i in cases.indices { cases[i].sampling = SamplingParameters(temperature: 1.2, topK: 5, seed: UInt64(100 + i)) }
+        for i in cases.indices {
+            cases[i].sampling = SamplingParameters(temperature: 1.2, topK: 5, seed: UInt64(100 + i))
+            if cases[i].spec.name == "self-speculative" { cases[i].spec.options["adaptive"] = .bool(false) }
+        }
         let solo = try cases.map { c in
             try generate(model, c.spec, prompt: c.prompt, maxNewTokens: c.maxNewTokens, minNewTokens: c.maxNewTokens, sampling: c.sampling).tokens
         }
@@ -146,6 +151,85 @@ final class BatchedDecodingTests: XCTestCase {
         for i in cases.indices where i != 3 { XCTAssertEqual(got[i]?.1, solo[i], "case \(i)") }
         XCTAssertEqual(got[3]?.0, .cancelled)
         XCTAssertEqual(got[3]?.1, Array(solo[3].prefix(got[3]?.1.count ?? 0)))
+    }
+}
+
+/// Load-aware speculation: the choice of d on a cost curve, and the loop applying it.
+final class LoadAwareSpeculationTests: XCTestCase {
+    /// Two layers, exit after the first, all weights in the layers; c(n) = 1 up to 4 rows, then +1
+    /// per row. By hand: at α = 0.5, d = 1 gives τ = 1.5 tokens in 0.5 + 1 = 1.5 units (rate 1.0, no
+    /// better than plain decoding) and d = 2 gives 1.75 in 2 (0.875): d = 0. At α = 0.9 the rates
+    /// are 1.27, 1.36, 1.38 for d = 1, 2, 3: d = 3.
+    func testBestDraftLengthByHand() {
+        let curve = PassCostCurve(costs: [1, 1, 1, 1, 2, 3], layerShare: 1)
+        XCTAssertEqual(curve.cost(8), 5)
+        XCTAssertEqual(SpeculationPolicy.bestDraftLength(curve: curve, speculating: 1, others: 0, exitLayer: 1, layers: 2,
+                                                         acceptance: 0.5, maxDrafts: 3), 0)
+        XCTAssertEqual(SpeculationPolicy.bestDraftLength(curve: curve, speculating: 1, others: 0, exitLayer: 1, layers: 2,
+                                                         acceptance: 0.9, maxDrafts: 3), 3)
+        // Compute-bound from the first row (c(n) = n): a full batch leaves nothing to speculate with.
+        let linear = PassCostCurve(costs: (1...32).map(Double.init), layerShare: 0.8)
+        XCTAssertEqual(SpeculationPolicy.bestDraftLength(curve: linear, speculating: 16, others: 0, exitLayer: 8, layers: 16,
+                                                         acceptance: 0.9, maxDrafts: 6), 0)
+        // Flat (bandwidth-bound) everywhere, E = L/2, 80% of the bytes in the layers: a draft pass
+        // costs 0.8·0.5 + 0.2 = 0.6 of a full one, so 4·τ(d) / (0.6·d + 1) peaks at d = 2 (4.93
+        // against 4.91 for d = 3 and 4.54 for d = 6).
+        let flat = PassCostCurve(costs: Array(repeating: 1, count: 64), layerShare: 0.8)
+        XCTAssertEqual(SpeculationPolicy.bestDraftLength(curve: flat, speculating: 4, others: 0, exitLayer: 8, layers: 16,
+                                                         acceptance: 0.9, maxDrafts: 6), 2)
+        // Sequences of other strategies need every layer in every pass, so drafts save less.
+        XCTAssertLessThanOrEqual(SpeculationPolicy.bestDraftLength(curve: curve, speculating: 1, others: 3, exitLayer: 1, layers: 2,
+                                                                   acceptance: 0.9, maxDrafts: 3), 3)
+    }
+
+    func runBatch(_ model: LlamaModel, curve: PassCostCurve, specs: [StrategySpec], prompt: [Int], n: Int)
+        throws -> (tokens: [[Int]], metrics: [GenerationMetrics], chosen: Int?) {
+        let loop = DecodeLoop(model: model, caches: KVCachePool(config: model.config, budget: 1 << 26), maxBatch: specs.count)
+        loop.costCurve = curve
+        var tokens = [[Int]](repeating: [], count: specs.count)
+        var metrics = [GenerationMetrics?](repeating: nil, count: specs.count)
+        for (i, spec) in specs.enumerated() {
+            let request = GenerationRequest(prompt: prompt, maxNewTokens: n, minNewTokens: n, eosTokenIds: [])
+            let output = GenerationOutput(request: request, tokenizer: nil)
+            loop.submit(request, strategy: try registry.make(spec, model: model), output: output) {
+                tokens[i] = output.tokens
+                metrics[i] = $0.metrics
+            }
+        }
+        loop.run()
+        return (tokens, try metrics.map { try XCTUnwrap($0) }, loop.chosenDraftLength)
+    }
+
+    func testTheLoopTurnsSpeculationOffWhenTheBatchFillsTheMachineAndOnWhenItDoesNot() throws {
+        let model = try LlamaModel(directory: Fixtures.directory("tiny-spm-mha-bf16-sharded"))
+        let prompt = try Fixtures.expected("tiny-spm-mha-bf16-sharded").prompts[0].ids
+        let n = 20
+        let spec = selfSpeculative(2, 4)
+        let solo = try generate(model, spec, prompt: prompt, maxNewTokens: n, minNewTokens: n).tokens
+        let specs = Array(repeating: spec, count: 4)
+
+        let busy = try runBatch(model, curve: PassCostCurve(costs: (1...32).map(Double.init), layerShare: 0.8), specs: specs, prompt: prompt, n: n)
+        XCTAssertEqual(busy.chosen, 0)
+        for i in 0..<4 {
+            XCTAssertEqual(busy.tokens[i], solo, "lossless whatever d")
+            XCTAssertEqual(busy.metrics[i].drafted, 0, "no drafts when speculation cannot pay")
+        }
+
+        let idle = try runBatch(model, curve: PassCostCurve(costs: Array(repeating: 1, count: 64), layerShare: 1), specs: specs, prompt: prompt, n: n)
+        XCTAssertNotNil(idle.chosen)
+        for i in 0..<4 {
+            XCTAssertEqual(idle.tokens[i], solo)
+            XCTAssertGreaterThan(idle.metrics[i].drafted ?? 0, 0)
+        }
+
+        // adaptive: false keeps the job's d whatever the load.
+        let fixed = StrategySpec(name: "self-speculative", options: ["exit_layer": .int(2), "speculations": .int(4), "adaptive": .bool(false)])
+        let pinned = try runBatch(model, curve: PassCostCurve(costs: (1...32).map(Double.init), layerShare: 0.8),
+                                  specs: Array(repeating: fixed, count: 4), prompt: prompt, n: n)
+        for i in 0..<4 {
+            XCTAssertEqual(pinned.tokens[i], solo)
+            XCTAssertGreaterThan(pinned.metrics[i].drafted ?? 0, 0)
+        }
     }
 }
 

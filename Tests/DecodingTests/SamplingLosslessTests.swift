@@ -87,6 +87,40 @@ final class SamplingLosslessTests: XCTestCase {
         }
     }
 
+    /// The same test with every sample in one decode loop of 16 sequences: rounds in lockstep, d
+    /// chosen by load (a flat cost curve, so speculation pays), d = 0 rounds while a sequence
+    /// waits for the batch's rounds to align, sequences joining as others finish.
+    func testBatchedSelfSpeculativeSamplingMatchesTheFullModelDistribution() throws {
+        let model = try LlamaModel(directory: Fixtures.directory("tiny-bytelevel-gqa-f32"))
+        let prompt = try Fixtures.expected("tiny-bytelevel-gqa-f32").prompts[1].ids
+        let exact = exactDistribution(model, prompt: prompt)
+        let df = Double(exact.count - 1)
+        let bound = df + 3.1 * (2 * df).squareRoot() + 2
+        let samples = 2500
+        for spec in [selfSpeculative(1, 2), StrategySpec(name: "self-speculative", options: ["exit_layer": .int(2), "speculations": .int(3), "draft_precision": .string("int8")])] {
+            let loop = DecodeLoop(model: model, caches: KVCachePool(config: model.config, budget: 1 << 26), maxBatch: 16)
+            loop.costCurve = PassCostCurve(costs: Array(repeating: 1, count: 64), layerShare: 1)
+            let strategy = try registry.make(spec, model: model)
+            var counts: [[Int]: Int] = [:]
+            var drafted = 0
+            for seed in 0..<samples {
+                var params = sampling
+                params.seed = UInt64(seed) &* 7919 &+ 11
+                let request = GenerationRequest(prompt: prompt, maxNewTokens: steps, minNewTokens: steps, sampling: params, eosTokenIds: [])
+                let output = GenerationOutput(request: request, tokenizer: nil)
+                loop.submit(request, strategy: strategy, output: output) {
+                    counts[output.tokens, default: 0] += 1
+                    drafted += $0.metrics?.drafted ?? 0
+                }
+            }
+            loop.run()
+            XCTAssertGreaterThan(drafted, samples / 2, "the batch really speculated")
+            XCTAssertGreaterThan(loop.chosenDraftLength ?? 0, 0)
+            let chi = chiSquare(counts, exact, samples: samples)
+            XCTAssertLessThan(chi, bound, "batched \(spec): chi-square \(chi), df \(df)")
+        }
+    }
+
     func testSeedMakesSamplingReproducible() throws {
         let model = try LlamaModel(directory: Fixtures.directory("tiny-spm-mha-bf16-sharded"))
         let prompt = try Fixtures.expected("tiny-spm-mha-bf16-sharded").prompts[0].ids

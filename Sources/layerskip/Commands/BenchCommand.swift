@@ -106,6 +106,8 @@ struct BenchCommand: ParsableCommand {
         var medianBatchEndToEndTokensPerSecond: Double?
         var medianSequenceTokensPerSecond: Double?
         var meanStepMs: Double?
+        /// Self-speculative: drafts per round, per sequence (the load-aware choice of d).
+        var draftsPerRound: [Double]?
     }
 
     struct Report: Encodable {
@@ -308,7 +310,8 @@ struct BenchCommand: ParsableCommand {
                 medianBatchDecodeTokensPerSecond: batch == nil ? nil : median(batchRates[i]),
                 medianBatchEndToEndTokensPerSecond: batch == nil ? nil : median(batchEndToEnd[i]),
                 medianSequenceTokensPerSecond: m.isEmpty ? nil : median(m.map(\.tokensPerSecond)),
-                meanStepMs: m.compactMap(\.stepMs).isEmpty ? nil : m.compactMap(\.stepMs).reduce(0, +) / Double(m.compactMap(\.stepMs).count))
+                meanStepMs: m.compactMap(\.stepMs).isEmpty ? nil : m.compactMap(\.stepMs).reduce(0, +) / Double(m.compactMap(\.stepMs).count),
+                draftsPerRound: m.compactMap(\.draftsPerRound).isEmpty ? nil : m.compactMap(\.draftsPerRound))
         }
         let kv = caches.bytesHeld + (prefillCache?.byteCount ?? 0)
         let rss = peakResidentBytes()
@@ -338,6 +341,7 @@ struct BenchCommand: ParsableCommand {
             if let b = r.medianBatchEndToEndTokensPerSecond, let s = r.medianSequenceTokensPerSecond, let step = r.meanStepMs {
                 line += String(format: " (batch %d: decode-only passes; %.2f tokens/s end to end, %.2f per sequence, step %.1f ms)", batch!, b, s, step)
             }
+            if let d = r.draftsPerRound { line += ", drafts per round " + d.map { String(format: "%.1f", $0) }.joined(separator: " ") }
             if let same = r.identicalToBaseline { line += same ? ", output identical to baseline" : ", output differs from baseline" }
             print(line)
         }
