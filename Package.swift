@@ -126,7 +126,8 @@ let package = Package(
         ),
         .testTarget(
             name: "DaemonTests",
-            dependencies: ["Daemon", "Decoding", "Engine", "Tokenization", .product(name: "GRDB", package: "GRDB.swift"),
+            dependencies: ["Daemon", "Decoding", "Engine", "Tokenization", "AutoregressivePlugin", "EarlyExitPlugin", "SelfSpeculativePlugin",
+                           .product(name: "GRDB", package: "GRDB.swift"),
                            .product(name: "Logging", package: "swift-log")],
             path: "Tests/DaemonTests"
         ),

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import AutoregressivePlugin
 import Daemon
 import Decoding
 import Engine
@@ -106,7 +107,7 @@ final class FaultTests: XCTestCase {
         config.models = ["tiny": Paths.tinyModel]
         config.scanInterval = 0.2
         let notifier = SystemdNotifier(environment: ["NOTIFY_SOCKET": socket.path, "WATCHDOG_USEC": "1000000"])
-        let registry = StrategyRegistry([StrategyPlugin(TestFull.self), StrategyPlugin(TestStall.self)])
+        let registry = StrategyRegistry([AutoregressiveStrategy.plugin, StrategyPlugin(TestStall.self)])
         let daemon = Daemon(config: config, registry: registry, log: Logger.daemon(level: .error, journald: true), notifier: notifier)
         let finished = DispatchSemaphore(value: 0)
         Thread { try? daemon.run(); finished.signal() }.start()

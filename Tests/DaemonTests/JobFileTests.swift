@@ -40,7 +40,7 @@ final class JobFileTests: XCTestCase {
     func testEveryProblemReportedAtOnceWithPaths() {
         let found = problems("""
             model: tiny
-            strategy: {name: early-exit, exit_layer: 4}
+            strategy: {name: early-exit, exit_layer: 9}
             max_new_tokens: "many"
             priorty: 3
             sampling: {temperature: -1, topk: 2}
@@ -56,7 +56,7 @@ final class JobFileTests: XCTestCase {
         let unknown = found.first { $0.path == "priorty" }
         XCTAssertEqual(unknown?.found, "an unknown key")
         XCTAssertEqual(found.first { $0.path == "max_new_tokens" }?.found, "the string \"many\"")
-        XCTAssertTrue(found.first { $0.path == "strategy.exit_layer" }?.expected.contains("1..<4") ?? false)
+        XCTAssertTrue(found.first { $0.path == "strategy.exit_layer" }?.expected.contains("1...4") ?? false)
     }
 
     func testStructuralProblems() {
