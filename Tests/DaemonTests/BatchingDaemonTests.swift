@@ -8,33 +8,6 @@ import XCTest
 /// The runner's batches through the real binary: several jobs in one decode loop, priorities,
 /// cancelling one job mid-batch, SIGTERM with a full batch in flight.
 final class BatchingDaemonTests: XCTestCase {
-    /// Each job's output texts (by prompt index) when every prompt is decoded alone: `layerskip run`
-    /// with `max_batch: 1` over the same job files.
-    func soloTexts(_ files: [(name: String, yaml: String)]) throws -> [String: [String]] {
-        let install = try Installation(name: "solo-\(UUID().uuidString)", extraConfig: "max_batch: 1")
-        let dir = install.root.appendingPathComponent("jobs")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        var paths: [String] = []
-        for file in files {
-            let url = dir.appendingPathComponent(file.name)
-            try file.yaml.write(to: url, atomically: true, encoding: .utf8)
-            paths.append(url.path)
-        }
-        let run = try install.cli(["run"] + paths)
-        XCTAssertEqual(run.status, 0, run.stderr)
-        var texts: [String: [String]] = [:]
-        for (i, file) in files.enumerated() {
-            texts[file.name] = try outputs(install, i + 1)
-        }
-        return texts
-    }
-
-    func outputs(_ install: Installation, _ id: Int) throws -> [String] {
-        let result = try install.cli(["result", "\(id)", "--json"])
-        let list = try XCTUnwrap(result.json?["outputs"] as? [[String: Any]], result.stdout + result.stderr)
-        return list.map { $0["text"] as? String ?? "<none>" }
-    }
-
     func events(_ install: Installation) throws -> [(source: String, to: String)] {
         try DatabaseQueue(path: install.database.path).read { db in
             try Row.fetchAll(db, sql: "SELECT j.source, e.to_state FROM events e JOIN jobs j ON j.id = e.job_id ORDER BY e.id")

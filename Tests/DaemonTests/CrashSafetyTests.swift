@@ -14,11 +14,14 @@ final class CrashSafetyTests: XCTestCase {
         var rng = SystemRandomNumberGenerator()
         let total = 24
         var dropped = 0
+        let files = (0..<total).map { i in
+            (name: String(format: "job-%02d.yaml", i),
+             yaml: jobYAML(strategy: i % 2 == 0 ? "autoregressive" : "{name: early-exit, exit_layer: 2}",
+                           prompts: 4, tokens: 120, extra: "max_attempts: 50", promptPrefix: "Job \(i) prompt"))
+        }
         func dropSome(_ n: Int) throws {
             for _ in 0..<n where dropped < total {
-                try install.drop(String(format: "job-%02d.yaml", dropped),
-                                 jobYAML(strategy: dropped % 2 == 0 ? "autoregressive" : "{name: early-exit, exit_layer: 2}",
-                                         prompts: 4, tokens: 120, extra: "max_attempts: 50", promptPrefix: "Job \(dropped) prompt"))
+                try install.drop(files[dropped].name, files[dropped].yaml)
                 dropped += 1
             }
         }
@@ -58,6 +61,12 @@ final class CrashSafetyTests: XCTestCase {
             // Each job reached `succeeded` exactly once.
             XCTAssertEqual(try Int.fetchAll(db, sql: "SELECT COUNT(*) FROM events WHERE to_state = 'succeeded' GROUP BY job_id"),
                            Array(repeating: 1, count: total))
+        }
+        // Batched, killed and resumed, every output is what a clean one-at-a-time run produces.
+        let clean = try soloTexts(files)
+        for job in jobs {
+            let source = job["source"] as! String
+            XCTAssertEqual(try outputs(install, job["id"] as! Int), clean[source], source)
         }
         let interrupted = try db.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM events WHERE note LIKE 'the daemon stopped during%'") } ?? 0
         print("crash test: \(kills) kills, \(interrupted) interrupted runs recovered")

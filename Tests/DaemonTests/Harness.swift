@@ -212,3 +212,31 @@ func jobYAML(strategy: String = "autoregressive", prompts: Int = 1, tokens: Int 
     for i in 0..<prompts { s += "  - {id: p\(i), text: \"\(promptPrefix) \(i)\"}\n" }
     return s
 }
+
+/// Each job's output texts (by prompt index) when every prompt is decoded alone: `layerskip run`
+/// with `max_batch: 1` over the same job files.
+func soloTexts(_ files: [(name: String, yaml: String)]) throws -> [String: [String]] {
+    let install = try Installation(name: "solo-\(UUID().uuidString)", extraConfig: "max_batch: 1")
+    let dir = install.root.appendingPathComponent("jobs")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    var paths: [String] = []
+    for file in files {
+        let url = dir.appendingPathComponent(file.name)
+        try file.yaml.write(to: url, atomically: true, encoding: .utf8)
+        paths.append(url.path)
+    }
+    let run = try install.cli(["run"] + paths)
+    XCTAssertEqual(run.status, 0, run.stderr)
+    var texts: [String: [String]] = [:]
+    for (i, file) in files.enumerated() {
+        texts[file.name] = try outputs(install, i + 1)
+    }
+    return texts
+}
+
+func outputs(_ install: Installation, _ id: Int) throws -> [String] {
+    let result = try install.cli(["result", "\(id)", "--json"])
+    let list = try XCTUnwrap(result.json?["outputs"] as? [[String: Any]], result.stdout + result.stderr)
+    return list.map { $0["text"] as? String ?? "<none>" }
+}
+
