@@ -28,8 +28,9 @@ public struct DaemonConfig: Sendable {
     public var logLevel: Logger.Level
     /// Compute threads (0: every online CPU).
     public var threads: Int
-    /// Sequences (prompts of any claimed jobs for one model) decoded together at most.
-    public var maxBatch: Int = 16
+    /// Sequences (prompts of any claimed jobs for one model) decoded together at most; nil (`auto`,
+    /// the default): chosen per model from its measured pass-cost curve (`DecodeLoop.suggestedBatch`).
+    public var maxBatch: Int?
 
     public static let keys = ["state_directory", "spool_directory", "models", "model_directories", "model_memory_budget", "cache_memory_budget",
                               "scan_interval_seconds", "max_attempts", "retry_backoff_seconds", "max_job_file_bytes", "log_level", "threads", "max_batch"]
@@ -133,8 +134,14 @@ public struct DaemonConfig: Sendable {
             }
         }
         if let n = p.int(map, "threads", min: 0) { config.threads = n }
-        if let n = p.int(map, "max_batch", min: 1) {
-            if n <= 256 { config.maxBatch = n } else { p.add("max_batch", "an integer in 1...256", "\(n)") }
+        if let v = map["max_batch"] {
+            if case .string("auto") = v {
+                config.maxBatch = nil
+            } else if let n = v.intValue, (1...256).contains(n) {
+                config.maxBatch = n
+            } else {
+                p.add("max_batch", "auto or an integer in 1...256", v.description)
+            }
         }
         if let s = p.string(map, "log_level", required: false) {
             if let level = Logger.Level(rawValue: s.lowercased()) { config.logLevel = level } else {

@@ -40,8 +40,8 @@ public final class JobRunner: @unchecked Sendable {
     private var unreleased: [(job: ClaimedJob, failure: String)] = []
     /// Seconds a job released after a store failure waits, times its attempt number.
     public var storeFailureBackoff: TimeInterval = 30
-    /// Sequences in flight at once (config `max_batch`).
-    public var maxBatch = 16
+    /// Sequences in flight at once (config `max_batch`); nil: from each model's pass-cost curve.
+    public var maxBatch: Int?
 
     public init(store: JobStore, models: ModelManager, caches: CacheManager, registry: StrategyRegistry, log: Logger) {
         self.store = store
@@ -191,14 +191,16 @@ public final class JobRunner: @unchecked Sendable {
         do {
             while true {
                 // Claim while the batch has room (only jobs for the batch's model once it has one).
-                while !stopping.isSet, session.map({ $0.loop.active.count + $0.loop.waitingCount < maxBatch }) ?? true {
+                while !stopping.isSet, session.map({ $0.loop.active.count + $0.loop.waitingCount < $0.loop.maxBatch }) ?? true {
                     guard let job = try store.claimNext(among: ids, model: session?.key) else { break }
                     log.info("runner: job \(job.id) started (attempt \(job.attempt) of \(job.maxAttempts), \(job.spec.strategy.name), \(job.spec.prompts.count) prompt(s), \(job.finished.count) already done)")
                     if session == nil {
                         do {
                             let loaded = try models.acquire(job.modelDirectory)
                             let pool = caches.pool(for: loaded.model, key: job.modelDirectory.path)
-                            session = (job.modelDirectory.path, loaded, DecodeLoop(model: loaded.model, caches: pool, maxBatch: maxBatch))
+                            let batch = maxBatch ?? DecodeLoop.suggestedBatch(model: loaded.model)
+                            if maxBatch == nil { log.info("runner: max_batch auto: \(batch) for \(job.modelDirectory.path) (its pass-cost curve)") }
+                            session = (job.modelDirectory.path, loaded, DecodeLoop(model: loaded.model, caches: pool, maxBatch: batch))
                         } catch {
                             let flight = Flight(job: job)
                             flights.append(flight)

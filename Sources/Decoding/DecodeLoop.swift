@@ -274,10 +274,10 @@ public final class DecodeLoop {
     /// The curve was measured here (with its time scale), so measured round rates can refine it.
     private var measuring = false
     /// Seconds of a one-row pass, from the calibration (converts predicted rates to tokens/s).
-    private var onePassSeconds: Double { Self.curvesLock.withLock { Self.onePass[ObjectIdentifier(model)] } ?? 0.1 }
-    nonisolated(unsafe) private static var onePass: [ObjectIdentifier: Double] = [:]
+    private var onePassSeconds: Double { Self.curvesLock.withLock { Self.onePass[model.directory.path] } ?? 0.1 }
+    nonisolated(unsafe) private static var onePass: [String: Double] = [:]
 
-    nonisolated(unsafe) private static var curves: [ObjectIdentifier: PassCostCurve] = [:]
+    nonisolated(unsafe) private static var curves: [String: PassCostCurve] = [:]
     private static let curvesLock = NSLock()
 
     /// Measures the pass-cost curve on this model (passes of n one-row segments through every
@@ -285,7 +285,7 @@ public final class DecodeLoop {
     /// per process: about 45 one-token passes' time. `curves` is read and written under `curvesLock` only.
     public func calibrate() -> PassCostCurve {
         Self.curvesLock.lock()
-        if let known = Self.curves[ObjectIdentifier(model)] { Self.curvesLock.unlock(); return known }
+        if let known = Self.curves[model.directory.path] { Self.curvesLock.unlock(); return known }
         Self.curvesLock.unlock()
         let points = [1, 2, 4, 8, 16, 32].filter { $0 <= maxRowsPerPass && $0 <= maxLogitsRowsPerPass }
         let hd = model.config.hiddenSize
@@ -322,10 +322,25 @@ public final class DecodeLoop {
         let layers = Double(model.weights.layers.reduce(0) { sum, l in sum + [l.q, l.k, l.v, l.o, l.gate, l.up, l.down].reduce(0) { $0 + $1.byteCount } })
         let curve = PassCostCurve(costs: costs, layerShare: max(0.05, min(1, layers / (layers + head))))
         Self.curvesLock.lock()
-        Self.curves[ObjectIdentifier(model)] = curve
-        Self.onePass[ObjectIdentifier(model)] = one
+        Self.curves[model.directory.path] = curve
+        Self.onePass[model.directory.path] = one
         Self.curvesLock.unlock()
         return curve
+    }
+
+    /// A batch size for this model from its pass-cost curve: the smallest n ≤ 32 whose throughput
+    /// n / c(n) is within 5% of the best n / c(n) up to 32 — past it, more sequences per pass add
+    /// waiting, not tokens per second.
+    public static func suggestedBatch(model: LlamaModel) -> Int {
+        let curve = DecodeLoop(model: model, caches: KVCachePool(config: model.config, budget: 1), maxBatch: 32,
+                               maxRowsPerPass: 32, maxLogitsRowsPerPass: 32).calibrate()
+        return suggestedBatch(curve: curve)
+    }
+
+    public static func suggestedBatch(curve: PassCostCurve) -> Int {
+        let rates = (1...32).map { Double($0) / curve.cost($0) }
+        let best = rates.max()!
+        return (rates.firstIndex { $0 >= 0.95 * best } ?? 15) + 1
     }
 
     private func dropCancelledWaiting() {

@@ -116,6 +116,15 @@ final class JobFileTests: XCTestCase {
         XCTAssertEqual(config.stateDirectory.path, dir.appendingPathComponent("s").path)
         XCTAssertEqual(config.spoolDirectory.path, dir.appendingPathComponent("s/spool").path)
         XCTAssertEqual(config.models["a"]?.path, dir.appendingPathComponent("m").path)
+        XCTAssertNil(config.maxBatch, "max_batch is auto by default")
+        for (value, expected) in [("auto", nil), ("8", 8 as Int?)] {
+            try "state_directory: s\nmax_batch: \(value)\n".write(to: file, atomically: true, encoding: .utf8)
+            XCTAssertEqual(try DaemonConfig.load(from: file).maxBatch, expected)
+        }
+        for bad in ["0", "257", "lots", "2.5"] {
+            try "state_directory: s\nmax_batch: \(bad)\n".write(to: file, atomically: true, encoding: .utf8)
+            XCTAssertThrowsError(try DaemonConfig.load(from: file)) { XCTAssertTrue("\($0)".contains("max_batch"), "\($0)") }
+        }
     }
 
     /// The shipped config parses (its paths need not exist here).
@@ -123,5 +132,6 @@ final class JobFileTests: XCTestCase {
         let config = try DaemonConfig.load(from: Paths.repository.appendingPathComponent("etc/layerskip.yaml"))
         XCTAssertEqual(config.stateDirectory.path, "/var/lib/layerskip")
         XCTAssertEqual(config.spoolDirectory.path, "/var/spool/layerskip")
+        XCTAssertNil(config.maxBatch)
     }
 }

@@ -182,6 +182,16 @@ final class LoadAwareSpeculationTests: XCTestCase {
                                                                    acceptance: 0.9, maxDrafts: 3), 3)
     }
 
+    /// max_batch auto: the smallest n within 5% of the best n / c(n) up to 32.
+    func testSuggestedBatch() {
+        XCTAssertEqual(DecodeLoop.suggestedBatch(curve: PassCostCurve(costs: Array(repeating: 1, count: 32), layerShare: 1)), 31)
+        XCTAssertEqual(DecodeLoop.suggestedBatch(curve: PassCostCurve(costs: (1...32).map(Double.init), layerShare: 1)), 1)
+        // Flat to 4 rows, then compute-bound: c(n) = n / 4 beyond, so n / c(n) = n up to 4 and 4
+        // after; the best is 4 and 95% of it (3.8) is first reached at n = 4.
+        let knee = PassCostCurve(costs: (1...32).map { $0 <= 4 ? 1 : 1 + Double($0 - 4) / 4 }, layerShare: 1)
+        XCTAssertEqual(DecodeLoop.suggestedBatch(curve: knee), 4)
+    }
+
     func runBatch(_ model: LlamaModel, curve: PassCostCurve, specs: [StrategySpec], prompt: [Int], n: Int)
         throws -> (tokens: [[Int]], metrics: [GenerationMetrics], chosen: Int?) {
         let loop = DecodeLoop(model: model, caches: KVCachePool(config: model.config, budget: 1 << 26), maxBatch: specs.count)
