@@ -126,7 +126,7 @@ public final class JobRunner: @unchecked Sendable {
                 let request = GenerationRequest(prompt: ids, maxNewTokens: job.spec.maxNewTokens, minNewTokens: job.spec.minNewTokens,
                                                 sampling: job.spec.sampling, stopStrings: job.spec.stop,
                                                 eosTokenIds: Set(model.config.eosTokenIds))
-                if let problem = check(request, model: model, strategy: strategy) {
+                if let problem = DecodeError.check(request, model: model, strategy: strategy) {
                     return try close(flight, .failed, error: "prompt \(prompt.id): \(problem)")
                 }
                 requests.append((index, request))
@@ -243,18 +243,6 @@ public final class JobRunner: @unchecked Sendable {
             outcomes.append(state == .queued ? .requeued(job.id) : .finished(job.id, state))
         }
         return outcomes
-    }
-
-    private func check(_ request: GenerationRequest, model: LlamaModel, strategy: ConfiguredStrategy) -> String? {
-        if request.prompt.isEmpty { return "the prompt encodes to no tokens" }
-        if let bad = request.prompt.first(where: { $0 < 0 || $0 >= model.config.vocabSize }) {
-            return "token id \(bad) from tokenizer.json is outside the model's vocabulary (vocab_size \(model.config.vocabSize))"
-        }
-        let needed = strategy.requiredPositions(for: request)
-        if needed > model.maxPositions {
-            return "\(request.prompt.count) prompt tokens + max_new_tokens \(request.maxNewTokens) need \(needed) positions; the model has \(model.maxPositions)"
-        }
-        return nil
     }
 }
 

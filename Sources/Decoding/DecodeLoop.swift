@@ -236,7 +236,10 @@ public final class DecodeLoop {
         let E = speculating[0].1.exitLayer
         let acceptance = speculating.reduce(0) { $0 + $1.1.acceptance } / Double(S)
         let maxDrafts = speculating.map(\.1.maxDrafts).min()!
-        let candidates = Array(Set([0, 1, 2, 3, 4, 6, 8, 12, maxDrafts].filter { $0 <= maxDrafts })).sorted()
+        // The predicted best d and a spread around it, so that measured rates can overrule the model.
+        let predictedBest = SpeculationPolicy.bestDraftLength(curve: curve, speculating: S, others: others, exitLayer: E,
+                                                              layers: model.layerCount, acceptance: acceptance, maxDrafts: maxDrafts)
+        let candidates = Array(Set([0, 1, 2, 3, 4, 6, 8, 12, maxDrafts, predictedBest].filter { $0 <= maxDrafts })).sorted()
         func key(_ d: Int) -> RoundKey { RoundKey(speculating: S, others: others, draftLength: d) }
         func predicted(_ d: Int) -> Double {
             SpeculationPolicy.rate(curve: curve, speculating: S, others: others, exitLayer: E, layers: model.layerCount,
@@ -280,37 +283,18 @@ public final class DecodeLoop {
     nonisolated(unsafe) private static var curves: [String: PassCostCurve] = [:]
     private static let curvesLock = NSLock()
 
-    /// Measures the pass-cost curve on this model (passes of n one-row segments through every
-    /// layer and the head, n = 1, 2, 4, …, 32, linear in between; medians of three), once per model
-    /// per process: about 45 one-token passes' time. `curves` is read and written under `curvesLock` only.
-    public func calibrate() -> PassCostCurve {
+    /// Measures the pass-cost curve on this model (`measurePassCost` at n = 1, 2, 4, …, 32, linear
+    /// in between; medians of three), once per model per process: about 45 one-token passes' time. `curves` is read and written under `curvesLock` only.
+    public func calibrate() -> PassCostCurve { Self.calibrate(model: model) }
+
+    public static func calibrate(model: LlamaModel) -> PassCostCurve {
         Self.curvesLock.lock()
         if let known = Self.curves[model.directory.path] { Self.curvesLock.unlock(); return known }
         Self.curvesLock.unlock()
-        let points = [1, 2, 4, 8, 16, 32].filter { $0 <= maxRowsPerPass && $0 <= maxLogitsRowsPerPass }
-        let hd = model.config.hiddenSize
-        let caches = (0..<points.last!).map { _ in KVCache(config: model.config, capacity: 2) }
-        let rows = FloatBuffer(count: points.last! * hd)
-        func pass(_ n: Int) -> Double {
-            plan.reset()
-            for i in 0..<n {
-                caches[i].reset()
-                model.embed(i % model.config.vocabSize, into: rows.pointer + i * hd)
-                plan.add(cache: caches[i], hidden: rows.pointer + i * hd, count: 1, firstPosition: 0, layers: 0..<model.layerCount, headRows: 0..<1)
-            }
-            let start = clock.now
-            model.run(plan, scratch: scratch, logits: logits)
-            return (clock.now - start).seconds
-        }
-        _ = pass(1)
-        // Medians of three, interleaved, so that one disturbed pass does not bend the curve.
-        var times = [Int: [Double]]()
-        for _ in 0..<3 { for n in points { times[n, default: []].append(pass(n)) } }
-        func median(_ v: [Double]) -> Double { v.sorted()[v.count / 2] }
-        let one = median(times[1]!)
-        var measured: [(Int, Double)] = [(1, 1)]
-        for n in points.dropFirst() { measured.append((n, median(times[n]!) / one)) }
-        plan.reset()
+        let points = [1, 2, 4, 8, 16, 32]
+        let measurements = Self.measurePassCost(model: model, rowCounts: points, repetitions: 3, context: 1)
+        let one = measurements[0].seconds
+        let measured = measurements.map { ($0.rows, $0.ratio) }
         var costs: [Double] = []
         for n in 1...points.last! {
             let hi = measured.firstIndex { $0.0 >= n }!
@@ -328,13 +312,60 @@ public final class DecodeLoop {
         return curve
     }
 
+    /// Times passes of n one-row segments (n sequences decoding, each after `context` positions)
+    /// through every layer and the head, the n's interleaved run after run so that the machine's
+    /// noise hits all alike. Returns per n the median time and the median of the per-run ratios
+    /// to the one-row pass of the same run. rowCounts must contain 1 first.
+    public static func measurePassCost(model: LlamaModel, rowCounts: [Int], repetitions: Int, context: Int)
+        -> [(rows: Int, seconds: Double, ratio: Double)] {
+        precondition(rowCounts.first == 1 && rowCounts.allSatisfy { $0 >= 1 } && repetitions >= 1 && context >= 1)
+        let maxN = rowCounts.max()!
+        let hd = model.config.hiddenSize
+        let caches = (0..<maxN).map { _ in KVCache(config: model.config, capacity: context + 1) }
+        let warm = model.makeActivations(capacity: context)
+        for (i, cache) in caches.enumerated() {
+            model.embed((0..<context).map { ($0 * 7 + i) % model.config.vocabSize }, into: warm)
+            model.forward(warm, layers: 0..<model.layerCount, positions: 0..<context, cache: cache)
+        }
+        let rows = FloatBuffer(count: maxN * hd)
+        let plan = PassPlan(maxRows: maxN, maxLogitsRows: maxN)
+        let scratch = model.makePassScratch(maxRows: maxN)
+        let logits = model.makeLogits(capacity: maxN)
+        let clock = ContinuousClock()
+        func pass(_ n: Int) -> Double {
+            plan.reset()
+            for i in 0..<n {
+                caches[i].truncate(to: context)
+                model.embed((i + 1) % model.config.vocabSize, into: rows.pointer + i * hd)
+                plan.add(cache: caches[i], hidden: rows.pointer + i * hd, count: 1, firstPosition: context,
+                         layers: 0..<model.layerCount, headRows: 0..<1)
+            }
+            let start = clock.now
+            model.run(plan, scratch: scratch, logits: logits)
+            return (clock.now - start).seconds
+        }
+        _ = pass(maxN)
+        var times = [Int: [Double]](), ratios = [Int: [Double]]()
+        for _ in 0..<repetitions {
+            let one = pass(1)
+            for n in rowCounts {
+                let t = n == 1 ? one : pass(n)
+                times[n, default: []].append(t)
+                ratios[n, default: []].append(t / one)
+            }
+        }
+        func median(_ v: [Double]) -> Double {
+            let s = v.sorted()
+            return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+        }
+        return rowCounts.map { ($0, median(times[$0]!), median(ratios[$0]!)) }
+    }
+
     /// A batch size for this model from its pass-cost curve: the smallest n ≤ 32 whose throughput
     /// n / c(n) is within 5% of the best n / c(n) up to 32 — past it, more sequences per pass add
     /// waiting, not tokens per second.
     public static func suggestedBatch(model: LlamaModel) -> Int {
-        let curve = DecodeLoop(model: model, caches: KVCachePool(config: model.config, budget: 1), maxBatch: 32,
-                               maxRowsPerPass: 32, maxLogitsRowsPerPass: 32).calibrate()
-        return suggestedBatch(curve: curve)
+        suggestedBatch(curve: calibrate(model: model))
     }
 
     public static func suggestedBatch(curve: PassCostCurve) -> Int {
@@ -361,9 +392,7 @@ public final class DecodeLoop {
             let positions = next.strategy.requiredPositions(for: next.request)
             let cache: KVCache
             do {
-                guard positions <= model.maxPositions else {
-                    throw DecodeError.contextTooLong(needed: positions, available: model.maxPositions)
-                }
+                if let problem = DecodeError.check(next.request, model: model, strategy: next.strategy) { throw problem }
                 guard let c = try caches.acquire(capacity: positions) else { return }  // waits for a release
                 cache = c
             } catch {
@@ -395,13 +424,36 @@ public final class DecodeLoop {
     }
 }
 
+/// Why a request cannot run on a model, whatever the batch: what every caller (the loop's
+/// admission, the daemon's runner, `generate`) checks the same way.
 public enum DecodeError: Error, CustomStringConvertible {
-    case contextTooLong(needed: Int, available: Int)
+    case emptyPrompt
+    case tokenOutsideVocabulary(id: Int, vocabSize: Int)
+    case contextTooLong(promptTokens: Int, maxNewTokens: Int, needed: Int, available: Int)
+
     public var description: String {
         switch self {
-        case let .contextTooLong(needed, available):
-            "the prompt and max_new_tokens need \(needed) positions; the model has \(available)"
+        case .emptyPrompt:
+            "the prompt encodes to no tokens"
+        case let .tokenOutsideVocabulary(id, vocabSize):
+            "token id \(id) from tokenizer.json is outside the model's vocabulary (vocab_size \(vocabSize))"
+        case let .contextTooLong(promptTokens, maxNewTokens, needed, available):
+            "\(promptTokens) prompt tokens + max_new_tokens \(maxNewTokens) need \(needed) positions; the model has \(available)"
         }
+    }
+
+    /// The first reason `request` cannot run on `model` with `strategy`, or nil.
+    public static func check(_ request: GenerationRequest, model: LlamaModel, strategy: ConfiguredStrategy) -> DecodeError? {
+        if request.prompt.isEmpty { return .emptyPrompt }
+        if let bad = request.prompt.first(where: { $0 < 0 || $0 >= model.config.vocabSize }) {
+            return .tokenOutsideVocabulary(id: bad, vocabSize: model.config.vocabSize)
+        }
+        let needed = strategy.requiredPositions(for: request)
+        if needed > model.maxPositions {
+            return .contextTooLong(promptTokens: request.prompt.count, maxNewTokens: request.maxNewTokens, needed: needed,
+                                   available: model.maxPositions)
+        }
+        return nil
     }
 }
 

@@ -129,7 +129,7 @@ final class BatchedDecodingTests: XCTestCase {
         }
         loop.run()
         XCTAssertEqual(tokens, [0: 5, 2: 6])
-        XCTAssertTrue("\(errors[1] ?? DecodeError.contextTooLong(needed: 0, available: 0))".contains("cache"), "\(errors)")
+        XCTAssertTrue("\(errors[1] ?? DecodeError.emptyPrompt)".contains("cache"), "\(errors)")
     }
 
     /// Cancelling one sequence stops it at the next pass; its batch-mates' outputs are unchanged.

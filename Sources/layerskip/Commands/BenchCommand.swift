@@ -283,7 +283,10 @@ struct BenchCommand: ParsableCommand {
             guard !counts.isEmpty, counts.allSatisfy({ (1...256).contains($0) }) else {
                 throw ValidationError("--pass-cost: expected comma-separated row counts in 1...256, found \"\(passCost)\"")
             }
-            curve = measurePassCost(llama, rowCounts: counts)
+            // The measurement the decode loop calibrates its load-aware speculation with.
+            curve = DecodeLoop.measurePassCost(model: llama, rowCounts: [1] + counts.filter { $0 != 1 }, repetitions: max(runs, 3), context: 32)
+                .filter { $0.rows != 1 || counts.contains(1) }
+                .map { PassCost(rows: $0.rows, medianMs: $0.seconds * 1000, ratioToOneRow: $0.ratio) }
             for c in curve! { log(String(format: "pass of %3d rows: %.1f ms, %.2f× one row", c.rows, c.medianMs, c.ratioToOneRow)) }
         }
 
@@ -400,51 +403,6 @@ struct BenchCommand: ParsableCommand {
             ratios.append(many / one)
         }
         return median(ratios)
-    }
-}
-
-extension BenchCommand {
-    /// Median time of one pass (all layers + exit head) of n one-row segments, each a sequence
-    /// of its own with a 32-token context: what a batch of n decoding sequences costs per step.
-    /// The n's are measured interleaved, run after run, so that the machine's noise hits all alike.
-    func measurePassCost(_ llama: LlamaModel, rowCounts: [Int]) -> [PassCost] {
-        let maxN = rowCounts.max()!
-        let context = 32
-        let hd = llama.config.hiddenSize
-        let caches = (0..<maxN).map { _ in llama.makeCache(capacity: context + 1) }
-        let warm = llama.makeActivations(capacity: context)
-        for (i, cache) in caches.enumerated() {
-            llama.embed((0..<context).map { ($0 * 7 + i) % llama.config.vocabSize }, into: warm)
-            llama.forward(warm, layers: 0..<llama.layerCount, positions: 0..<context, cache: cache)
-        }
-        let rows = FloatBuffer(count: maxN * hd)
-        let plan = PassPlan(maxRows: maxN, maxLogitsRows: maxN)
-        let scratch = llama.makePassScratch(maxRows: maxN)
-        let logits = llama.makeLogits(capacity: maxN)
-        let clock = ContinuousClock()
-        func pass(_ n: Int) -> Double {
-            plan.reset()
-            for i in 0..<n {
-                caches[i].truncate(to: context)
-                llama.embed(i + 1, into: rows.pointer + i * hd)
-                plan.add(cache: caches[i], hidden: rows.pointer + i * hd, count: 1, firstPosition: context,
-                         layers: 0..<llama.layerCount, headRows: 0..<1)
-            }
-            let start = clock.now
-            llama.run(plan, scratch: scratch, logits: logits)
-            return (clock.now - start).seconds
-        }
-        _ = pass(maxN)
-        var times = [Int: [Double]](), ratios = [Int: [Double]]()
-        for _ in 0..<max(runs, 3) {
-            let one = pass(1)
-            for n in rowCounts {
-                let t = n == 1 ? one : pass(n)
-                times[n, default: []].append(t)
-                ratios[n, default: []].append(t / one)
-            }
-        }
-        return rowCounts.map { n in PassCost(rows: n, medianMs: median(times[n]!) * 1000, ratioToOneRow: median(ratios[n]!)) }
     }
 }
 

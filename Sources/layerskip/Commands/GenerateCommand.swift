@@ -124,15 +124,10 @@ struct GenerateCommand: ParsableCommand {
         for (i, text) in texts.enumerated() {
             let label = texts.count == 1 ? "the prompt" : "prompt \(i + 1)"
             let ids = try tokenizer.encode(text, addSpecialTokens: true)
-            guard !ids.isEmpty else { throw ValidationError("\(label) encodes to no tokens") }
-            if let bad = ids.first(where: { $0 >= llama.config.vocabSize }) {
-                throw CLIError(message: "\(label): token id \(bad) from tokenizer.json is outside the model's vocabulary (vocab_size \(llama.config.vocabSize))")
-            }
             let request = GenerationRequest(prompt: ids, maxNewTokens: maxNewTokens, minNewTokens: minNewTokens, sampling: sampling,
                                             stopStrings: stop, eosTokenIds: Set(llama.config.eosTokenIds))
-            let positions = generator.requiredPositions(for: request)
-            guard positions <= llama.maxPositions else {
-                throw ValidationError("\(label) (\(ids.count) tokens) + --max-new-tokens \(maxNewTokens) needs \(positions) positions; the model has \(llama.maxPositions)")
+            if let problem = DecodeError.check(request, model: llama, strategy: generator) {
+                throw CLIError(message: "\(label): \(problem)")
             }
             requests.append(request)
         }
