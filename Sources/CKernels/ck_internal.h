@@ -72,7 +72,7 @@ static inline float ck_load_elem(ck_dtype dt, const void *p, size_t i) {
     }
 }
 
-static inline size_t ck_dt_size(ck_dtype dt) { return dt == CK_F32 ? 4 : 2; }
+static inline size_t ck_dt_size(ck_dtype dt) { return dt == CK_F32 ? 4 : dt == CK_I8 ? 1 : 2; }
 
 // ---- scratch memory ------------------------------------------------------------------------
 
@@ -96,6 +96,7 @@ typedef struct {
     const float *xs;    // small: x as the kernels read it (bf16: even/odd permuted copy)
     size_t xs_ld;
     const float *xp;    // GEMM: x packed in groups of 16 tokens, [group][k][16]
+    const float *row_scales; // CK_I8 (GEMM only): one scale per weight row
 } ck_xprep;
 
 int ck_avx2_use_small(int n);
@@ -111,6 +112,11 @@ void ck_avx2_pack_groups(int in, const float *x, int ldx, int n, float *xp, int 
 /// Output rows [o0, o1). Returns 0 on success, -1 if scratch could not be allocated.
 int ck_avx2_range(ck_dtype dt, const void *W, int in, const float *x, int ldx, const ck_xprep *px,
                   int n, float *y, int ldy, int o0, int o1, ck_scratch *s);
+/// ck_matmul's body with one f32 scale per weight row (dt CK_I8, through ck_matmul_q8 for large n:
+/// the GEMM path only). Returns 0, or -1 when the AVX2 kernels or their scratch are unavailable
+/// (nothing written then).
+int ck_matmul_scaled(ck_dtype dt, const void *W, const float *row_scales, int out, int in, const float *x, int ldx,
+                     int n, float *y, int ldy);
 void ck_scalar_range(ck_dtype dt, const void *W, int in, const float *x, int ldx, int n,
                      float *y, int ldy, int o0, int o1);
 

@@ -328,10 +328,20 @@ static void small_range(ck_dtype dt, const void *W, int in, const float *xs, siz
 #define CK_OB 96  // rows per block (multiple of 6 and 12)
 #define CK_NB6 (CK_OB / 6)
 
-// dst[0..count) = widened src row segment.
-CK_INLINE CK_AVX2 void widen(ck_dtype dt, const void *src, float *dst, size_t count) {
+// dst[0..count) = widened src row segment (CK_I8: (float)q * scale, rounded once).
+CK_INLINE CK_AVX2 void widen(ck_dtype dt, const void *src, float *dst, size_t count, float scale) {
     size_t i = 0;
-    if (dt == CK_BF16) {
+    if (dt == CK_I8) {
+        const int8_t *s = src;
+        const __m256 sc = _mm256_set1_ps(scale);
+        for (; i + 16 <= count; i += 16) {
+            __m256i a = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(s + i)));
+            __m256i b = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(s + i + 8)));
+            _mm256_store_ps(dst + i, _mm256_mul_ps(_mm256_cvtepi32_ps(a), sc));
+            _mm256_store_ps(dst + i + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(b), sc));
+        }
+        for (; i < count; i++) dst[i] = (float)s[i] * scale;
+    } else if (dt == CK_BF16) {
         const uint16_t *s = src;
         for (; i + 16 <= count; i += 16) {
             __m256i a = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(s + i)));
@@ -455,8 +465,8 @@ CK_AVX2 void ck_avx2_pack_groups(int in, const float *x, int ldx, int n, float *
     }
 }
 
-static CK_AVX2 int gemm_range(ck_dtype dt, const void *W, int in, const float *xp, int n, float *y,
-                      size_t ldy, int o0, int o1, ck_scratch *s) {
+static CK_AVX2 int gemm_range(ck_dtype dt, const void *W, const float *row_scales, int in, const float *xp, int n,
+                              float *y, size_t ldy, int o0, int o1, ck_scratch *s) {
     const int ngroups = (n + 15) / 16;
     float *wc = ck_buf_reserve(&s->wc, (size_t)CK_OB * CK_KC + 16);
     float *cs = ck_buf_reserve(&s->cs, (size_t)ngroups * CK_NB6 * 96);
@@ -469,7 +479,8 @@ static CK_AVX2 int gemm_range(ck_dtype dt, const void *W, int in, const float *x
         for (int kb = 0; kb < in; kb += CK_KC) {
             int kl = in - kb < CK_KC ? in - kb : CK_KC;
             for (int r = 0; r < nb; r++)
-                widen(dt, (const char *)W + ((size_t)(ob + r) * in + kb) * es, wc + (size_t)r * CK_KC, (size_t)kl);
+                widen(dt, (const char *)W + ((size_t)(ob + r) * in + kb) * es, wc + (size_t)r * CK_KC, (size_t)kl,
+                      row_scales ? row_scales[ob + r] : 1.0f);
             for (int r = nb; r < nbp; r++) memset(wc + (size_t)r * CK_KC, 0, (size_t)kl * 4);
             // While this block is computed, prefetch the next one (the same rows' next k-block, or
             // the next row block), spread over the microkernel calls.
@@ -522,7 +533,7 @@ static size_t round16(int in) { return ((size_t)in + 15) / 16 * 16; }
 // x for every dtype, each token group interleaved per 16-block (see dot_tile). GEMM path:
 // [group of 16][k][16] packing.
 size_t ck_avx2_prep_floats(ck_dtype dt, int in, int n) {
-    if (ck_avx2_use_small(n)) return (n > 1 || dt == CK_BF16) ? (size_t)n * round16(in) : 0;
+    if (dt != CK_I8 && ck_avx2_use_small(n)) return (n > 1 || dt == CK_BF16) ? (size_t)n * round16(in) : 0;
     return (size_t)((n + 15) / 16) * (size_t)in * 16;
 }
 
@@ -554,7 +565,8 @@ static CK_AVX2 void stage_small(ck_dtype dt, int in, const float *x, int ldx, in
 }
 
 void ck_avx2_prepare(ck_dtype dt, int in, const float *x, int ldx, int n, float *buf, ck_xprep *px) {
-    px->small = ck_avx2_use_small(n);
+    px->small = dt != CK_I8 && ck_avx2_use_small(n);
+    px->row_scales = NULL;
     px->xs = x;
     px->xs_ld = (size_t)ldx;
     px->xp = NULL;
@@ -586,7 +598,7 @@ int ck_avx2_range(ck_dtype dt, const void *W, int in, const float *x, int ldx, c
         small_range(dt, W, in, px->xs, px->xs_ld, n, y, (size_t)ldy, o0, o1, vacc, wt);
         return 0;
     }
-    return gemm_range(dt, W, in, px->xp, n, y, (size_t)ldy, o0, o1, s);
+    return gemm_range(dt, W, px->row_scales, in, px->xp, n, y, (size_t)ldy, o0, o1, s);
 }
 
 // ============================================================================================

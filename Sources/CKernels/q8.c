@@ -1,6 +1,7 @@
 // int8 weight kernels (see ck_q8.h): per-row symmetric weight scales; activations quantised to
 // int16 in blocks of 32, so each block's product is an exact integer dot product.
 #include "ck_q8.h"
+#include "ck_internal.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -167,6 +168,10 @@ static void q8_run(void *ctx, int tid, int nth) {
 
 void ck_matmul_q8(const int8_t *Q, const float *scales, int out, int in, const float *x, int ldx, int n,
                   float *y, int ldy) {
+    // Prefill: the f32 GEMM over widened weights (see ck_q8.h); the integer kernel re-widens each
+    // weight row for every activation row, which is slow for many rows.
+    if (n > ck_matmul_row_independent_max() && ck_matmul_scaled(CK_I8, Q, scales, out, in, x, ldx, n, y, ldy) == 0)
+        return;
     _Alignas(32) char stack[Q8_STACK_BYTES];
     q8_activations a;
     void *heap = q8_scratch(&a, n, in, stack);

@@ -204,7 +204,7 @@ public final class DecodeLoop {
     /// Alone, a sequence drafts what its job asks for. The rate of each d is predicted by
     /// `SpeculationPolicy` on the measured cost curve until it has been measured: every round
     /// (boundary to boundary, decode-only passes) updates the measured rate of its (batch, d), and
-    /// every 8th boundary tries the least recently tried neighbour of the best d (one measured far
+    /// every 8th boundary tries the least recently tried neighbour of the best d (one more than 15%
     /// worse only every 32nd), so that a wrong
     /// prediction or a changed acceptance is noticed.
     private func chooseDraftLengths() {
@@ -252,8 +252,9 @@ public final class DecodeLoop {
         if measuring, boundaries % 8 == 0, let i = candidates.firstIndex(of: d) {
             let neighbours = [i - 1, i + 1].filter { candidates.indices.contains($0) }.map { candidates[$0] }
             if let probe = neighbours.min(by: { (lastTried[key($0)] ?? -1) < (lastTried[key($1)] ?? -1) }),
-               // A neighbour measured far worse is retried only every 32nd boundary: probes cost.
-               value(probe) >= 0.7 * value(d) || boundaries % 32 == 0 {
+               // A neighbour measured (or predicted) more than 15% worse is retried only every 32nd
+               // boundary: at large batches each probe of d = 1 costs a fifth of a round.
+               value(probe) >= 0.85 * value(d) || boundaries % 32 == 0 {
                 d = probe
             }
         }
@@ -277,7 +278,7 @@ public final class DecodeLoop {
     /// The curve was measured here (with its time scale), so measured round rates can refine it.
     private var measuring = false
     /// Seconds of a one-row pass, from the calibration (converts predicted rates to tokens/s).
-    private var onePassSeconds: Double { Self.curvesLock.withLock { Self.onePass[model.directory.path] } ?? 0.1 }
+    private var onePassSeconds: Double { Self.curvesLock.withLock { Self.onePass[model.cacheKey] } ?? 0.1 }
     nonisolated(unsafe) private static var onePass: [String: Double] = [:]
 
     nonisolated(unsafe) private static var curves: [String: PassCostCurve] = [:]
@@ -289,7 +290,7 @@ public final class DecodeLoop {
 
     public static func calibrate(model: LlamaModel) -> PassCostCurve {
         Self.curvesLock.lock()
-        if let known = Self.curves[model.directory.path] { Self.curvesLock.unlock(); return known }
+        if let known = Self.curves[model.cacheKey] { Self.curvesLock.unlock(); return known }
         Self.curvesLock.unlock()
         let points = [1, 2, 4, 8, 16, 32]
         let measurements = Self.measurePassCost(model: model, rowCounts: points, repetitions: 3, context: 1)
@@ -306,8 +307,8 @@ public final class DecodeLoop {
         let layers = Double(model.weights.layers.reduce(0) { sum, l in sum + [l.q, l.k, l.v, l.o, l.gate, l.up, l.down].reduce(0) { $0 + $1.byteCount } })
         let curve = PassCostCurve(costs: costs, layerShare: max(0.05, min(1, layers / (layers + head))))
         Self.curvesLock.lock()
-        Self.curves[model.directory.path] = curve
-        Self.onePass[model.directory.path] = one
+        Self.curves[model.cacheKey] = curve
+        Self.onePass[model.cacheKey] = one
         Self.curvesLock.unlock()
         return curve
     }

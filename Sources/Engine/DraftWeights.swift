@@ -14,19 +14,30 @@ public final class QuantizedMatrix: @unchecked Sendable {
 
     public var byteCount: Int { rows * cols + rows * 4 }
 
-    init(_ w: WeightMatrix) {
+    /// `releasingSource`: drop the stored pages of each band of rows once it is quantised, so that a
+    /// model quantised at load never holds much more than its int8 copy (the 128k-row head alone is
+    /// half a gigabyte of bf16).
+    init(_ w: WeightMatrix, releasingSource: Bool = false) {
         rows = w.rows
         cols = w.cols
         values = UnsafeMutablePointer<Int8>.allocate(capacity: rows * cols)
         scales = FloatBuffer(count: rows)
-        struct Job { let w: WeightMatrix; let q: UnsafeMutablePointer<Int8>; let s: UnsafeMutablePointer<Float> }
-        var job = Job(w: w, q: values, s: scales.pointer)
-        withUnsafeMutablePointer(to: &job) { ptr in
-            ck_parallel({ ctx, tid, nth in
-                let job = ctx!.assumingMemoryBound(to: Job.self).pointee
-                let r0 = Int32(Int(job.w.rows) * Int(tid) / Int(nth)), r1 = Int32(Int(job.w.rows) * Int(tid + 1) / Int(nth))
-                ck_q8_quantize_rows(job.w.dtype.kernelType, job.w.data, Int32(job.w.cols), job.q, job.s, r0, r1)
-            }, ptr)
+        struct Job { let w: WeightMatrix; let q: UnsafeMutablePointer<Int8>; let s: UnsafeMutablePointer<Float>; var r0: Int; var r1: Int }
+        // Bands of about 16 MiB of stored rows, each split over the kernel threads.
+        let band = max(1, (16 << 20) / max(1, cols * w.dtype.byteSize))
+        var job = Job(w: w, q: values, s: scales.pointer, r0: 0, r1: 0)
+        for start in stride(from: 0, to: rows, by: band) {
+            job.r0 = start
+            job.r1 = min(rows, start + band)
+            withUnsafeMutablePointer(to: &job) { ptr in
+                ck_parallel({ ctx, tid, nth in
+                    let job = ctx!.assumingMemoryBound(to: Job.self).pointee
+                    let n = job.r1 - job.r0
+                    let r0 = Int32(job.r0 + n * Int(tid) / Int(nth)), r1 = Int32(job.r0 + n * Int(tid + 1) / Int(nth))
+                    ck_q8_quantize_rows(job.w.dtype.kernelType, job.w.data, Int32(job.w.cols), job.q, job.s, r0, r1)
+                }, ptr)
+            }
+            if releasingSource { w.releasePages(rows: job.r0..<job.r1) }
         }
     }
 
@@ -35,24 +46,48 @@ public final class QuantizedMatrix: @unchecked Sendable {
 
 /// Which copy of the weights a pass reads.
 public enum WeightPrecision: String, Sendable, CaseIterable {
-    /// The stored weights: what verification and every non-draft use must apply.
+    /// The model's own weights (its `WeightFormat`): what verification and every non-draft use
+    /// must apply.
     case exact
-    /// int8 copies (built on first use, shared by every job on the model): for drafts only.
+    /// int8 copies (built on first use, shared by every job on the model): for drafts only. On a
+    /// model loaded as `.int8` these are the model's own weights, so `.exact` and `.int8` agree.
     case int8
+}
+
+/// The weights a model's passes read as its own (`WeightPrecision.exact`): what autoregressive
+/// decoding and verification apply, so self-speculation reproduces decoding with these weights.
+public enum WeightFormat: String, Sendable, CaseIterable {
+    /// As stored in the safetensors files (bf16, f16 or f32).
+    case stored
+    /// Every matrix of the decoder layers and the LM head quantised at load time to int8 with one
+    /// f32 scale per row (`QuantizedMatrix`, the arithmetic of `ck_q8.h`); the stored pages of
+    /// those matrices are released once quantised. The embedding table stays as stored (a lookup
+    /// reads one row).
+    case int8
+
+    /// The format a user names: `int8`, `stored`, or the stored dtype's own name (`bf16` for a
+    /// bf16 checkpoint, say), which is the same as `stored`.
+    public init?(name: String, storedDType: DType) {
+        switch name.lowercased() {
+        case "stored", storedDType.rawValue.lowercased(): self = .stored
+        case "int8": self = .int8
+        default: return nil
+        }
+    }
 }
 
 /// int8 copies of one decoder layer's matrices (norm weights stay as stored).
 // `@unchecked Sendable`: immutable `let`s of read-only matrices.
 public final class QuantizedLayer: @unchecked Sendable {
     let q, k, v, o, gate, up, down: QuantizedMatrix
-    init(_ w: LayerWeights) {
-        q = QuantizedMatrix(w.q)
-        k = QuantizedMatrix(w.k)
-        v = QuantizedMatrix(w.v)
-        o = QuantizedMatrix(w.o)
-        gate = QuantizedMatrix(w.gate)
-        up = QuantizedMatrix(w.up)
-        down = QuantizedMatrix(w.down)
+    init(_ w: LayerWeights, releasingSource: Bool = false) {
+        q = QuantizedMatrix(w.q, releasingSource: releasingSource)
+        k = QuantizedMatrix(w.k, releasingSource: releasingSource)
+        v = QuantizedMatrix(w.v, releasingSource: releasingSource)
+        o = QuantizedMatrix(w.o, releasingSource: releasingSource)
+        gate = QuantizedMatrix(w.gate, releasingSource: releasingSource)
+        up = QuantizedMatrix(w.up, releasingSource: releasingSource)
+        down = QuantizedMatrix(w.down, releasingSource: releasingSource)
     }
     public var byteCount: Int { [q, k, v, o, gate, up, down].reduce(0) { $0 + $1.byteCount } }
 }
@@ -79,6 +114,24 @@ extension LlamaModel {
     }
 
     /// Bytes held by the int8 copies made so far (memory a draft precision costs).
+    /// The format's precision for a pass that asks for `p`: on an int8 model every pass reads the
+    /// int8 weights.
+    func resolved(_ p: WeightPrecision) -> WeightPrecision { format == .int8 ? .int8 : p }
+
+    /// Quantises every layer and the head (an `.int8` model, at load): rows split over the kernel
+    /// threads, one matrix at a time, each matrix's stored pages released right after, so the
+    /// resident set never holds much more than the int8 copy.
+    func quantizeAll() {
+        derivedLock.lock()
+        defer { derivedLock.unlock() }
+        for l in 0..<config.layerCount where derived.int8Layers[l] == nil {
+            derived.int8Layers[l] = QuantizedLayer(weights.layers[l], releasingSource: true)
+        }
+        if derived.int8Head == nil {
+            derived.int8Head = QuantizedMatrix(weights.lmHead, releasingSource: true)
+        }
+    }
+
     public var derivedByteCount: Int {
         derivedLock.lock()
         defer { derivedLock.unlock() }

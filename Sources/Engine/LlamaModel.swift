@@ -11,6 +11,8 @@ public final class LlamaModel: @unchecked Sendable {
     public let config: ModelConfig
     public let weights: ModelWeights
     public let directory: URL
+    /// The weights the model's own passes read (see `WeightFormat`).
+    public let format: WeightFormat
     let rope: RoPETable
     let derived = DerivedWeights()
     let derivedLock = NSLock()
@@ -21,8 +23,10 @@ public final class LlamaModel: @unchecked Sendable {
 
     /// Loads `config.json` and the safetensors weights of a Hugging Face model folder.
     /// `maxPositions` caps the context (default: the config's max_position_embeddings, at most 8192).
-    public init(directory: URL, maxPositions: Int? = nil) throws {
+    /// `format: .int8` quantises every matrix here, before returning.
+    public init(directory: URL, format: WeightFormat = .stored, maxPositions: Int? = nil) throws {
         self.directory = directory
+        self.format = format
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw ModelError(.missingFile, file: directory.path, "model folder not found (expected a directory with config.json and safetensors weights)")
@@ -31,7 +35,23 @@ public final class LlamaModel: @unchecked Sendable {
         weights = try ModelWeights.load(directory: directory, config: config)
         self.maxPositions = maxPositions ?? min(config.maxPositionEmbeddings, 8192)
         rope = RoPETable(parameters: config.rope, headDim: config.headDim, maxPositions: self.maxPositions)
+        if format == .int8 { quantizeAll() }
     }
+
+    /// Bytes of weights the passes read and keep resident: the stored tensors, or for an int8
+    /// model its int8 copies and scales plus the stored norms (the embedding rows a lookup faults
+    /// in are not counted).
+    public var weightBytes: Int {
+        switch format {
+        case .stored: return weights.byteCount
+        case .int8:
+            let norms = weights.finalNorm.byteCount + weights.layers.reduce(0) { $0 + $1.inputNorm.byteCount + $1.postAttentionNorm.byteCount }
+            return derivedByteCount + norms
+        }
+    }
+
+    /// Identifies the model and its format (measured pass-cost curves are kept per key).
+    public var cacheKey: String { format == .stored ? directory.path : directory.path + "#" + format.rawValue }
 
     public func makeCache(capacity: Int? = nil) -> KVCache {
         KVCache(config: config, capacity: min(capacity ?? maxPositions, maxPositions))

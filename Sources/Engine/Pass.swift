@@ -182,7 +182,7 @@ extension LlamaModel {
         let fullCount = s.active.firstIndex { segments[$0.segment].keysAndValuesOnly } ?? s.active.count
         let fullRows = fullCount < s.active.count ? s.active[fullCount].row : rows
         let w = weights.layers[l]
-        let needsInt8 = s.active.contains { segments[$0.segment].precision == .int8 }
+        let needsInt8 = s.active.contains { resolved(segments[$0.segment].precision) == .int8 }
         let q8 = needsInt8 ? int8Layer(l) : nil
 
         /// y = x·Wᵀ over the packed rows of active[0..<upTo], in calls formed by the rule above.
@@ -196,13 +196,14 @@ extension LlamaModel {
                 if first.count <= uniformMax {
                     while b < upTo {
                         let next = segments[s.active[b].segment]
-                        guard next.count <= uniformMax, next.precision == first.precision, n + next.count <= uniformMax else { break }
+                        guard next.count <= uniformMax, resolved(next.precision) == resolved(first.precision),
+                              n + next.count <= uniformMax else { break }
                         n += next.count
                         b += 1
                     }
                 }
                 let row = s.active[a].row
-                if first.precision == .int8, let quantized {
+                if resolved(first.precision) == .int8, let quantized {
                     ck_matmul_q8(quantized.values, quantized.scales.pointer, Int32(m.rows), Int32(m.cols), x + row * ldx, Int32(ldx),
                                  Int32(n), y + row * ldy, Int32(ldy))
                 } else {
@@ -282,7 +283,7 @@ extension LlamaModel {
             ck_rmsnorm(seg.hidden + seg.headRows.lowerBound * hd, weights.finalNorm.data, weights.finalNorm.dtype.kernelType,
                        config.rmsNormEps, Int32(hd), Int32(seg.headRows.count), s.normed.pointer + seg.firstLogitsRow * hd)
         }
-        let int8Head = segments.contains { !$0.headRows.isEmpty && $0.headPrecision == .int8 } ? self.int8Head : nil
+        let int8Head = segments.contains { !$0.headRows.isEmpty && resolved($0.headPrecision) == .int8 } ? self.int8Head : nil
         var a = 0
         while a < segments.count {
             let first = segments[a]
@@ -293,7 +294,7 @@ extension LlamaModel {
                 while b < segments.count {
                     let next = segments[b]
                     if next.headRows.isEmpty { b += 1; continue }
-                    guard next.headRows.count <= uniformMax, next.headPrecision == first.headPrecision,
+                    guard next.headRows.count <= uniformMax, resolved(next.headPrecision) == resolved(first.headPrecision),
                           n + next.headRows.count <= uniformMax else { break }
                     n += next.headRows.count
                     b += 1
@@ -302,7 +303,7 @@ extension LlamaModel {
             let row = first.firstLogitsRow
             let x = s.normed.pointer + row * hd
             let y = logits.values.pointer + row * V
-            if first.headPrecision == .int8, let q = int8Head {
+            if resolved(first.headPrecision) == .int8, let q = int8Head {
                 ck_matmul_q8(q.values, q.scales.pointer, Int32(q.rows), Int32(q.cols), x, Int32(hd), Int32(n), y, Int32(V))
             } else {
                 let m = weights.lmHead

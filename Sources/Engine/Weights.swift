@@ -16,6 +16,19 @@ public struct WeightMatrix: @unchecked Sendable {
     func copyRow(_ r: Int, into dst: UnsafeMutablePointer<Float>) {
         ck_to_f32(dtype.kernelType, data + r * cols * dtype.byteSize, dst, cols)
     }
+
+    /// Drops the resident pages of rows `band` of this matrix's mapping (the whole pages inside them): once a
+    /// quantised copy is made they are not read again, except for embedding rows, which fault back
+    /// in from the file as they are looked up (the mapping is private and read-only).
+    func releasePages(rows band: Range<Int>) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let rowBytes = cols * dtype.byteSize
+        let first = Int(bitPattern: data) + band.lowerBound * rowBytes, last = Int(bitPattern: data) + band.upperBound * rowBytes
+        let start = (first + page - 1) / page * page
+        let end = last / page * page
+        guard end > start, let p = UnsafeMutableRawPointer(bitPattern: start) else { return }
+        _ = madvise(p, end - start, Int32(MADV_DONTNEED))
+    }
 }
 
 /// The tensors of one decoder layer. Shapes are (out, in) as PyTorch's nn.Linear stores them.

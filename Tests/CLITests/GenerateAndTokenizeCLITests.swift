@@ -66,6 +66,16 @@ final class GenerateAndTokenizeCLITests: XCTestCase {
         XCTAssertEqual(badExit.status, 2)
         XCTAssertTrue(badExit.stderr.contains("--exit-layer: expected an integer in 1...4"), badExit.stderr)
 
+        let badWeights = try CLI.run(["generate", "--model", dir, "--weights", "int4", "hi"])
+        XCTAssertEqual(badWeights.status, 2)
+        XCTAssertTrue(badWeights.stderr.contains("--weights: expected stored, int8 or the checkpoint's dtype"), badWeights.stderr)
+        let otherDType = try CLI.run(["generate", "--model", dir, "--weights", "bf16", "hi"])
+        XCTAssertEqual(otherDType.status, 2)
+        XCTAssertTrue(otherDType.stderr.contains("stores its weights as F32"), otherDType.stderr)
+        let int8 = try CLI.run(["generate", "--model", dir, "--weights", "int8", "--max-new-tokens", "4", "--min-new-tokens", "4", "--json", "hi"])
+        XCTAssertEqual(int8.status, 0, int8.stderr)
+        XCTAssertEqual((int8.json?["tokens"] as? [Int])?.count, 4, int8.stdout)
+
         let usage = try CLI.run(["generate", "--model", dir, "--max-new-tokens", "0", "hi"])
         XCTAssertEqual(usage.status, 2)
         let unknown = try CLI.run(["frobnicate"])

@@ -76,6 +76,22 @@ final class BatchedDecodingTests: XCTestCase {
         }
     }
 
+    /// The same on int8 weights (`LlamaModel(format: .int8)`): the q8 kernels are row-independent too.
+    func testMixedBatchesOnInt8WeightsEqualSoloRuns() throws {
+        for name in Fixtures.models {
+            let model = try LlamaModel(directory: Fixtures.directory(name), format: .int8)
+            let prompts = try Fixtures.expected(name).prompts.map(\.ids)
+            let cases = mixedCases(model, prompts: prompts)
+            let solo = try cases.map { c in
+                try generate(model, c.spec, prompt: c.prompt, maxNewTokens: c.maxNewTokens, minNewTokens: c.maxNewTokens).tokens
+            }
+            let batched = try runBatched(model, cases, maxBatch: cases.count)
+            for (i, c) in cases.enumerated() {
+                XCTAssertEqual(batched[i].tokens, solo[i], "\(name) int8 weights, case \(i) \(c.spec)")
+            }
+        }
+    }
+
     /// Seeded sampling is per sequence: batched runs draw the same tokens as solo runs (with d
     /// fixed: a load-aware d changes how the draws are used, not their distribution; the
     /// batched chi-square test in SamplingLosslessTests covers that).

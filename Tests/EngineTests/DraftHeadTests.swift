@@ -104,4 +104,49 @@ final class Int8KernelTests: XCTestCase {
             ck_set_threads(0)
         }
     }
+
+    /// Past ck_matmul_row_independent_max() rows (prefill) the vector kernels widen the int8 rows to
+    /// f32 (q · scale, rounded once) and run the f32 GEMM: checked against a Double sum of exactly
+    /// those products with the unquantised activations, for shapes with k tails, row counts that are
+    /// no multiple of the GEMM's tiles, several token groups, on one and two threads; and row t of an
+    /// n-row call does not depend on the other rows. (Mutation check while writing it: widening
+    /// without the scale fails every case.)
+    func testInt8PrefillProductIsTheWidenedGEMM() {
+        var rng = SplitMix64(seed: 9)
+        func uniform() -> Float { Float(Double(rng.next() % 2_000_001) / 1_000_000 - 1) }
+        let nMin = Int(ck_matmul_row_independent_max()) + 1
+        guard ck_simd_level() > 0, nMin < 1000 else { return }
+        for (rows, cols, n) in [(50, 300, nMin), (130, 77, 64), (24, 2048, 70)] {
+            let w = (0..<(rows * cols)).map { _ in uniform() }
+            var x = (0..<(n * cols)).map { _ in uniform() * 3 }
+            var q = [Int8](repeating: 0, count: rows * cols)
+            var scales = [Float](repeating: 0, count: rows)
+            ck_q8_quantize_rows(CK_F32, w, Int32(cols), &q, &scales, 0, Int32(rows))
+            var first: [Float] = []
+            for threads in [1, 2] {
+                ck_set_threads(Int32(threads))
+                var y = [Float](repeating: .nan, count: n * rows)
+                ck_matmul_q8(q, scales, Int32(rows), Int32(cols), x, Int32(cols), Int32(n), &y, Int32(rows))
+                for t in 0..<n {
+                    for r in 0..<rows {
+                        var sum = 0.0, magnitude = 0.0
+                        for k in 0..<cols {
+                            let wv = Double(Float(q[r * cols + k]) * scales[r])
+                            sum += wv * Double(x[t * cols + k])
+                            magnitude += abs(wv * Double(x[t * cols + k]))
+                        }
+                        XCTAssertEqual(Double(y[t * rows + r]), sum, accuracy: 1e-5 * max(1, magnitude),
+                                       "\(rows)x\(cols), n \(n), row \(t), output \(r), threads \(threads)")
+                    }
+                }
+                if first.isEmpty { first = y } else { XCTAssertEqual(y, first, "the thread count changes nothing") }
+            }
+            // Other rows of x changed: row 0's outputs stay bit-identical.
+            for k in cols..<(n * cols) { x[k] = -x[k] }
+            var y2 = [Float](repeating: .nan, count: n * rows)
+            ck_matmul_q8(q, scales, Int32(rows), Int32(cols), x, Int32(cols), Int32(n), &y2, Int32(rows))
+            XCTAssertEqual(Array(y2[0..<rows]), Array(first[0..<rows]))
+            ck_set_threads(0)
+        }
+    }
 }

@@ -21,7 +21,11 @@ void ck_q8_quantize_rows(ck_dtype dt, const void *W, int cols, int8_t *Q, float 
 /// o < out: the product of x with Q's rows, where row t of x is first quantised to int16 in blocks
 /// of CK_Q8_XBLOCK (d[t,b] = max_{k in b} |x[t,k]| / 32767, xq = round-to-nearest-even(x / d), zero
 /// past `in`), so every block is an exact integer dot product. Accumulation across blocks is f32.
-/// The rows are split across the kernel thread pool.
+/// The rows are split across the kernel thread pool. That holds for n <= ck_matmul_row_independent_max()
+/// (every n on the scalar kernels), where row t is bit-identical to a one-row call. For larger n
+/// (prefill) the AVX2 kernels compute instead y[t*ldy + o] = sum_k x[t,k] * w[o,k] with
+/// w[o,k] = (float)Q[o*in + k] * scales[o] (rounded once) and f32 activations, one fused multiply-add
+/// per k in k order (ck_matmul's GEMM path): row t then depends on n and t alone, as ck_matmul's does.
 void ck_matmul_q8(const int8_t *Q, const float *scales, int out, int in, const float *x, int ldx, int n,
                   float *y, int ldy);
 #ifdef __cplusplus

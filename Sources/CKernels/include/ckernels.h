@@ -11,7 +11,9 @@ extern "C" {
 #endif
 
 /// Storage type of a weight matrix (as in the safetensors header).
-typedef enum { CK_F32 = 0, CK_F16 = 1, CK_BF16 = 2 } ck_dtype;
+/// CK_I8 (int8 with one f32 scale per row) is not a safetensors dtype: only ck_matmul_q8 (ck_q8.h)
+/// passes it, internally; ck_matmul and the conversions take the other three.
+typedef enum { CK_F32 = 0, CK_F16 = 1, CK_BF16 = 2, CK_I8 = 3 } ck_dtype;
 
 // ---- CPU features and threads -------------------------------------------------------------
 

@@ -154,6 +154,9 @@ struct BenchCommand: ParsableCommand {
         return StrategySpec(name: parts[0], options: options)
     }
 
+    @Option(help: WeightsOption.help)
+    var weights = "stored"
+
     func run() throws {
         ThreadSettings.apply(threads)
         let directory = try ModelLocator.resolve(model)
@@ -162,7 +165,9 @@ struct BenchCommand: ParsableCommand {
         let problems = specs.flatMap { Strategies.registry.problems($0, model: config) }
         if !problems.isEmpty { throw ValidationError(problems.map(\.description).joined(separator: "\n")) }
 
-        let llama = try LlamaModel(directory: directory, maxPositions: max(promptTokens, promptFileTokens, 256) + newTokens + 80)
+        let loadStarted = Date()
+        let llama = try WeightsOption.load(directory, weights: weights, maxPositions: max(promptTokens, promptFileTokens, 256) + newTokens + 80)
+        let loadSeconds = Date().timeIntervalSince(loadStarted)
         let tokenizer = try? Tokenizer(contentsOf: directory.appendingPathComponent("tokenizer.json"))
         let promptIds: [[Int]] = try promptFiles.isEmpty ? builtInPrompts(llama, tokenizer) : promptFiles.map { path in
             guard let tokenizer else { throw CLIError(message: "--prompt-file needs the model's tokenizer.json") }
@@ -182,7 +187,7 @@ struct BenchCommand: ParsableCommand {
         let caches = KVCachePool(config: llama.config, budget: sequences * KVCache.byteCount(config: llama.config, capacity: capacity + 256))
 
         func log(_ s: String) { if !json { standardError(s) } }
-        log("model \(model): \(llama.layerCount) layers, \(String(format: "%.2f", Double(llama.weights.byteCount) / 1e9)) GB of weights, \(KernelReport.current().summary)")
+        log("model \(model): \(llama.layerCount) layers, \(String(format: "%.2f", Double(llama.weightBytes) / 1e9)) GB of weights (\(llama.format == .stored ? "stored" : llama.format.rawValue), loaded in \(String(format: "%.2f", loadSeconds)) s), \(KernelReport.current().summary)")
 
         // Prefill: one chunked pass over a seeded random prompt, all layers.
         var prefillRates: [Double] = []
@@ -319,12 +324,12 @@ struct BenchCommand: ParsableCommand {
         let kv = caches.bytesHeld + (prefillCache?.byteCount ?? 0)
         let rss = peakResidentBytes()
         let report = Report(
-            model: model, layers: llama.layerCount, weightBytes: llama.weights.byteCount, threads: KernelReport.current().threads,
+            model: model, layers: llama.layerCount, weightBytes: llama.weightBytes, threads: KernelReport.current().threads,
             kernels: KernelReport.current().kernels, runs: runs, newTokens: newTokens, prompts: promptIds.count,
             prefillTokens: promptTokens, prefillTokensPerSecond: prefillRates,
             medianPrefillTokensPerSecond: prefillRates.isEmpty ? nil : median(prefillRates), strategies: results,
             verifyPositions: verifyCost.map { $0 + 1 }, verifyCostRatio: verifyRatio, passCost: curve, peakRssBytes: rss, kvCacheBytes: kv,
-            peakRssOverWeightsPlusKv: Double(rss) / Double(llama.weights.byteCount + kv), batch: batch)
+            peakRssOverWeightsPlusKv: Double(rss) / Double(llama.weightBytes + kv), batch: batch)
         if json {
             try printJSON(report)
             return
@@ -351,7 +356,7 @@ struct BenchCommand: ParsableCommand {
         for c in curve ?? [] { print(String(format: "pass of %3d rows: median %.1f ms = %.2f× one row", c.rows, c.medianMs, c.ratioToOneRow)) }
         if let v = verifyRatio { print(String(format: "verification pass of %d positions: %.2f× a single-position pass", verifyCost! + 1, v)) }
         print(String(format: "peak RSS %.2f GB = %.2f × (weights %.2f GB + KV caches %.1f MB)", Double(rss) / 1e9,
-                     report.peakRssOverWeightsPlusKv, Double(llama.weights.byteCount) / 1e9, Double(kv) / 1e6))
+                     report.peakRssOverWeightsPlusKv, Double(llama.weightBytes) / 1e9, Double(kv) / 1e6))
     }
 
     /// The built-in texts, or seeded random ids where the tokenizer is missing or does not fit the model.

@@ -47,12 +47,15 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Compute threads (default: LAYERSKIP_THREADS or all CPUs).")
     var threads: Int?
 
+    @Option(help: WeightsOption.help)
+    var weights = "stored"
+
     func run() throws {
         ThreadSettings.apply(threads)
         guard length > 1, maxTokens > 0, speculations > 0 else { throw ValidationError("--length, --max-tokens and --speculations must be positive") }
         let dir = try ModelLocator.resolve(model)
         let llama: LlamaModel
-        do { llama = try LlamaModel(directory: dir) } catch let e as ModelError {
+        do { llama = try WeightsOption.load(dir, weights: weights) } catch let e as ModelError {
             throw e.kind == .missingFile ? CLIError.notFound(e.description) : CLIError(message: e.description)
         }
         let tokenizer = try Tokenizer(contentsOf: dir.appendingPathComponent("tokenizer.json"))

@@ -106,6 +106,9 @@ struct GenerateCommand: ParsableCommand {
         return StrategySpec(name: name, options: options)
     }
 
+    @Option(help: WeightsOption.help)
+    var weights = "stored"
+
     func run() throws {
         ThreadSettings.apply(threads)
         let sampling = SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed)
@@ -116,7 +119,7 @@ struct GenerateCommand: ParsableCommand {
             throw ValidationError(problems.map { Self.flagWording($0) }.joined(separator: "\n"))
         }
         let tokenizer = try Tokenizer(contentsOf: directory.appendingPathComponent("tokenizer.json"))
-        let llama = try LlamaModel(directory: directory)
+        let llama = try WeightsOption.load(directory, weights: weights)
         let generator = try Strategies.registry.make(spec, model: llama)
 
         let texts = try allPrompts()
