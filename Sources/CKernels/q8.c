@@ -75,6 +75,7 @@ static void q8_scalar(const int8_t *Q, const float *scales, int in, const q8_act
 
 #if Q8_X86
 #define Q8_AVX2 __attribute__((target("avx2,fma")))
+#define CK_INLINE_Q8 static inline __attribute__((always_inline))
 Q8_AVX2 static inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -82,51 +83,72 @@ Q8_AVX2 static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/// One block of 32: acc + d_x * (w · x), as 8 f32 lanes of partial sums. The weights are widened to
-/// int16 and multiplied pairwise into int32 (|sum| <= 32 * 127 * 32767 < 2^31, exact). int16
-/// rather than int8 activations cost the same time here and keep the draft's numerics those of
-/// f32 activations (relative error 2^-16 of the block's largest), which keeps acceptance.
-Q8_AVX2 static inline __m256 block(const int8_t *w, const int16_t *x, float dx, __m256 acc) {
-    const __m256i lo = _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w)),
-                                         _mm256_loadu_si256((const __m256i *)x));
-    const __m256i hi = _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 16))),
-                                         _mm256_loadu_si256((const __m256i *)(x + 16)));
-    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(lo, hi)), _mm256_set1_ps(dx), acc);
-}
-
+/// Each block of 32 is an exact integer dot product: the weights widened to int16 and multiplied
+/// pairwise into int32 (|sum| <= 32 * 127 * 32767 < 2^31), then scaled by d_x into 8 f32 lanes.
+/// int16 rather than int8 activations cost the same time here and keep the numerics those of f32
+/// activations (relative error 2^-16 of the block's largest), which keeps a draft's acceptance.
 /// Rows are summed one at a time, in memory order: the matrix is read as one sequential stream,
 /// which this machine's hardware prefetchers follow far better than 4-row tiles of 2-8 KiB rows
 /// (measured on a 2-core Zen 3: 25-30 GB/s against 21-23 GB/s for 4-row tiles on the 128256 x 2048
-/// head), plus a software prefetch CK_Q8_PREFETCH bytes ahead of the stream. The activations are
-/// re-read from L1 for every row. Four accumulators (4 blocks per step) hide the FMA latency.
+/// head), plus a software prefetch CK_Q8_PREFETCH bytes ahead of the stream. Activation rows go in
+/// tiles of up to CK_Q8_TILE, which share each block's widened weights (the widening is a quarter of
+/// the work per row and block); the row is re-read from L1 for every tile. Per (row, activation
+/// row) the operations are those of a one-row call: four accumulators (blocks b ≡ 0..3 mod 4, the
+/// remainder into the first) hide the FMA latency, summed as hsum does, so a row's result never
+/// depends on the other rows or on the tile it fell in.
 #define CK_Q8_PREFETCH 2048
+#define CK_Q8_TILE 3
+CK_INLINE_Q8 Q8_AVX2 void q8_tile(const int8_t *q, int in, const q8_activations *a, int t0, const int T,
+                                   float scale, float *y, int ldy, int o, int prefetch) {
+    const int nb = a->nb, full = in / CK_Q8_XBLOCK;
+    __m256 acc[CK_Q8_TILE][4];
+    const int16_t *xq[CK_Q8_TILE];
+    const float *xd[CK_Q8_TILE];
+    for (int t = 0; t < T; t++) {
+        xq[t] = a->xq + (size_t)(t0 + t) * nb * CK_Q8_XBLOCK;
+        xd[t] = a->xd + (size_t)(t0 + t) * nb;
+        for (int j = 0; j < 4; j++) acc[t][j] = _mm256_setzero_ps();
+    }
+#define CK_Q8_BLOCK(J, K, B)                                                                        \
+    do {                                                                                            \
+        const __m256i wl = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(q + (K))));      \
+        const __m256i wh = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(q + (K) + 16))); \
+        for (int t = 0; t < T; t++) {                                                               \
+            const __m256i lo = _mm256_madd_epi16(wl, _mm256_loadu_si256((const __m256i *)(xq[t] + (K))));      \
+            const __m256i hi = _mm256_madd_epi16(wh, _mm256_loadu_si256((const __m256i *)(xq[t] + (K) + 16))); \
+            acc[t][J] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(lo, hi)), _mm256_set1_ps(xd[t][B]), acc[t][J]); \
+        }                                                                                           \
+    } while (0)
+    int b = 0;
+    for (; b + 4 <= full; b += 4) {
+        const int k = b * CK_Q8_XBLOCK;
+        if (prefetch) {
+            _mm_prefetch((const char *)(q + k) + CK_Q8_PREFETCH, _MM_HINT_T0);
+            _mm_prefetch((const char *)(q + k) + CK_Q8_PREFETCH + 64, _MM_HINT_T0);
+        }
+        CK_Q8_BLOCK(0, k, b);
+        CK_Q8_BLOCK(1, k + 32, b + 1);
+        CK_Q8_BLOCK(2, k + 64, b + 2);
+        CK_Q8_BLOCK(3, k + 96, b + 3);
+    }
+    for (; b < full; b++) CK_Q8_BLOCK(0, b * CK_Q8_XBLOCK, b);
+#undef CK_Q8_BLOCK
+    for (int t = 0; t < T; t++) {
+        float s = hsum(_mm256_add_ps(_mm256_add_ps(acc[t][0], acc[t][1]), _mm256_add_ps(acc[t][2], acc[t][3])));
+        // A partial last block is summed in scalar code: a 32-byte load would run past the row.
+        if (full < nb) s += row_blocks_scalar(q, in, xq[t], xd[t], full, nb);
+        y[(size_t)(t0 + t) * ldy + o] = s * scale;
+    }
+}
+
 Q8_AVX2 static void q8_avx2(const int8_t *Q, const float *scales, int in, const q8_activations *a, int n,
                             float *y, int ldy, int o0, int o1) {
-    const int nb = a->nb, full = in / CK_Q8_XBLOCK;
     for (int o = o0; o < o1; o++) {
         const int8_t *q = Q + (size_t)o * in;
-        for (int t = 0; t < n; t++) {
-            const int16_t *xq = a->xq + (size_t)t * nb * CK_Q8_XBLOCK;
-            const float *xd = a->xd + (size_t)t * nb;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            int b = 0;
-            for (; b + 4 <= full; b += 4) {
-                const int k = b * CK_Q8_XBLOCK;
-                if (t == 0) {
-                    _mm_prefetch((const char *)(q + k) + CK_Q8_PREFETCH, _MM_HINT_T0);
-                    _mm_prefetch((const char *)(q + k) + CK_Q8_PREFETCH + 64, _MM_HINT_T0);
-                }
-                a0 = block(q + k, xq + k, xd[b], a0);
-                a1 = block(q + k + 32, xq + k + 32, xd[b + 1], a1);
-                a2 = block(q + k + 64, xq + k + 64, xd[b + 2], a2);
-                a3 = block(q + k + 96, xq + k + 96, xd[b + 3], a3);
-            }
-            for (; b < full; b++) a0 = block(q + b * CK_Q8_XBLOCK, xq + b * CK_Q8_XBLOCK, xd[b], a0);
-            // A partial last block is summed in scalar code: a 32-byte load would run past the row.
-            float s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-            if (full < nb) s += row_blocks_scalar(q, in, xq, xd, full, nb);
-            y[(size_t)t * ldy + o] = s * scales[o];
-        }
+        int t = 0;
+        for (; t + 3 <= n; t += 3) q8_tile(q, in, a, t, 3, scales[o], y, ldy, o, t == 0);
+        if (n - t == 2) q8_tile(q, in, a, t, 2, scales[o], y, ldy, o, t == 0);
+        else if (n - t == 1) q8_tile(q, in, a, t, 1, scales[o], y, ldy, o, t == 0);
     }
 }
 #endif
