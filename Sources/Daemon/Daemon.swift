@@ -52,7 +52,7 @@ public final class Daemon: @unchecked Sendable {
         try intake.recover()
         let accepted = intake.scan()
 
-        let runner = JobRunner(store: store, models: ModelManager(budget: config.modelMemoryBudget, log: log),
+        let runner = JobRunner(store: store, models: ModelManager(budget: config.modelMemoryBudget, log: log, formats: config.modelWeights),
                                caches: CacheManager(budget: config.cacheMemoryBudget), registry: registry, log: log)
         runner.maxBatch = config.maxBatch
         runner.onProgress = { [notifier] in notifier.status($0) }

@@ -1,4 +1,5 @@
 import Decoding
+import Engine
 import Foundation
 import InputFiles
 import Logging
@@ -11,6 +12,10 @@ public struct DaemonConfig: Sendable {
     /// Holds incoming/, accepted/ and rejected/.
     public var spoolDirectory: URL
     public var models: [String: URL]
+    /// The weights each configured model folder runs with (a `models:` entry's `weights:`), keyed
+    /// by the folder's resolved path; folders not listed run their stored weights. A job naming the
+    /// folder by path gets the same.
+    public var modelWeights: [String: WeightFormat] = [:]
     /// Folders whose model folders spooled jobs may name (by a path under one of them, or by the
     /// model folder's name). Nothing else outside `models:` is reachable from the spool.
     public var modelDirectories: [URL]
@@ -50,6 +55,9 @@ public struct DaemonConfig: Sendable {
         self.logLevel = logLevel
         self.threads = threads
     }
+
+    /// The key of `modelWeights` (and of the model manager's entries): the resolved folder path.
+    public static func modelKey(_ directory: URL) -> String { directory.standardizedFileURL.resolvingSymlinksInPath().path }
 
     public var databaseURL: URL { stateDirectory.appendingPathComponent("jobs.sqlite") }
     public var lockURL: URL { stateDirectory.appendingPathComponent("serve.lock") }
@@ -104,8 +112,38 @@ public struct DaemonConfig: Sendable {
         switch map["models"] {
         case nil, .null?: break
         case let .object(models)?:
-            for (name, v) in models {
-                if let s = v.stringValue, !s.isEmpty { config.models[name] = path(s) } else { p.add("models.\(name)", "a model folder path", v.description) }
+            for (name, v) in models.sorted(by: { $0.key < $1.key }) {
+                if let s = v.stringValue, !s.isEmpty {
+                    config.models[name] = path(s)
+                } else if case let .object(entry) = v {
+                    for key in entry.keys.sorted() where key != "path" && key != "weights" {
+                        p.add("models.\(name).\(key)", "path or weights", "an unknown key")
+                    }
+                    guard let s = entry["path"]?.stringValue, !s.isEmpty else {
+                        p.add("models.\(name).path", "a model folder path", entry["path"]?.description ?? "nothing")
+                        continue
+                    }
+                    config.models[name] = path(s)
+                    switch entry["weights"] {
+                    case nil, .null?: break
+                    case let w? where w.stringValue.flatMap(WeightFormat.init(rawValue:)) != nil:
+                        let format = WeightFormat(rawValue: w.stringValue!)!
+                        let key = Self.modelKey(path(s))
+                        if let other = config.modelWeights[key], other != format {
+                            p.add("models.\(name).weights", "the same weights as the other entries for \(key) (\(other.rawValue))", format.rawValue)
+                        }
+                        config.modelWeights[key] = format
+                    case let w?: p.add("models.\(name).weights", "stored or int8", w.description)
+                    }
+                } else {
+                    p.add("models.\(name)", "a model folder path, or a mapping with path: and weights:", v.description)
+                }
+            }
+            // A folder listed once with weights and once without means two formats for one folder.
+            for (name, url) in config.models where config.modelWeights[Self.modelKey(url)] != nil {
+                if case .string? = models[name] {
+                    p.add("models.\(name)", "the weights of the other entries for this folder (\(config.modelWeights[Self.modelKey(url)]!.rawValue)): give it as a mapping with weights:", "a plain path")
+                }
             }
         case let v?: p.add("models", "a mapping of model names to folders", v.description)
         }

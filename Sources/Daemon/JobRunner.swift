@@ -197,7 +197,7 @@ public final class JobRunner: @unchecked Sendable {
                     if session == nil {
                         do {
                             let loaded = try models.acquire(job.modelDirectory)
-                            let pool = caches.pool(for: loaded.model, key: job.modelDirectory.path)
+                            let pool = caches.pool(for: loaded.model, key: loaded.model.cacheKey)
                             let batch = maxBatch ?? DecodeLoop.suggestedBatch(model: loaded.model)
                             if maxBatch == nil { log.info("runner: max_batch auto: \(batch) for \(job.modelDirectory.path) (its pass-cost curve)") }
                             session = (job.modelDirectory.path, loaded, DecodeLoop(model: loaded.model, caches: pool, maxBatch: batch))

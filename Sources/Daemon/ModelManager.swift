@@ -9,11 +9,15 @@ public final class LoadedModel: @unchecked Sendable {
     public let directory: URL
     public let model: LlamaModel
     public let tokenizer: Tokenizer
-    public var byteCount: Int { model.weights.byteCount }
+    /// The resident weight bytes (the int8 copies for an int8 model), what the budget counts.
+    public var byteCount: Int { model.weightBytes }
+    /// The manager's key: the folder and its format.
+    let key: String
 
-    init(directory: URL) throws {
+    init(directory: URL, format: WeightFormat, key: String) throws {
         self.directory = directory
-        model = try LlamaModel(directory: directory)
+        self.key = key
+        model = try LlamaModel(directory: directory, format: format)
         tokenizer = try Tokenizer(contentsOf: directory.appendingPathComponent("tokenizer.json"))
     }
 }
@@ -29,14 +33,21 @@ public final class ModelManager: @unchecked Sendable {
     private var clock: UInt64 = 0
     public private(set) var loads = 0
 
-    public init(budget: Int, log: Logger) {
+    /// The weights each folder runs with (`DaemonConfig.modelWeights`); others run as stored.
+    private let formats: [String: WeightFormat]
+
+    public init(budget: Int, log: Logger, formats: [String: WeightFormat] = [:]) {
         self.budget = budget
         self.log = log
+        self.formats = formats
     }
 
-    /// The model for `directory`, loaded if needed; call `release` when the job is done with it.
+    /// The model for `directory` in its configured format, loaded if needed; call `release` when
+    /// the job is done with it. Entries are keyed by folder and format.
     public func acquire(_ directory: URL) throws -> LoadedModel {
-        let key = directory.standardizedFileURL.resolvingSymlinksInPath().path
+        let folder = DaemonConfig.modelKey(directory)
+        let format = formats[folder] ?? .stored
+        let key = format == .stored ? folder : folder + " (" + format.rawValue + ")"
         lock.lock()
         defer { lock.unlock() }
         clock += 1
@@ -47,7 +58,7 @@ public final class ModelManager: @unchecked Sendable {
             return entry.model
         }
         let started = Date()
-        let model = try LoadedModel(directory: URL(fileURLWithPath: key, isDirectory: true))
+        let model = try LoadedModel(directory: URL(fileURLWithPath: folder, isDirectory: true), format: format, key: key)
         loads += 1
         log.info("models: loaded \(key) (\(model.model.layerCount) layers, \(model.byteCount >> 20) MiB) in \(String(format: "%.2f", Date().timeIntervalSince(started))) s")
         entries[key] = (model, 1, clock)
@@ -56,7 +67,7 @@ public final class ModelManager: @unchecked Sendable {
     }
 
     public func release(_ model: LoadedModel) {
-        let key = model.directory.path
+        let key = model.key
         lock.lock()
         defer { lock.unlock() }
         if var entry = entries[key] {

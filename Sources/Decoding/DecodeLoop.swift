@@ -420,7 +420,9 @@ public final class DecodeLoop {
             active.remove(at: i)
             caches.release(seq.cache)
             freeRows.append(seq.rowBuffer)
-            seq.onFinish(Completion(id: seq.id, output: seq.output, metrics: seq.metrics(now: clock.now), error: nil))
+            var metrics = seq.metrics(now: clock.now)
+            metrics.weights = model.format.rawValue
+            seq.onFinish(Completion(id: seq.id, output: seq.output, metrics: metrics, error: nil))
         }
     }
 }

@@ -37,6 +37,8 @@ public struct GenerationMetrics: Codable, Equatable, Sendable {
     public var queueMs: Double?
     /// The sampler's seed (reported so that a sampled run can be repeated).
     public var seed: UInt64?
+    /// The weights the model ran (`stored`, `int8`): the output is exactly that of decoding them.
+    public var weights: String?
 
     public init(strategy: String, promptTokens: Int, generatedTokens: Int, finishReason: FinishReason,
                 prefillSeconds: Double, decodeSeconds: Double, layerEvaluations: Int) {
@@ -57,7 +59,7 @@ public struct GenerationMetrics: Codable, Equatable, Sendable {
         case endToEndTokensPerSecond = "end_to_end_tokens_per_second", layerEvaluationsPerToken = "layer_evaluations_per_token"
         case drafted, accepted, acceptanceRate = "acceptance_rate", rounds, tokensPerRound = "tokens_per_round"
         case draftMs = "draft_ms", verifyMs = "verify_ms", draftsPerRound = "drafts_per_round", plainRounds = "plain_rounds"
-        case averageExitLayer = "average_exit_layer", seed
+        case averageExitLayer = "average_exit_layer", seed, weights
         case batchSize = "batch_size", stepMs = "step_ms", queueMs = "queue_ms"
     }
 }

@@ -31,13 +31,15 @@ public enum Evaluator {
     /// Runs `sequences` (each length+1 tokens: inputs, then shifted targets) through `model`,
     /// applying the exit head after every layer. Models with plain RoPE run through the trainer's
     /// sgemm network (the engine's kernels are built for few rows at a time, and every exit here
-    /// is a full vocabulary projection of every position); others, or `useEngine`, through the engine.
+    /// is a full vocabulary projection of every position); others, models loaded with other weights
+    /// than the stored ones (`--weights int8`: only the engine reads those), or `useEngine`, through
+    /// the engine.
     public static func evaluate(model: LlamaModel, sequences: [[Int32]], speculations: Int, name: String,
                                 useEngine: Bool = false) -> ExitEvaluation {
         let L = model.layerCount
         var stats = Statistics(layers: L)
         let sameLength = Set(sequences.map(\.count)).count == 1
-        if !useEngine, model.config.rope.kind == .default, sameLength, let first = sequences.first, first.count > 1 {
+        if !useEngine, model.format == .stored, model.config.rope.kind == .default, sameLength, let first = sequences.first, first.count > 1 {
             let layout = ParameterLayout(config: model.config)
             let params = Tensor<Float>(count: layout.count)
             layout.load(model.weights, into: params.pointer)

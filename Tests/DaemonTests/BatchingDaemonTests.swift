@@ -42,6 +42,37 @@ final class BatchingDaemonTests: XCTestCase {
         XCTAssertTrue(batches.allSatisfy { $0 > 1 }, "\(batches)")
     }
 
+    /// `models: tiny: {path: …, weights: int8}`: the runner loads the int8 model, so a job's text is
+    /// that of `generate --weights int8`, and self-speculation there equals int8 decoding.
+    func testAModelEntryWithInt8WeightsRunsInt8() throws {
+        // The bf16 fixture: its greedy texts are printable (the f32 one's first is NULs, which job
+        // outputs and generate render differently).
+        let model = Paths.tinyModel.deletingLastPathComponent().appendingPathComponent("tiny-spm-mha-bf16-sharded")
+        let install = try Installation(extraConfig: "max_batch: 4", tinyEntry: "{path: \(model.path), weights: int8}")
+        let dir = install.root.appendingPathComponent("jobs")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        var paths: [String] = []
+        for (name, strategy) in [("ar.yaml", "autoregressive"), ("spec.yaml", "{name: self-speculative, exit_layer: 2, speculations: 3}")] {
+            let url = dir.appendingPathComponent(name)
+            try jobYAML(strategy: strategy, prompts: 3, tokens: 12).write(to: url, atomically: true, encoding: .utf8)
+            paths.append(url.path)
+        }
+        let run = try install.cli(["run"] + paths)
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let ar = try outputs(install, 1), spec = try outputs(install, 2)
+        XCTAssertEqual(spec, ar)
+        for id in [1, 2] {
+            let result = try install.cli(["result", "\(id)", "--json"])
+            let weights = (result.json?["outputs"] as? [[String: Any]] ?? []).map { ($0["metrics"] as? [String: Any])?["weights"] as? String }
+            XCTAssertEqual(weights, ["int8", "int8", "int8"], result.stdout)
+        }
+        for (i, text) in ar.enumerated() {
+            let g = try Installation.run(["generate", "--model", model.path, "--weights", "int8", "--max-new-tokens", "12",
+                                          "--min-new-tokens", "12", "--json", "Hello \(i)"])
+            XCTAssertEqual(g.json?["text"] as? String, text, g.stdout + g.stderr)
+        }
+    }
+
     /// Cancelling one job stops its sequences; the job it shared the batch with is unaffected.
     func testCancelOneJobMidBatch() throws {
         let files = [(name: "keep.yaml", yaml: jobYAML(prompts: 2, tokens: 480, priority: 5, promptPrefix: "Keep")),

@@ -54,14 +54,15 @@ final class Installation {
     private var logIndex = 0
     private(set) var logs: [URL] = []
 
-    init(name: String = #function, extraConfig: String = "") throws {
+    /// `tinyEntry`: the config's `models: tiny:` entry (a path, or a mapping with weights:).
+    init(name: String = #function, extraConfig: String = "", tinyEntry: String = Paths.tinyModel.path) throws {
         root = try Paths.temporaryDirectory(name)
         config = root.appendingPathComponent("layerskip.yaml")
         try """
             state_directory: state
             spool_directory: spool
             models:
-              tiny: \(Paths.tinyModel.path)
+              tiny: \(tinyEntry)
             scan_interval_seconds: 0.5
             log_level: debug
             \(extraConfig)

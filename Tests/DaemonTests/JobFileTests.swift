@@ -127,6 +127,24 @@ final class JobFileTests: XCTestCase {
         }
     }
 
+    /// A model entry may be a mapping with `weights:`; bad values, unknown keys and one folder with
+    /// two formats are named errors.
+    func testModelEntriesCarryWeights() throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("c.yaml")
+        try "state_directory: s\nmodels:\n  a: {path: m, weights: int8}\n  b: n\n".write(to: file, atomically: true, encoding: .utf8)
+        let config = try DaemonConfig.load(from: file)
+        XCTAssertEqual(config.models["a"]?.path, dir.appendingPathComponent("m").path)
+        XCTAssertEqual(config.modelWeights, [DaemonConfig.modelKey(dir.appendingPathComponent("m")): .int8])
+        for (bad, needle) in [("a: {path: m, weights: int4}", "models.a.weights"), ("a: {path: m, wieghts: int8}", "models.a.wieghts"),
+                              ("a: {weights: int8}", "models.a.path"), ("a: {path: m, weights: int8}\n  b: m", "models.b"),
+                              ("a: {path: m, weights: int8}\n  b: {path: m, weights: stored}", "models.b.weights")] {
+            try "state_directory: s\nmodels:\n  \(bad)\n".write(to: file, atomically: true, encoding: .utf8)
+            XCTAssertThrowsError(try DaemonConfig.load(from: file), bad) { XCTAssertTrue("\($0)".contains(needle), "\(bad): \($0)") }
+        }
+    }
+
     /// The shipped config parses (its paths need not exist here).
     func testShippedConfigParses() throws {
         let config = try DaemonConfig.load(from: Paths.repository.appendingPathComponent("etc/layerskip.yaml"))

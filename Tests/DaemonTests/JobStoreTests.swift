@@ -197,6 +197,18 @@ final class JobStoreTests: XCTestCase {
         XCTAssertTrue(error.contains("positions") && error.contains("prompt 1"), error)
     }
 
+    /// A folder configured with `weights: int8` loads as an int8 model, budgeted by its int8 bytes.
+    func testModelManagerLoadsTheConfiguredFormat() throws {
+        let models = ModelManager(budget: 1 << 30, log: Logger.daemon(level: .error),
+                                  formats: [DaemonConfig.modelKey(Paths.tinyModel): .int8])
+        let loaded = try models.acquire(Paths.tinyModel)
+        XCTAssertEqual(loaded.model.format, .int8)
+        XCTAssertEqual(loaded.byteCount, loaded.model.weightBytes)
+        XCTAssertLessThan(loaded.byteCount, loaded.model.weights.byteCount)
+        models.release(loaded)
+        XCTAssertEqual(models.loadedDirectories.count, 1)
+    }
+
     func testModelManagerLoadsOnceAndUnloadsBeyondBudget() throws {
         let models = ModelManager(budget: 1, log: Logger.daemon(level: .error))
         let a = try models.acquire(Paths.tinyModel)

@@ -57,7 +57,7 @@ struct RunCommand: ParsableCommand {
             ids.append(id)
         }
 
-        let runner = JobRunner(store: store, models: ModelManager(budget: config.modelMemoryBudget, log: log),
+        let runner = JobRunner(store: store, models: ModelManager(budget: config.modelMemoryBudget, log: log, formats: config.modelWeights),
                                caches: CacheManager(budget: config.cacheMemoryBudget), registry: Strategies.registry, log: log)
         runner.maxBatch = config.maxBatch
         signal(SIGINT, SIG_IGN)
