@@ -113,7 +113,7 @@ let package = Package(
             path: "Tests/TokenizationTests"
         ),
         // The Hugging Face reference fixtures' loader, shared by the test targets.
-        .target(name: "TestFixtures", path: "Tests/TestFixtures"),
+        .target(name: "TestFixtures", dependencies: ["Engine"], path: "Tests/TestFixtures"),
         .testTarget(
             name: "EngineTests",
             dependencies: ["Engine", "Tokenization", "CKernels", "TestFixtures"],

@@ -23,19 +23,21 @@ public final class LlamaModel: @unchecked Sendable {
 
     /// Loads `config.json` and the safetensors weights of a Hugging Face model folder.
     /// `maxPositions` caps the context (default: the config's max_position_embeddings, at most 8192).
-    /// `format: .int8` quantises every matrix here, before returning.
+    /// `format: .int8` quantises every matrix here, before returning. A folder written by
+    /// `layerskip quantize` (config `layerskip_weights`) is mapped as it is, in its own format.
     public init(directory: URL, format: WeightFormat = .stored, maxPositions: Int? = nil) throws {
         self.directory = directory
-        self.format = format
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw ModelError(.missingFile, file: directory.path, "model folder not found (expected a directory with config.json and safetensors weights)")
         }
         config = try ModelConfig.load(from: directory.appendingPathComponent("config.json"))
+        // A quantised folder's weights are its format whatever was asked: they are what is stored.
+        self.format = config.storedFormat == .stored ? format : config.storedFormat
         weights = try ModelWeights.load(directory: directory, config: config)
         self.maxPositions = maxPositions ?? min(config.maxPositionEmbeddings, 8192)
         rope = RoPETable(parameters: config.rope, headDim: config.headDim, maxPositions: self.maxPositions)
-        if format == .int8 { quantizeAll() }
+        if self.format == .int8 { quantizeAll() }
     }
 
     /// Bytes of weights the passes read and keep resident: the stored tensors, or for an int8

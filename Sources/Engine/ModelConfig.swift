@@ -13,6 +13,9 @@ public struct ModelConfig: Sendable, Equatable {
     public var rmsNormEps: Float
     public var vocabSize: Int
     public var tieWordEmbeddings: Bool
+    /// `layerskip_weights` (written by `layerskip quantize`): the folder's matrices are already in
+    /// this format (`.int8`: I8 tensors with per-row `.weight_scale`s); absent: `.stored`.
+    public var storedFormat: WeightFormat = .stored
     public var bosTokenId: Int?
     public var eosTokenIds: [Int]
     public var maxPositionEmbeddings: Int
@@ -146,7 +149,15 @@ extension ModelConfig {
             eos = [n]
         }
 
-        return ModelConfig(
+        var storedFormat = WeightFormat.stored
+        if let value = json["layerskip_weights"], !(value is NSNull) {
+            guard let name = value as? String, let format = WeightFormat(rawValue: name), format != .stored else {
+                throw ModelError(.invalidField, file: file, subject: "layerskip_weights",
+                                 "expected \"int8\" (a folder written by layerskip quantize), found \(JSONFields.describe(value))")
+            }
+            storedFormat = format
+        }
+        var config = ModelConfig(
             hiddenSize: hidden,
             intermediateSize: try fields.positiveInt("intermediate_size", max: maxDimension),
             layerCount: try fields.positiveInt("num_hidden_layers", max: maxCount),
@@ -161,6 +172,8 @@ extension ModelConfig {
             maxPositionEmbeddings: try fields.positiveInt("max_position_embeddings", optional: true, max: Int(Int32.max)) ?? 2048,
             rope: try parseRoPE(json, fields: fields, file: file)
         )
+        config.storedFormat = storedFormat
+        return config
     }
 
     private static func parseRoPE(_ json: [String: Any], fields: JSONFields, file: String) throws -> RoPEParameters {

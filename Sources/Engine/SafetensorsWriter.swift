@@ -89,6 +89,23 @@ public final class SafetensorsWriter {
         }
     }
 
+    /// Appends bytes as they are (already in the current tensors' dtypes); moves on as tensors fill.
+    public func writeRaw(_ bytes: UnsafeRawBufferPointer) throws {
+        var remaining = bytes
+        while !remaining.isEmpty {
+            precondition(current < entries.count, "more data than the declared tensors hold")
+            let n = min(entries[current].byteCount - writtenInCurrent, remaining.count)
+            try handle.write(contentsOf: Data(remaining.prefix(n)))
+            writtenInCurrent += n
+            remaining = UnsafeRawBufferPointer(rebasing: remaining[n...])
+            if writtenInCurrent == entries[current].byteCount {
+                current += 1
+                writtenInCurrent = 0
+                skipEmptyEntries()
+            }
+        }
+    }
+
     public func write(_ values: [Float]) throws {
         try values.withUnsafeBufferPointer { try write($0) }
     }

@@ -51,6 +51,10 @@ public struct ModelWeights: @unchecked Sendable {
     public let layers: [LayerWeights]
     public let finalNorm: WeightMatrix      /// (1, hidden)
     public let lmHead: WeightMatrix         /// (vocab, hidden); the embedding itself when tied
+    /// A quantised folder's int8 matrices (config `layerskip_weights: int8`), copied out; the
+    /// matrices above are then I8 views that only these read, and the head is always its own
+    /// tensor (`lm_head.weight`), tied or not. nil for a stored folder.
+    let quantized: (layers: [QuantizedLayer], head: QuantizedMatrix)?
     /// Keeps the mappings alive for as long as the views above are used.
     let files: [SafetensorsFile]
 
@@ -73,17 +77,42 @@ public struct ModelWeights: @unchecked Sendable {
         }
         let where_ = files.count == 1 ? files[0].path : directory.appendingPathComponent("model.safetensors.index.json").path
 
-        func tensor(_ name: String, _ shape: [Int]) throws -> WeightMatrix {
+        let int8Folder = config.storedFormat == .int8
+        /// A tensor of the expected shape; `dtypes` the ones allowed (the float ones unless given).
+        func tensor(_ name: String, _ shape: [Int], dtypes: Set<DType> = [.f32, .f16, .bf16]) throws -> WeightMatrix {
             guard let view = byName[name] else {
                 if let (dtype, file) = unsupported[name] {
-                    throw ModelError(.unsupportedDType, file: file, subject: name, "dtype \(dtype) is not supported (expected F32, F16 or BF16)")
+                    throw ModelError(.unsupportedDType, file: file, subject: name, "dtype \(dtype) is not supported (expected \(Self.names(dtypes)))")
                 }
                 throw ModelError(.missingTensor, file: where_, subject: name, "tensor not found (expected shape \(shape))")
+            }
+            guard dtypes.contains(view.dtype) else {
+                let why = view.dtype == .i8 ? " (I8 matrices belong to a folder written by layerskip quantize, whose config.json says layerskip_weights: int8)"
+                    : int8Folder ? " (config.json says layerskip_weights: int8)" : ""
+                throw ModelError(.unsupportedDType, file: view.file, subject: name, "dtype \(view.dtype.rawValue) here: expected \(Self.names(dtypes))\(why)")
             }
             guard view.shape == shape else {
                 throw ModelError(.wrongShape, file: view.file, subject: name, "expected shape \(shape), found \(view.shape)")
             }
             return WeightMatrix(dtype: view.dtype, rows: shape[0], cols: shape.count > 1 ? shape[1] : 1, data: view.data)
+        }
+        /// A matrix: as stored, or in a quantised folder its I8 values and F32 `…_scale` row scales
+        /// (finite and positive, as ck_q8_quantize_rows writes them).
+        var quantizedMatrices: [String: QuantizedMatrix] = [:]
+        func matrix(_ name: String, _ shape: [Int]) throws -> WeightMatrix {
+            guard int8Folder else { return try tensor(name, shape) }
+            let m = try tensor(name, shape, dtypes: [.i8])
+            let scaleName = name + "_scale"
+            let scales = try tensor(scaleName, [shape[0]], dtypes: [.f32])
+            let p = scales.data.assumingMemoryBound(to: Float.self)
+            for r in 0..<shape[0] where !(p[r].isFinite && p[r] > 0) {
+                throw ModelError(.invalidField, file: byName[scaleName]!.file, subject: scaleName,
+                                 "row \(r): scale \(p[r]) (expected a finite positive number)")
+            }
+            quantizedMatrices[name] = QuantizedMatrix(rows: shape[0], cols: shape[1], copying: m.data.assumingMemoryBound(to: Int8.self),
+                                                      scales: p, source: m)
+            scales.releasePages(rows: 0..<scales.rows)
+            return m
         }
         func vector(_ name: String, _ n: Int) throws -> WeightMatrix {
             let m = try tensor(name, [n])
@@ -97,18 +126,35 @@ public struct ModelWeights: @unchecked Sendable {
             let p = "model.layers.\(l)."
             layers.append(LayerWeights(
                 inputNorm: try vector(p + "input_layernorm.weight", c.hiddenSize),
-                q: try tensor(p + "self_attn.q_proj.weight", [c.qDim, c.hiddenSize]),
-                k: try tensor(p + "self_attn.k_proj.weight", [c.kvDim, c.hiddenSize]),
-                v: try tensor(p + "self_attn.v_proj.weight", [c.kvDim, c.hiddenSize]),
-                o: try tensor(p + "self_attn.o_proj.weight", [c.hiddenSize, c.qDim]),
+                q: try matrix(p + "self_attn.q_proj.weight", [c.qDim, c.hiddenSize]),
+                k: try matrix(p + "self_attn.k_proj.weight", [c.kvDim, c.hiddenSize]),
+                v: try matrix(p + "self_attn.v_proj.weight", [c.kvDim, c.hiddenSize]),
+                o: try matrix(p + "self_attn.o_proj.weight", [c.hiddenSize, c.qDim]),
                 postAttentionNorm: try vector(p + "post_attention_layernorm.weight", c.hiddenSize),
-                gate: try tensor(p + "mlp.gate_proj.weight", [c.intermediateSize, c.hiddenSize]),
-                up: try tensor(p + "mlp.up_proj.weight", [c.intermediateSize, c.hiddenSize]),
-                down: try tensor(p + "mlp.down_proj.weight", [c.hiddenSize, c.intermediateSize])))
+                gate: try matrix(p + "mlp.gate_proj.weight", [c.intermediateSize, c.hiddenSize]),
+                up: try matrix(p + "mlp.up_proj.weight", [c.intermediateSize, c.hiddenSize]),
+                down: try matrix(p + "mlp.down_proj.weight", [c.hiddenSize, c.intermediateSize])))
         }
         let finalNorm = try vector("model.norm.weight", c.hiddenSize)
-        let lmHead = c.tieWordEmbeddings ? embedding : try tensor("lm_head.weight", [c.vocabSize, c.hiddenSize])
-        return ModelWeights(embedding: embedding, layers: layers, finalNorm: finalNorm, lmHead: lmHead, files: files)
+        // A quantised folder always carries the head's int8 copy; the embedding stays as stored.
+        let lmHead = c.tieWordEmbeddings && !int8Folder ? embedding : try matrix("lm_head.weight", [c.vocabSize, c.hiddenSize])
+        var quantized: (layers: [QuantizedLayer], head: QuantizedMatrix)?
+        if int8Folder {
+            let q = quantizedMatrices
+            quantized = ((0..<c.layerCount).map { l in
+                let p = "model.layers.\(l)."
+                return QuantizedLayer(q: q[p + "self_attn.q_proj.weight"]!, k: q[p + "self_attn.k_proj.weight"]!,
+                                      v: q[p + "self_attn.v_proj.weight"]!, o: q[p + "self_attn.o_proj.weight"]!,
+                                      gate: q[p + "mlp.gate_proj.weight"]!, up: q[p + "mlp.up_proj.weight"]!,
+                                      down: q[p + "mlp.down_proj.weight"]!)
+            }, q["lm_head.weight"]!)
+        }
+        return ModelWeights(embedding: embedding, layers: layers, finalNorm: finalNorm, lmHead: lmHead, quantized: quantized, files: files)
+    }
+
+    static func names(_ dtypes: Set<DType>) -> String {
+        let sorted = [DType.f32, .f16, .bf16, .i8].filter { dtypes.contains($0) }.map(\.rawValue)
+        return sorted.count == 1 ? sorted[0] : sorted.dropLast().joined(separator: ", ") + " or " + sorted.last!
     }
 
     /// `model.safetensors`, or the shards that `model.safetensors.index.json` names.

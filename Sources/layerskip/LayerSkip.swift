@@ -35,6 +35,7 @@ struct LayerSkip: ParsableCommand {
                 TrainCommand.self,
                 TrainTokenizerCommand.self,
                 EvalCommand.self,
+                QuantizeCommand.self,
             ]
         )
     }

@@ -89,6 +89,28 @@ final class GenerateAndTokenizeCLITests: XCTestCase {
         XCTAssertNotNil(doctor.json?["openblas_core"] as? String, doctor.stdout)
     }
 
+    /// `quantize` writes a folder that `generate` maps as it is: the same tokens as --weights int8.
+    func testQuantizeWritesAFolderThatDecodesLikeInt8() throws {
+        let source = CLI.fixtures.appendingPathComponent("tiny-spm-mha-bf16-sharded").path
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("layerskip-quantize-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: out) }
+        let q = try CLI.run(["quantize", "--model", source, "--out", out.path])
+        XCTAssertEqual(q.status, 0, q.stderr)
+        XCTAssertTrue(q.stderr.contains("quantised in"), q.stderr)
+        let args = ["--max-new-tokens", "10", "--min-new-tokens", "10", "--json", "Hello world"]
+        let mapped = try CLI.run(["generate", "--model", out.path] + args)
+        let onLoad = try CLI.run(["generate", "--model", source, "--weights", "int8"] + args)
+        XCTAssertEqual(mapped.status, 0, mapped.stderr)
+        XCTAssertEqual(mapped.json?["tokens"] as? [Int], onLoad.json?["tokens"] as? [Int])
+        XCTAssertNotNil(mapped.json?["tokens"] as? [Int], mapped.stdout)
+        let again = try CLI.run(["quantize", "--model", source, "--out", out.path])
+        XCTAssertEqual(again.status, 1)
+        XCTAssertTrue(again.stderr.contains("exists and is not empty"), again.stderr)
+        let badFormat = try CLI.run(["quantize", "--model", source, "--weights", "int4", "--out", out.path + "-x"])
+        XCTAssertEqual(badFormat.status, 2)
+        XCTAssertTrue(badFormat.stderr.contains("only int8"), badFormat.stderr)
+    }
+
     func testInitModelWritesALoadableFolder() throws {
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("layerskip-init-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: out) }

@@ -49,18 +49,8 @@ final class Int8WeightsTests: XCTestCase {
             XCTAssertEqual(int8.derivedByteCount, matrices + 4 * scaleRows, name)
             XCTAssertLessThan(int8.weightBytes, stored.weightBytes, name)
             for prompt in try Fixtures.expected(name).prompts {
-                let n = prompt.ids.count
-                var rows: [[Float]] = []
-                for (model, precision) in [(stored, WeightPrecision.int8), (int8, .exact)] {
-                    let h = model.makeActivations(capacity: n)
-                    let cache = model.makeCache(capacity: n)
-                    model.embed(prompt.ids, into: h)
-                    model.forward(h, layers: 0..<model.layerCount, positions: 0..<n, cache: cache, precision: precision)
-                    let logits = model.makeLogits(capacity: n)
-                    model.exitLogits(h, rows: 0..<n, into: logits, head: precision)
-                    rows.append((0..<n).flatMap { Array(logits.row($0)) })
-                }
-                XCTAssertEqual(rows[0], rows[1], "\(name): int8 model vs stored model's int8 path")
+                XCTAssertEqual(Fixtures.logits(stored, prompt.ids, precision: .int8), Fixtures.logits(int8, prompt.ids),
+                               "\(name): int8 model vs stored model's int8 path")
             }
         }
     }

@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 
 /// The Hugging Face reference fixtures copied into Tests/Fixtures (see its README), shared by the
@@ -43,4 +44,19 @@ public struct Expected: Decodable {
     public var exit_layers: [Int]
     public var tokenizer_cases: [TokenizerCase]
     public var prompts: [Prompt]
+}
+
+extension Fixtures {
+    /// The logits of every position of `ids`, one pass through all layers from an empty cache,
+    /// every matrix and the head read at `precision`; rows concatenated.
+    public static func logits(_ model: LlamaModel, _ ids: [Int], precision: WeightPrecision = .exact) -> [Float] {
+        let n = ids.count
+        let h = model.makeActivations(capacity: n)
+        let cache = model.makeCache(capacity: n)
+        model.embed(ids, into: h)
+        model.forward(h, layers: 0..<model.layerCount, positions: 0..<n, cache: cache, precision: precision)
+        let out = model.makeLogits(capacity: n)
+        model.exitLogits(h, rows: 0..<n, into: out, head: precision)
+        return (0..<n).flatMap { Array(out.row($0)) }
+    }
 }
