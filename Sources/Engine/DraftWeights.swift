@@ -7,13 +7,10 @@ import Foundation
 public final class QuantizedMatrix: @unchecked Sendable {
     public let rows: Int
     public let cols: Int
-    /// (rows, cols) int8, row-major: allocated here, or inside a mapped quantised folder.
-    let values: UnsafePointer<Int8>
+    /// (rows, cols) int8, row-major.
+    let values: UnsafeMutablePointer<Int8>
     /// (rows) f32: row r of the matrix ≈ scales[r] · values[r].
-    let scales: UnsafePointer<Float>
-    /// The storage behind `values` and `scales`.
-    private let ownedValues: UnsafeMutablePointer<Int8>
-    private let ownedScales: FloatBuffer
+    let scales: FloatBuffer
 
     public var byteCount: Int { rows * cols + rows * 4 }
 
@@ -21,25 +18,21 @@ public final class QuantizedMatrix: @unchecked Sendable {
     /// so that a quantised folder and quantise-on-load hold the same anonymous memory, which the
     /// model budget counts, and a rewritten model file cannot pull pages from under a running
     /// model. The copy costs little: 0.56 s to load the 1.24 GB of the 1B stand-in from the page
-    /// cache, against 2.5 s to quantise it.
-    /// `source`: the mapped I8 tensor `values` points into, whose pages are released band by band
-    /// as they are copied (so the copy never holds both of a large matrix at once).
+    /// cache, against 2.5 s to quantise it. `source`: the mapped I8 tensor `values` points into,
+    /// whose pages are released band by band as they are copied (so the copy never holds both of a
+    /// large matrix at once).
     init(rows: Int, cols: Int, copying values: UnsafePointer<Int8>, scales: UnsafePointer<Float>, source: WeightMatrix) {
         self.rows = rows
         self.cols = cols
-        let q = UnsafeMutablePointer<Int8>.allocate(capacity: rows * cols)
+        self.values = UnsafeMutablePointer<Int8>.allocate(capacity: rows * cols)
         let band = max(1, (16 << 20) / max(1, cols))
         for start in stride(from: 0, to: rows, by: band) {
             let end = min(rows, start + band)
-            (q + start * cols).update(from: values + start * cols, count: (end - start) * cols)
+            (self.values + start * cols).update(from: values + start * cols, count: (end - start) * cols)
             source.releasePages(rows: start..<end)
         }
-        let scaleBuffer = FloatBuffer(count: rows)
-        scaleBuffer.pointer.update(from: scales, count: rows)
-        ownedValues = q
-        ownedScales = scaleBuffer
-        self.values = UnsafePointer(q)
-        self.scales = UnsafePointer(scaleBuffer.pointer)
+        self.scales = FloatBuffer(count: rows)
+        self.scales.pointer.update(from: scales, count: rows)
     }
 
     /// `releasingSource`: drop the stored pages of each band of rows once it is quantised, so that a
@@ -48,16 +41,12 @@ public final class QuantizedMatrix: @unchecked Sendable {
     init(_ w: WeightMatrix, releasingSource: Bool = false) {
         rows = w.rows
         cols = w.cols
-        let q = UnsafeMutablePointer<Int8>.allocate(capacity: rows * cols)
-        let scaleBuffer = FloatBuffer(count: rows)
-        ownedValues = q
-        ownedScales = scaleBuffer
-        values = UnsafePointer(q)
-        scales = UnsafePointer(scaleBuffer.pointer)
+        values = UnsafeMutablePointer<Int8>.allocate(capacity: rows * cols)
+        scales = FloatBuffer(count: rows)
         struct Job { let w: WeightMatrix; let q: UnsafeMutablePointer<Int8>; let s: UnsafeMutablePointer<Float>; var r0: Int; var r1: Int }
         // Bands of about 16 MiB of stored rows, each split over the kernel threads.
         let band = max(1, (16 << 20) / max(1, cols * w.dtype.byteSize))
-        var job = Job(w: w, q: q, s: scaleBuffer.pointer, r0: 0, r1: 0)
+        var job = Job(w: w, q: values, s: scales.pointer, r0: 0, r1: 0)
         for start in stride(from: 0, to: rows, by: band) {
             job.r0 = start
             job.r1 = min(rows, start + band)
@@ -73,7 +62,7 @@ public final class QuantizedMatrix: @unchecked Sendable {
         }
     }
 
-    deinit { ownedValues.deallocate() }
+    deinit { values.deallocate() }
 }
 
 /// Which copy of the weights a pass reads.
@@ -96,16 +85,6 @@ public enum WeightFormat: String, Sendable, CaseIterable {
     /// those matrices are released once quantised. The embedding table stays as stored (a lookup
     /// reads one row).
     case int8
-
-    /// The format a user names: `int8`, `stored`, or the stored dtype's own name (`bf16` for a
-    /// bf16 checkpoint, say), which is the same as `stored`.
-    public init?(name: String, storedDType: DType) {
-        switch name.lowercased() {
-        case "stored", storedDType.rawValue.lowercased(): self = .stored
-        case "int8": self = .int8
-        default: return nil
-        }
-    }
 }
 
 /// int8 copies of one decoder layer's matrices (norm weights stay as stored).

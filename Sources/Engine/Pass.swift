@@ -204,7 +204,7 @@ extension LlamaModel {
                 }
                 let row = s.active[a].row
                 if resolved(first.precision) == .int8, let quantized {
-                    ck_matmul_q8(quantized.values, quantized.scales, Int32(m.rows), Int32(m.cols), x + row * ldx, Int32(ldx),
+                    ck_matmul_q8(quantized.values, quantized.scales.pointer, Int32(m.rows), Int32(m.cols), x + row * ldx, Int32(ldx),
                                  Int32(n), y + row * ldy, Int32(ldy))
                 } else {
                     ck_matmul(m.dtype.kernelType, m.data, Int32(m.rows), Int32(m.cols), x + row * ldx, Int32(ldx), Int32(n),
@@ -304,7 +304,7 @@ extension LlamaModel {
             let x = s.normed.pointer + row * hd
             let y = logits.values.pointer + row * V
             if resolved(first.headPrecision) == .int8, let q = int8Head {
-                ck_matmul_q8(q.values, q.scales, Int32(q.rows), Int32(q.cols), x, Int32(hd), Int32(n), y, Int32(V))
+                ck_matmul_q8(q.values, q.scales.pointer, Int32(q.rows), Int32(q.cols), x, Int32(hd), Int32(n), y, Int32(V))
             } else {
                 let m = weights.lmHead
                 ck_matmul(m.dtype.kernelType, m.data, Int32(m.rows), Int32(m.cols), x, Int32(hd), Int32(n), y, Int32(V))

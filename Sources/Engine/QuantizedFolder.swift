@@ -46,7 +46,7 @@ extension LlamaModel {
             tensors.append((.init(name: name, dtype: .i8, shape: [q.rows, q.cols]),
                             UnsafeRawBufferPointer(start: q.values, count: q.rows * q.cols)))
             tensors.append((.init(name: name + "_scale", dtype: .f32, shape: [q.rows]),
-                            UnsafeRawBufferPointer(start: q.scales, count: q.rows * 4)))
+                            UnsafeRawBufferPointer(start: q.scales.pointer, count: q.rows * 4)))
         }
         stored("model.embed_tokens.weight", weights.embedding)
         for l in 0..<layerCount {

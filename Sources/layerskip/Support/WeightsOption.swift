@@ -17,7 +17,7 @@ enum WeightsOption {
         }
         let model = try LlamaModel(directory: directory, format: name == "int8" ? .int8 : .stored, maxPositions: maxPositions)
         let stored = model.weights.layers.first?.q.dtype ?? model.weights.lmHead.dtype
-        if dtypeNames.contains(name), WeightFormat(name: name, storedDType: stored) != .stored {
+        if dtypeNames.contains(name), name != stored.rawValue.lowercased() {
             throw ValidationError("--weights \(name): \(directory.path) stores its weights as \(stored.rawValue); converting to another 16/32-bit dtype is not supported (give stored or int8)")
         }
         return model
