@@ -23,14 +23,16 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
         public var adaptive: Bool?
         public var draftConfidence: Double?
         public var maxSpeculations: Int?
-        /// Which weights the drafts read; verification always uses the stored ones, so the output is
-        /// exactly the full model's whatever this is.
-        /// - `exact` (default): the stored weights — pure LayerSkip, with the exit-query cache reuse.
-        /// - `int8-head`: an int8 copy of the LM head (half its bytes per draft step); the drafted
-        ///   layers are exact, so the exit-query cache is still reused.
-        /// - `int8`: int8 copies of layers 0..<E and the head. The drafted states are approximate, so
-        ///   verification recomputes layers 0..<E for the round's positions (no exit-query reuse).
-        ///   Costs about half the draft layers' bytes in extra memory.
+        /// Which weights the drafts read; verification always uses the model's own (its format), so
+        /// the output is exactly the full model's whatever this is.
+        /// - `exact` (default): the model's weights — pure LayerSkip, with the exit-query cache reuse.
+        /// - `int8-head` / `q4-head`: an int8 / 4-bit copy of the LM head (a half / about a quarter
+        ///   of bf16's bytes per draft step); the drafted layers are exact, so the exit-query cache
+        ///   is still reused.
+        /// - `int8` / `q4`: copies of layers 0..<E and the head. The drafted states are approximate,
+        ///   so verification recomputes layers 0..<E for the round's positions (no exit-query reuse).
+        ///   Costs the copies' bytes in extra memory. A copy never reads more bytes than the model's
+        ///   own weights: `int8` drafts on a q4 model read its q4 weights (and are then exact).
         public var draftPrecision: String?
         public static let keys = ["exit_layer", "speculations", "adaptive", "draft_confidence", "max_speculations", "draft_precision"]
         public init(exitLayer: Int, speculations: Int? = nil, adaptive: Bool? = nil, draftConfidence: Double? = nil,
@@ -48,9 +50,9 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
         var confidence: Double { draftConfidence ?? 0.5 }
         /// The most drafts a round may hold (adaptive d grows up to here).
         var dMax: Int { isAdaptive ? (maxSpeculations ?? max(2 * d, 12)) : d }
-        static let precisions = ["exact", "int8-head", "int8"]
-        var head: WeightPrecision { draftPrecision == nil || draftPrecision == "exact" ? .exact : .int8 }
-        var layers: WeightPrecision { draftPrecision == "int8" ? .int8 : .exact }
+        static let precisions = ["exact", "int8-head", "int8", "q4-head", "q4"]
+        var head: WeightPrecision { WeightPrecision(rawValue: String((draftPrecision ?? "exact").prefix { $0 != "-" })) ?? .exact }
+        var layers: WeightPrecision { draftPrecision.flatMap(WeightPrecision.init(rawValue:)) ?? .exact }
     }
 
     public static let name = "self-speculative"
@@ -101,7 +103,8 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
 
     public func makeStepper(for request: GenerationRequest) -> SequenceStepper {
         Stepper(configuration: configuration, layerCount: model.layerCount, vocabSize: model.config.vocabSize,
-                sampling: !request.sampling.isGreedy)
+                sampling: !request.sampling.isGreedy,
+                draftsReadTheModelsWeights: model.weightsRead(by: configuration.layers) == model.weightsRead(by: .exact))
     }
 
     /// draft [1 row, layers 0..<E, head] × k  →  verify [the newest input through 0..<E, then the
@@ -138,13 +141,15 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
             return LoadAwareSpeculation(exitLayer: exitLayer, maxDrafts: configuration.dMax, acceptance: acceptance, midRound: inRound)
         }
 
-        init(configuration: Configuration, layerCount: Int, vocabSize: Int, sampling: Bool) {
+        /// `draftsReadTheModelsWeights`: the drafted layers' states are the model's own (exact drafts,
+        /// or a draft precision the model's format already is), so verification starts at layer E.
+        init(configuration: Configuration, layerCount: Int, vocabSize: Int, sampling: Bool, draftsReadTheModelsWeights: Bool) {
             self.configuration = configuration
             self.layerCount = layerCount
             self.vocabSize = vocabSize
             exitLayer = configuration.exitLayer
             promptLayers = 0..<layerCount
-            reuseExitQueries = configuration.layers == .exact
+            reuseExitQueries = draftsReadTheModelsWeights
             d = configuration.d
             q = sampling ? FloatBuffer(count: configuration.dMax * vocabSize) : nil
             drafts.reserveCapacity(configuration.dMax)

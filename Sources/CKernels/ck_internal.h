@@ -72,7 +72,10 @@ static inline float ck_load_elem(ck_dtype dt, const void *p, size_t i) {
     }
 }
 
+/// Bytes per element (CK_Q4 has no whole byte per element: see ck_q4.h for its layout).
 static inline size_t ck_dt_size(ck_dtype dt) { return dt == CK_F32 ? 4 : dt == CK_I8 ? 1 : 2; }
+/// The quantised formats, which carry scales beside the values and have no scalar ck_matmul path.
+static inline int ck_dt_quantized(ck_dtype dt) { return dt == CK_I8 || dt == CK_Q4; }
 
 // ---- scratch memory ------------------------------------------------------------------------
 
@@ -96,7 +99,7 @@ typedef struct {
     const float *xs;    // small: x as the kernels read it (bf16: even/odd permuted copy)
     size_t xs_ld;
     const float *xp;    // GEMM: x packed in groups of 16 tokens, [group][k][16]
-    const float *row_scales; // CK_I8 (GEMM only): one scale per weight row
+    const void *scales; // GEMM only: CK_I8 one f32 per weight row; CK_Q4 (rows, nb) f16 block scales
 } ck_xprep;
 
 int ck_avx2_use_small(int n);
@@ -112,11 +115,12 @@ void ck_avx2_pack_groups(int in, const float *x, int ldx, int n, float *xp, int 
 /// Output rows [o0, o1). Returns 0 on success, -1 if scratch could not be allocated.
 int ck_avx2_range(ck_dtype dt, const void *W, int in, const float *x, int ldx, const ck_xprep *px,
                   int n, float *y, int ldy, int o0, int o1, ck_scratch *s);
-/// ck_matmul's body with one f32 scale per weight row (dt CK_I8, through ck_matmul_q8 for large n:
-/// the GEMM path only). Returns 0, or -1 when the AVX2 kernels or their scratch are unavailable
-/// (nothing written then).
-int ck_matmul_scaled(ck_dtype dt, const void *W, const float *row_scales, int out, int in, const float *x, int ldx,
+/// ck_matmul's body, with the scales of a quantised dtype (CK_I8: one f32 per row; CK_Q4: its
+/// f16 block scales), which take the GEMM path only (ck_matmul_q8 / ck_matmul_q4 for large n).
+/// Returns 0, or -1 when the AVX2 kernels or their scratch are unavailable (nothing written then).
+int ck_matmul_scaled(ck_dtype dt, const void *W, const void *scales, int out, int in, const float *x, int ldx,
                      int n, float *y, int ldy);
+
 void ck_scalar_range(ck_dtype dt, const void *W, int in, const float *x, int ldx, int n,
                      float *y, int ldy, int o0, int o1);
 

@@ -328,7 +328,8 @@ static void small_range(ck_dtype dt, const void *W, int in, const float *xs, siz
 #define CK_OB 96  // rows per block (multiple of 6 and 12)
 #define CK_NB6 (CK_OB / 6)
 
-// dst[0..count) = widened src row segment (CK_I8: (float)q * scale, rounded once).
+// dst[0..count) = widened src row segment (CK_I8: (float)q * scale, rounded once; CK_Q4 goes
+// through widen_q4).
 CK_INLINE CK_AVX2 void widen(ck_dtype dt, const void *src, float *dst, size_t count, float scale) {
     size_t i = 0;
     if (dt == CK_I8) {
@@ -465,36 +466,67 @@ CK_AVX2 void ck_avx2_pack_groups(int in, const float *x, int ldx, int n, float *
     }
 }
 
-static CK_AVX2 int gemm_range(ck_dtype dt, const void *W, const float *row_scales, int in, const float *xp, int n,
+// dst[0..count) = the dequantised weights of a CK_Q4 row from k = 64 * (the group q points at),
+// count <= the remaining elements: d * (nibble - 8), the exact product of an f16 and a small
+// integer (ck_q4.h). d points at the scale of the group's first block.
+CK_INLINE CK_AVX2 void widen_q4(const uint8_t *q, const uint16_t *d, float *dst, size_t count) {
+    const __m128i low = _mm_set1_epi8(0x0f);
+    const __m256i eight = _mm256_set1_epi32(8);
+    for (size_t i = 0; i < count; i += 32, d++) {
+        const __m256 scale = _mm256_set1_ps(_cvtsh_ss(*d));
+        const uint8_t *g = q + (i / 64) * 32;
+        const int shift = (i / 32) & 1 ? 4 : 0;
+        _Alignas(32) float block[32];
+        for (int p = 0; p < 4; p++) {
+            __m128i v = _mm_loadl_epi64((const __m128i *)(g + 8 * p));
+            v = _mm_and_si128(shift ? _mm_srli_epi16(v, 4) : v, low);
+            const __m256i w = _mm256_sub_epi32(_mm256_cvtepu8_epi32(v), eight);
+            _mm256_store_ps(block + 8 * p, _mm256_mul_ps(_mm256_cvtepi32_ps(w), scale));
+        }
+        memcpy(dst + i, block, (count - i < 32 ? count - i : 32) * sizeof(float));
+    }
+}
+
+static CK_AVX2 int gemm_range(ck_dtype dt, const void *W, const void *scales, int in, const float *xp, int n,
                               float *y, size_t ldy, int o0, int o1, ck_scratch *s) {
     const int ngroups = (n + 15) / 16;
     float *wc = ck_buf_reserve(&s->wc, (size_t)CK_OB * CK_KC + 16);
     float *cs = ck_buf_reserve(&s->cs, (size_t)ngroups * CK_NB6 * 96);
     if (!wc || !cs) return -1;
-    const size_t es = ck_dt_size(dt);
+    // Addressing by bytes: a CK_Q4 row is ceil(in / 64) groups of 32 bytes, k at byte k / 2 (k a
+    // multiple of CK_KC, so of 64).
+    const int q4 = dt == CK_Q4;
+    const size_t es = ck_dt_size(dt), nbq = ((size_t)in + 31) / 32;
+    const size_t row_bytes = q4 ? ((size_t)in + 63) / 64 * 32 : (size_t)in * es;
+#define CK_K_BYTES(k) (q4 ? (size_t)(k) / 2 : (size_t)(k) * es)
     const int last_narrow = n - 16 * (ngroups - 1) <= 8;
     for (int ob = o0; ob < o1; ob += CK_OB) {
         int nb = o1 - ob < CK_OB ? o1 - ob : CK_OB;
         int nbp = (nb + 11) / 12 * 12;
         for (int kb = 0; kb < in; kb += CK_KC) {
             int kl = in - kb < CK_KC ? in - kb : CK_KC;
-            for (int r = 0; r < nb; r++)
-                widen(dt, (const char *)W + ((size_t)(ob + r) * in + kb) * es, wc + (size_t)r * CK_KC, (size_t)kl,
-                      row_scales ? row_scales[ob + r] : 1.0f);
+            for (int r = 0; r < nb; r++) {
+                const char *src = (const char *)W + (size_t)(ob + r) * row_bytes + CK_K_BYTES(kb);
+                if (q4)
+                    widen_q4((const uint8_t *)src, (const uint16_t *)scales + (size_t)(ob + r) * nbq + kb / 32,
+                             wc + (size_t)r * CK_KC, (size_t)kl);
+                else
+                    widen(dt, src, wc + (size_t)r * CK_KC, (size_t)kl, scales ? ((const float *)scales)[ob + r] : 1.0f);
+            }
             for (int r = nb; r < nbp; r++) memset(wc + (size_t)r * CK_KC, 0, (size_t)kl * 4);
             // While this block is computed, prefetch the next one (the same rows' next k-block, or
             // the next row block), spread over the microkernel calls.
             int pr0 = ob, pk0 = kb + CK_KC, pnb = nb;
             if (pk0 >= in) { pr0 = ob + CK_OB; pk0 = 0; pnb = o1 - pr0 < CK_OB ? o1 - pr0 : CK_OB; }
             const int pkl = in - pk0 < CK_KC ? in - pk0 : CK_KC;
-            const int lines_per_row = pnb > 0 ? (int)((pkl * es + 63) / 64) : 0;
+            const int lines_per_row = pnb > 0 ? (int)((CK_K_BYTES(pkl) + 63) / 64) : 0;
             const int plines = g_pf ? pnb * lines_per_row : 0;
             const int calls = ngroups * (nbp / 6);
             const int per_call = calls ? (plines + calls - 1) / calls : 0;
             int pl = 0;
 #define CK_PF_NEXT()                                                                             \
     for (int q = 0; q < per_call && pl < plines; q++, pl++)                                      \
-        _mm_prefetch((const char *)W + ((size_t)(pr0 + pl / lines_per_row) * in + pk0) * es +    \
+        _mm_prefetch((const char *)W + (size_t)(pr0 + pl / lines_per_row) * row_bytes + CK_K_BYTES(pk0) + \
                          (size_t)(pl % lines_per_row) * 64, CK_PF_HINT)
             for (int g = 0; g < ngroups; g++) {
                 const float *xg = xp + ((size_t)g * in + kb) * 16;
@@ -514,6 +546,7 @@ static CK_AVX2 int gemm_range(ck_dtype dt, const void *W, const float *row_scale
             }
 #undef CK_PF_NEXT
         }
+#undef CK_K_BYTES
         for (int t = 0; t < n; t++) {
             const float *ct = cs + (size_t)(t / 16) * CK_NB6 * 96 + (t % 16);
             float *yt = y + (size_t)t * ldy + ob;
@@ -533,7 +566,7 @@ static size_t round16(int in) { return ((size_t)in + 15) / 16 * 16; }
 // x for every dtype, each token group interleaved per 16-block (see dot_tile). GEMM path:
 // [group of 16][k][16] packing.
 size_t ck_avx2_prep_floats(ck_dtype dt, int in, int n) {
-    if (dt != CK_I8 && ck_avx2_use_small(n)) return (n > 1 || dt == CK_BF16) ? (size_t)n * round16(in) : 0;
+    if (!ck_dt_quantized(dt) && ck_avx2_use_small(n)) return (n > 1 || dt == CK_BF16) ? (size_t)n * round16(in) : 0;
     return (size_t)((n + 15) / 16) * (size_t)in * 16;
 }
 
@@ -565,8 +598,8 @@ static CK_AVX2 void stage_small(ck_dtype dt, int in, const float *x, int ldx, in
 }
 
 void ck_avx2_prepare(ck_dtype dt, int in, const float *x, int ldx, int n, float *buf, ck_xprep *px) {
-    px->small = dt != CK_I8 && ck_avx2_use_small(n);
-    px->row_scales = NULL;
+    px->small = !ck_dt_quantized(dt) && ck_avx2_use_small(n);
+    px->scales = NULL;
     px->xs = x;
     px->xs_ld = (size_t)ldx;
     px->xp = NULL;
@@ -598,7 +631,7 @@ int ck_avx2_range(ck_dtype dt, const void *W, int in, const float *x, int ldx, c
         small_range(dt, W, in, px->xs, px->xs_ld, n, y, (size_t)ldy, o0, o1, vacc, wt);
         return 0;
     }
-    return gemm_range(dt, W, px->row_scales, in, px->xp, n, y, (size_t)ldy, o0, o1, s);
+    return gemm_range(dt, W, px->scales, in, px->xp, n, y, (size_t)ldy, o0, o1, s);
 }
 
 // ============================================================================================

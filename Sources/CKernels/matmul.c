@@ -120,7 +120,7 @@ typedef struct {
     int ldy;
     int simd;
     ck_xprep px;
-    _Atomic int failed; // CK_I8: a task could not get its scratch (no scalar fallback here)
+    _Atomic int failed; // quantised dtypes: a task could not get its scratch (no scalar fallback here)
 } mm_job;
 
 static void split_rows(int out, int tid, int nth, int *a, int *b) {
@@ -142,7 +142,7 @@ static void mm_task(void *ctx, int tid, int nth) {
         if (s && ck_avx2_range(j->dt, j->W, j->in, j->x, j->ldx, &j->px, j->n, j->y, j->ldy, o0, o1, s) == 0)
             return;
     }
-    if (j->dt == CK_I8) { atomic_store(&j->failed, 1); return; }
+    if (ck_dt_quantized(j->dt)) { atomic_store(&j->failed, 1); return; }
     ck_scalar_range(j->dt, j->W, j->in, j->x, j->ldx, j->n, j->y, j->ldy, o0, o1);
 }
 
@@ -161,18 +161,18 @@ void ck_matmul(ck_dtype dt, const void *W, int out, int in, const float *x, int 
     (void)ck_matmul_scaled(dt, W, NULL, out, in, x, ldx, n, y, ldy);
 }
 
-int ck_matmul_scaled(ck_dtype dt, const void *W, const float *row_scales, int out, int in, const float *x, int ldx,
+int ck_matmul_scaled(ck_dtype dt, const void *W, const void *scales, int out, int in, const float *x, int ldx,
                      int n, float *y, int ldy) {
     if (n <= 0 || out <= 0) return 0;
     if (in <= 0) { zero_rows(y, ldy, n, 0, out); return 0; }
-    if (dt == CK_I8 && !ck_simd_level()) return -1;
+    if (ck_dt_quantized(dt) && !ck_simd_level()) return -1;
     int nth = ck_pool_threads();
     int max_chunks = (out + CK_ROW_ALIGN - 1) / CK_ROW_ALIGN;
     if ((size_t)out * (size_t)in < CK_PAR_MIN_ELEMS) nth = 1;
     if (nth > max_chunks) nth = max_chunks;
     if (nth <= 1 || ck_pool_in_task()) {
-        if (dt != CK_I8) { ck_matmul_range(dt, W, out, in, x, ldx, n, y, ldy, 0, out); return 0; }
-        nth = 1; // CK_I8: the job below runs on this thread alone
+        if (!ck_dt_quantized(dt)) { ck_matmul_range(dt, W, out, in, x, ldx, n, y, ldy, 0, out); return 0; }
+        nth = 1; // quantised: the job below runs on this thread alone
     }
     mm_job j = {dt, W, out, in, x, ldx, n, y, ldy, 0, {0}, 0};
     int locked = 0;
@@ -188,11 +188,11 @@ int ck_matmul_scaled(ck_dtype dt, const void *W, const float *row_scales, int ou
         }
         if (j.simd) {
             ck_avx2_prepare(dt, in, x, ldx, n, buf, &j.px);
-            j.px.row_scales = row_scales;
+            j.px.scales = scales;
             if (!j.px.small) { if (nth <= 1) pack_task(&j, 0, 1); else ck_pool_run(pack_task, &j, nth); }
         }
     }
-    if (dt == CK_I8 && !j.simd) {
+    if (ck_dt_quantized(dt) && !j.simd) {
         if (locked) pthread_mutex_unlock(&g_prep_mu);
         return -1;
     }

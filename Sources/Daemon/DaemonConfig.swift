@@ -133,7 +133,7 @@ public struct DaemonConfig: Sendable {
                             p.add("models.\(name).weights", "the same weights as the other entries for \(key) (\(other.rawValue))", format.rawValue)
                         }
                         config.modelWeights[key] = format
-                    case let w?: p.add("models.\(name).weights", "stored or int8", w.description)
+                    case let w?: p.add("models.\(name).weights", "stored, int8 or q4", w.description)
                     }
                 } else {
                     p.add("models.\(name)", "a model folder path, or a mapping with path: and weights:", v.description)

@@ -1,52 +1,77 @@
 import CKernels
 import Foundation
 
-/// An int8 copy of a weight matrix with one f32 scale per row, for speculative drafting: a draft
-/// only proposes tokens that the exact weights then verify, so it may read half the bytes.
+/// A quantised copy of a weight matrix: the weights of an `.int8` or `.q4` model, or the cheaper
+/// copy a speculative draft reads (a draft only proposes tokens that the model's own weights then
+/// verify, so it may read fewer bytes).
 // `@unchecked Sendable`: written once in init, read-only afterwards (shared by every job on the model).
 public final class QuantizedMatrix: @unchecked Sendable {
+    /// `.int8` or `.q4` (never `.stored`).
+    public let format: WeightFormat
     public let rows: Int
     public let cols: Int
-    /// (rows, cols) int8, row-major.
-    let values: UnsafeMutablePointer<Int8>
-    /// (rows) f32: row r of the matrix ≈ scales[r] · values[r].
-    let scales: FloatBuffer
+    /// `.int8`: (rows, cols) int8, row-major (ck_q8.h). `.q4`: (rows, ⌈cols / 64⌉ · 32) bytes of
+    /// nibbles (ck_q4.h's layout). 64-byte aligned.
+    let values: UnsafeMutableRawPointer
+    /// `.int8`: (rows) f32, row r ≈ scales[r] · values[r]. `.q4`: (rows, blocks) f16 block scales.
+    let scales: UnsafeMutableRawPointer
+    let valueBytes: Int
+    let scaleBytes: Int
 
-    public var byteCount: Int { rows * cols + rows * 4 }
+    public var byteCount: Int { valueBytes + scaleBytes }
+
+    /// Bytes of values and of scales of a (rows, cols) matrix in `format`, and the shapes a
+    /// quantised folder stores them in (values, scales).
+    static func layout(_ format: WeightFormat, rows: Int, cols: Int) -> (valueShape: [Int], scaleShape: [Int], valueBytes: Int, scaleBytes: Int) {
+        switch format {
+        case .q4:
+            let blocks = (cols + Int(CK_Q4_BLOCK) - 1) / Int(CK_Q4_BLOCK)
+            let rowBytes = (cols + Int(CK_Q4_GROUP) - 1) / Int(CK_Q4_GROUP) * Int(CK_Q4_GROUP_BYTES)
+            return ([rows, rowBytes], [rows, blocks], rows * rowBytes, rows * blocks * 2)
+        default:
+            precondition(format == .int8, "no quantised layout for \(format)")
+            return ([rows, cols], [rows], rows * cols, rows * 4)
+        }
+    }
+
+    private init(format: WeightFormat, rows: Int, cols: Int) {
+        self.format = format
+        self.rows = rows
+        self.cols = cols
+        let l = Self.layout(format, rows: rows, cols: cols)
+        (valueBytes, scaleBytes) = (l.valueBytes, l.scaleBytes)
+        values = .allocate(byteCount: max(1, valueBytes), alignment: 64)
+        scales = .allocate(byteCount: max(1, scaleBytes), alignment: 64)
+    }
 
     /// A matrix of a quantised folder, copied out of its mapping (whose pages are released after),
     /// so that a quantised folder and quantise-on-load hold the same anonymous memory, which the
     /// model budget counts, and a rewritten model file cannot pull pages from under a running
     /// model. The copy costs little: 0.56 s to load the 1.24 GB of the 1B stand-in from the page
-    /// cache, against 2.5 s to quantise it. `source`: the mapped I8 tensor `values` points into,
-    /// whose pages are released band by band as they are copied (so the copy never holds both of a
-    /// large matrix at once).
-    init(rows: Int, cols: Int, copying values: UnsafePointer<Int8>, scales: UnsafePointer<Float>, source: WeightMatrix) {
-        self.rows = rows
-        self.cols = cols
-        self.values = UnsafeMutablePointer<Int8>.allocate(capacity: rows * cols)
-        let band = max(1, (16 << 20) / max(1, cols))
+    /// cache, against 2.5 s to quantise it. `source`: the mapped values tensor, whose pages are
+    /// released band by band as they are copied (so the copy never holds both of a large matrix at
+    /// once); `scales` the mapped scales, `layout(format, …).scaleBytes` of them.
+    convenience init(format: WeightFormat, rows: Int, cols: Int, copying source: WeightMatrix, scales: UnsafeRawPointer) {
+        self.init(format: format, rows: rows, cols: cols)
+        let rowBytes = valueBytes / max(1, rows)
+        let band = max(1, (16 << 20) / max(1, rowBytes))
         for start in stride(from: 0, to: rows, by: band) {
             let end = min(rows, start + band)
-            (self.values + start * cols).update(from: values + start * cols, count: (end - start) * cols)
+            (values + start * rowBytes).copyMemory(from: source.data + start * rowBytes, byteCount: (end - start) * rowBytes)
             source.releasePages(rows: start..<end)
         }
-        self.scales = FloatBuffer(count: rows)
-        self.scales.pointer.update(from: scales, count: rows)
+        self.scales.copyMemory(from: scales, byteCount: scaleBytes)
     }
 
-    /// `releasingSource`: drop the stored pages of each band of rows once it is quantised, so that a
-    /// model quantised at load never holds much more than its int8 copy (the 128k-row head alone is
-    /// half a gigabyte of bf16).
-    init(_ w: WeightMatrix, releasingSource: Bool = false) {
-        rows = w.rows
-        cols = w.cols
-        values = UnsafeMutablePointer<Int8>.allocate(capacity: rows * cols)
-        scales = FloatBuffer(count: rows)
-        struct Job { let w: WeightMatrix; let q: UnsafeMutablePointer<Int8>; let s: UnsafeMutablePointer<Float>; var r0: Int; var r1: Int }
+    /// Quantises `w` (ck_q8.h or ck_q4.h). `releasingSource`: drop the stored pages of each band
+    /// of rows once it is quantised, so that a model quantised at load never holds much more than
+    /// its quantised copy (the 128k-row head alone is half a gigabyte of bf16).
+    convenience init(_ w: WeightMatrix, format: WeightFormat, releasingSource: Bool = false) {
+        self.init(format: format, rows: w.rows, cols: w.cols)
+        struct Job { let w: WeightMatrix; let q4: Bool; let q: UnsafeMutableRawPointer; let s: UnsafeMutableRawPointer; var r0: Int; var r1: Int }
         // Bands of about 16 MiB of stored rows, each split over the kernel threads.
         let band = max(1, (16 << 20) / max(1, cols * w.dtype.byteSize))
-        var job = Job(w: w, q: values, s: scales.pointer, r0: 0, r1: 0)
+        var job = Job(w: w, q4: format == .q4, q: values, s: scales, r0: 0, r1: 0)
         for start in stride(from: 0, to: rows, by: band) {
             job.r0 = start
             job.r1 = min(rows, start + band)
@@ -55,14 +80,34 @@ public final class QuantizedMatrix: @unchecked Sendable {
                     let job = ctx!.assumingMemoryBound(to: Job.self).pointee
                     let n = job.r1 - job.r0
                     let r0 = Int32(job.r0 + n * Int(tid) / Int(nth)), r1 = Int32(job.r0 + n * Int(tid + 1) / Int(nth))
-                    ck_q8_quantize_rows(job.w.dtype.kernelType, job.w.data, Int32(job.w.cols), job.q, job.s, r0, r1)
+                    if job.q4 {
+                        ck_q4_quantize_rows(job.w.dtype.kernelType, job.w.data, Int32(job.w.cols), job.q.assumingMemoryBound(to: UInt8.self),
+                                            job.s.assumingMemoryBound(to: UInt16.self), r0, r1)
+                    } else {
+                        ck_q8_quantize_rows(job.w.dtype.kernelType, job.w.data, Int32(job.w.cols), job.q.assumingMemoryBound(to: Int8.self),
+                                            job.s.assumingMemoryBound(to: Float.self), r0, r1)
+                    }
                 }, ptr)
             }
             if releasingSource { w.releasePages(rows: job.r0..<job.r1) }
         }
     }
 
-    deinit { values.deallocate() }
+    /// y[t·ldy + o] = row t of x times row o of this matrix, t < n (ck_matmul_q8 / ck_matmul_q4).
+    func multiply(_ x: UnsafePointer<Float>, ldx: Int, n: Int, into y: UnsafeMutablePointer<Float>, ldy: Int) {
+        if format == .q4 {
+            ck_matmul_q4(values.assumingMemoryBound(to: UInt8.self), scales.assumingMemoryBound(to: UInt16.self), Int32(rows), Int32(cols),
+                         x, Int32(ldx), Int32(n), y, Int32(ldy))
+        } else {
+            ck_matmul_q8(values.assumingMemoryBound(to: Int8.self), scales.assumingMemoryBound(to: Float.self), Int32(rows), Int32(cols),
+                         x, Int32(ldx), Int32(n), y, Int32(ldy))
+        }
+    }
+
+    deinit {
+        values.deallocate()
+        scales.deallocate()
+    }
 }
 
 /// Which copy of the weights a pass reads.
@@ -70,24 +115,33 @@ public enum WeightPrecision: String, Sendable, CaseIterable {
     /// The model's own weights (its `WeightFormat`): what verification and every non-draft use
     /// must apply.
     case exact
-    /// int8 copies (built on first use, shared by every job on the model): for drafts only. On a
-    /// model loaded as `.int8` these are the model's own weights, so `.exact` and `.int8` agree.
+    /// int8 copies (built on first use, shared by every job on the model): for drafts only.
     case int8
+    /// 4-bit copies (ck_q4.h), likewise for drafts only.
+    case q4
 }
 
 /// The weights a model's passes read as its own (`WeightPrecision.exact`): what autoregressive
 /// decoding and verification apply, so self-speculation reproduces decoding with these weights.
+/// Every matrix of the decoder layers and the LM head is quantised at load time (`.int8`, `.q4`)
+/// and the stored pages of those matrices released once quantised; the embedding table stays as
+/// stored (a lookup reads one row).
 public enum WeightFormat: String, Sendable, CaseIterable {
     /// As stored in the safetensors files (bf16, f16 or f32).
     case stored
-    /// Every matrix of the decoder layers and the LM head quantised at load time to int8 with one
-    /// f32 scale per row (`QuantizedMatrix`, the arithmetic of `ck_q8.h`); the stored pages of
-    /// those matrices are released once quantised. The embedding table stays as stored (a lookup
-    /// reads one row).
+    /// int8 with one f32 scale per row (the arithmetic of `ck_q8.h`). Per row rather than per
+    /// block of 32: the decode kernel then needs one multiply per row instead of one per block, and
+    /// last-layer accuracy moved by 0.01 points only (model card).
     case int8
+    /// 4-bit blocks of 32 weights with an f16 scale each, 4.5 bits a weight (`ck_q4.h`).
+    /// Activations are quantised to int8 per block of 32 for its products.
+    case q4
+
+    /// Bytes per weight, for ordering: a draft never reads more than the model's own weights.
+    var cost: Int { self == .stored ? 16 : self == .int8 ? 8 : 4 }
 }
 
-/// int8 copies of one decoder layer's matrices (norm weights stay as stored).
+/// Quantised copies of one decoder layer's matrices, all in one format (norm weights stay as stored).
 // `@unchecked Sendable`: immutable `let`s of read-only matrices.
 public final class QuantizedLayer: @unchecked Sendable {
     let q, k, v, o, gate, up, down: QuantizedMatrix
@@ -95,73 +149,75 @@ public final class QuantizedLayer: @unchecked Sendable {
          up: QuantizedMatrix, down: QuantizedMatrix) {
         (self.q, self.k, self.v, self.o, self.gate, self.up, self.down) = (q, k, v, o, gate, up, down)
     }
-    init(_ w: LayerWeights, releasingSource: Bool = false) {
-        q = QuantizedMatrix(w.q, releasingSource: releasingSource)
-        k = QuantizedMatrix(w.k, releasingSource: releasingSource)
-        v = QuantizedMatrix(w.v, releasingSource: releasingSource)
-        o = QuantizedMatrix(w.o, releasingSource: releasingSource)
-        gate = QuantizedMatrix(w.gate, releasingSource: releasingSource)
-        up = QuantizedMatrix(w.up, releasingSource: releasingSource)
-        down = QuantizedMatrix(w.down, releasingSource: releasingSource)
+    init(_ w: LayerWeights, format: WeightFormat, releasingSource: Bool = false) {
+        func make(_ m: WeightMatrix) -> QuantizedMatrix { QuantizedMatrix(m, format: format, releasingSource: releasingSource) }
+        (q, k, v, o, gate, up, down) = (make(w.q), make(w.k), make(w.v), make(w.o), make(w.gate), make(w.up), make(w.down))
     }
     public var byteCount: Int { [q, k, v, o, gate, up, down].reduce(0) { $0 + $1.byteCount } }
 }
 
 extension LlamaModel {
-    /// The LM head's int8 copy, made once per model on first use.
-    public var int8Head: QuantizedMatrix {
+    /// The LM head's copy in `format` (`.int8` or `.q4`), made once per model on first use (on a
+    /// model of that format: its own head, made at load).
+    public func quantizedHead(_ format: WeightFormat) -> QuantizedMatrix {
         derivedLock.lock()
         defer { derivedLock.unlock() }
-        if let head = derived.int8Head { return head }
-        let head = QuantizedMatrix(weights.lmHead)
-        derived.int8Head = head
+        if let head = derived.heads[format] { return head }
+        let head = QuantizedMatrix(weights.lmHead, format: format)
+        derived.heads[format] = head
         return head
     }
 
-    /// int8 copies of layer l's matrices, made once per model on first use.
-    public func int8Layer(_ l: Int) -> QuantizedLayer {
+    /// Layer l's matrices in `format`, made once per model on first use.
+    public func quantizedLayer(_ l: Int, _ format: WeightFormat) -> QuantizedLayer {
         derivedLock.lock()
         defer { derivedLock.unlock() }
-        if let layer = derived.int8Layers[l] { return layer }
-        let layer = QuantizedLayer(weights.layers[l])
-        derived.int8Layers[l] = layer
+        if let layer = derived.layers[format]?[l] { return layer }
+        let layer = QuantizedLayer(weights.layers[l], format: format)
+        derived.layers[format, default: [:]][l] = layer
         return layer
     }
 
-    /// Bytes held by the int8 copies made so far (memory a draft precision costs).
-    /// The format's precision for a pass that asks for `p`: on an int8 model every pass reads the
-    /// int8 weights.
-    func resolved(_ p: WeightPrecision) -> WeightPrecision { format == .int8 ? .int8 : p }
+    /// The weights a pass that asks for `p` reads: `.exact` is the model's format; a draft
+    /// precision is honoured unless it would read more bytes than the model's own weights (int8
+    /// drafts on a q4 model read the q4 weights).
+    public func weightsRead(by p: WeightPrecision) -> WeightFormat {
+        let asked: WeightFormat = p == .exact ? format : p == .int8 ? .int8 : .q4
+        return asked.cost < format.cost ? asked : format
+    }
 
-    /// Quantises every layer and the head (an `.int8` model, at load): rows split over the kernel
-    /// threads, one matrix at a time, each matrix's stored pages released right after, so the
-    /// resident set never holds much more than the int8 copy.
+    /// Quantises every layer and the head into the model's format (at load): rows split over the
+    /// kernel threads, one matrix at a time, each matrix's stored pages released right after, so
+    /// the resident set never holds much more than the quantised copy.
     func quantizeAll() {
         derivedLock.lock()
         defer { derivedLock.unlock() }
         if let stored = weights.quantized { // a quantised folder: its matrices, as loaded
-            for (l, layer) in stored.layers.enumerated() { derived.int8Layers[l] = layer }
-            derived.int8Head = stored.head
+            for (l, layer) in stored.layers.enumerated() { derived.layers[format, default: [:]][l] = layer }
+            derived.heads[format] = stored.head
             return
         }
-        for l in 0..<config.layerCount where derived.int8Layers[l] == nil {
-            derived.int8Layers[l] = QuantizedLayer(weights.layers[l], releasingSource: true)
+        for l in 0..<config.layerCount where derived.layers[format]?[l] == nil {
+            derived.layers[format, default: [:]][l] = QuantizedLayer(weights.layers[l], format: format, releasingSource: true)
         }
-        if derived.int8Head == nil {
-            derived.int8Head = QuantizedMatrix(weights.lmHead, releasingSource: true)
+        if derived.heads[format] == nil {
+            derived.heads[format] = QuantizedMatrix(weights.lmHead, format: format, releasingSource: true)
         }
     }
 
+    /// Bytes held by the quantised copies made so far: a quantised model's own weights, plus what
+    /// draft precisions cost.
     public var derivedByteCount: Int {
         derivedLock.lock()
         defer { derivedLock.unlock() }
-        return (derived.int8Head?.byteCount ?? 0) + derived.int8Layers.values.reduce(0) { $0 + $1.byteCount }
+        return derived.heads.values.reduce(0) { $0 + $1.byteCount }
+            + derived.layers.values.reduce(0) { $0 + $1.values.reduce(0) { $0 + $1.byteCount } }
     }
 }
 
 /// Weight copies derived from the stored ones on demand (guarded by LlamaModel.derivedLock).
 // `@unchecked Sendable`: both fields are read and written under LlamaModel.derivedLock only.
 final class DerivedWeights: @unchecked Sendable {
-    var int8Head: QuantizedMatrix?
-    var int8Layers: [Int: QuantizedLayer] = [:]
+    var heads: [WeightFormat: QuantizedMatrix] = [:]
+    var layers: [WeightFormat: [Int: QuantizedLayer]] = [:]
 }

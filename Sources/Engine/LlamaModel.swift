@@ -23,7 +23,7 @@ public final class LlamaModel: @unchecked Sendable {
 
     /// Loads `config.json` and the safetensors weights of a Hugging Face model folder.
     /// `maxPositions` caps the context (default: the config's max_position_embeddings, at most 8192).
-    /// `format: .int8` quantises every matrix here, before returning. A folder written by
+    /// `format: .int8` or `.q4` quantises every matrix here, before returning. A folder written by
     /// `layerskip quantize` (config `layerskip_weights`) is mapped as it is, in its own format.
     public init(directory: URL, format: WeightFormat = .stored, maxPositions: Int? = nil) throws {
         self.directory = directory
@@ -37,16 +37,16 @@ public final class LlamaModel: @unchecked Sendable {
         weights = try ModelWeights.load(directory: directory, config: config)
         self.maxPositions = maxPositions ?? min(config.maxPositionEmbeddings, 8192)
         rope = RoPETable(parameters: config.rope, headDim: config.headDim, maxPositions: self.maxPositions)
-        if self.format == .int8 { quantizeAll() }
+        if self.format != .stored { quantizeAll() }
     }
 
     /// Bytes of weights the passes read and keep resident: the stored tensors, or for an int8
-    /// model its int8 copies and scales plus the stored norms (the embedding rows a lookup faults
-    /// in are not counted).
+    /// model its quantised copies and scales plus the stored norms (the embedding rows a lookup
+    /// faults in are not counted).
     public var weightBytes: Int {
         switch format {
         case .stored: return weights.byteCount
-        case .int8:
+        case .int8, .q4:
             let norms = weights.finalNorm.byteCount + weights.layers.reduce(0) { $0 + $1.inputNorm.byteCount + $1.postAttentionNorm.byteCount }
             return derivedByteCount + norms
         }
@@ -91,8 +91,9 @@ public final class LlamaModel: @unchecked Sendable {
     /// `positions.upperBound`. Weights are read once per pass whatever the number of positions.
     /// A one-segment `run(_:scratch:logits:)`: the same forward loop as a batched pass.
     ///
-    /// `precision: .int8` reads int8 copies of the layers' matrices (speculative drafts only): the
-    /// K/V it writes are approximations that verification must overwrite.
+    /// `precision: .int8` / `.q4` reads quantised copies of the layers' matrices (speculative
+    /// drafts only, `weightsRead(by:)`): the K/V it writes are approximations that verification
+    /// must overwrite.
     public func forward(_ h: Activations, layers: Range<Int>, positions: Range<Int>, cache: KVCache,
                         precision: WeightPrecision = .exact) {
         let n = positions.count

@@ -14,7 +14,8 @@ public struct ModelConfig: Sendable, Equatable {
     public var vocabSize: Int
     public var tieWordEmbeddings: Bool
     /// `layerskip_weights` (written by `layerskip quantize`): the folder's matrices are already in
-    /// this format (`.int8`: I8 tensors with per-row `.weight_scale`s); absent: `.stored`.
+    /// this format (`.int8`: I8 tensors with per-row `.weight_scale`s; `.q4`: U8 nibbles with F16
+    /// block scales); absent: `.stored`.
     public var storedFormat: WeightFormat = .stored
     public var bosTokenId: Int?
     public var eosTokenIds: [Int]
@@ -153,7 +154,7 @@ extension ModelConfig {
         if let value = json["layerskip_weights"], !(value is NSNull) {
             guard let name = value as? String, let format = WeightFormat(rawValue: name), format != .stored else {
                 throw ModelError(.invalidField, file: file, subject: "layerskip_weights",
-                                 "expected \"int8\" (a folder written by layerskip quantize), found \(JSONFields.describe(value))")
+                                 "expected \"int8\" or \"q4\" (a folder written by layerskip quantize), found \(JSONFields.describe(value))")
             }
             storedFormat = format
         }

@@ -182,11 +182,16 @@ extension LlamaModel {
         let fullCount = s.active.firstIndex { segments[$0.segment].keysAndValuesOnly } ?? s.active.count
         let fullRows = fullCount < s.active.count ? s.active[fullCount].row : rows
         let w = weights.layers[l]
-        let needsInt8 = s.active.contains { resolved(segments[$0.segment].precision) == .int8 }
-        let q8 = needsInt8 ? int8Layer(l) : nil
+        // The quantised copies this layer's segments read, by format (at most two: a quantised
+        // model's own and a cheaper draft copy).
+        var quantized: [WeightFormat: QuantizedLayer] = [:]
+        for (i, _) in s.active {
+            let f = weightsRead(by: segments[i].precision)
+            if f != .stored, quantized[f] == nil { quantized[f] = quantizedLayer(l, f) }
+        }
 
         /// y = x·Wᵀ over the packed rows of active[0..<upTo], in calls formed by the rule above.
-        func product(_ m: WeightMatrix, _ quantized: QuantizedMatrix?, upTo: Int, _ x: UnsafePointer<Float>, ldx: Int,
+        func product(_ m: WeightMatrix, _ pick: (QuantizedLayer) -> QuantizedMatrix, upTo: Int, _ x: UnsafePointer<Float>, ldx: Int,
                      _ y: UnsafeMutablePointer<Float>, ldy: Int) {
             var a = 0
             while a < upTo {
@@ -196,16 +201,15 @@ extension LlamaModel {
                 if first.count <= uniformMax {
                     while b < upTo {
                         let next = segments[s.active[b].segment]
-                        guard next.count <= uniformMax, resolved(next.precision) == resolved(first.precision),
+                        guard next.count <= uniformMax, weightsRead(by: next.precision) == weightsRead(by: first.precision),
                               n + next.count <= uniformMax else { break }
                         n += next.count
                         b += 1
                     }
                 }
                 let row = s.active[a].row
-                if resolved(first.precision) == .int8, let quantized {
-                    ck_matmul_q8(quantized.values, quantized.scales.pointer, Int32(m.rows), Int32(m.cols), x + row * ldx, Int32(ldx),
-                                 Int32(n), y + row * ldy, Int32(ldy))
+                if let layer = quantized[weightsRead(by: first.precision)] {
+                    pick(layer).multiply(x + row * ldx, ldx: ldx, n: n, into: y + row * ldy, ldy: ldy)
                 } else {
                     ck_matmul(m.dtype.kernelType, m.data, Int32(m.rows), Int32(m.cols), x + row * ldx, Int32(ldx), Int32(n),
                               y + row * ldy, Int32(ldy))
@@ -220,8 +224,8 @@ extension LlamaModel {
             ck_rmsnorm(seg.hidden, w.inputNorm.data, w.inputNorm.dtype.kernelType, c.rmsNormEps, Int32(hd), Int32(seg.count),
                        s.normed.pointer + row * hd)
         }
-        product(w.k, q8?.k, upTo: s.active.count, s.normed.pointer, ldx: hd, s.keys.pointer, ldy: c.kvDim)
-        product(w.v, q8?.v, upTo: s.active.count, s.normed.pointer, ldx: hd, s.values.pointer, ldy: c.kvDim)
+        product(w.k, \.k, upTo: s.active.count, s.normed.pointer, ldx: hd, s.keys.pointer, ldy: c.kvDim)
+        product(w.v, \.v, upTo: s.active.count, s.normed.pointer, ldx: hd, s.values.pointer, ldy: c.kvDim)
         for (i, row) in s.active {
             let seg = segments[i]
             let cache = seg.cache!
@@ -234,7 +238,7 @@ extension LlamaModel {
             }
         }
         if fullCount > 0 {
-            product(w.q, q8?.q, upTo: fullCount, s.normed.pointer, ldx: hd, s.query.pointer, ldy: c.qDim)
+            product(w.q, \.q, upTo: fullCount, s.normed.pointer, ldx: hd, s.query.pointer, ldy: c.qDim)
             for (i, row) in s.active[0..<fullCount] {
                 let seg = segments[i]
                 let cache = seg.cache!
@@ -247,7 +251,7 @@ extension LlamaModel {
                                  Int32(p + 1), s.attention.pointer + (row + r) * c.qDim, s.scores.pointer)
                 }
             }
-            product(w.o, q8?.o, upTo: fullCount, s.attention.pointer, ldx: c.qDim, s.normed.pointer, ldy: hd)
+            product(w.o, \.o, upTo: fullCount, s.attention.pointer, ldx: c.qDim, s.normed.pointer, ldy: hd)
             for (i, row) in s.active[0..<fullCount] {
                 let seg = segments[i]
                 ck_add(seg.hidden, s.normed.pointer + row * hd, seg.count * hd)
@@ -259,10 +263,10 @@ extension LlamaModel {
                 ck_rmsnorm(seg.hidden, w.postAttentionNorm.data, w.postAttentionNorm.dtype.kernelType, c.rmsNormEps, Int32(hd),
                            Int32(seg.count), s.normed.pointer + row * hd)
             }
-            product(w.gate, q8?.gate, upTo: fullCount, s.normed.pointer, ldx: hd, s.gate.pointer, ldy: c.intermediateSize)
-            product(w.up, q8?.up, upTo: fullCount, s.normed.pointer, ldx: hd, s.up.pointer, ldy: c.intermediateSize)
+            product(w.gate, \.gate, upTo: fullCount, s.normed.pointer, ldx: hd, s.gate.pointer, ldy: c.intermediateSize)
+            product(w.up, \.up, upTo: fullCount, s.normed.pointer, ldx: hd, s.up.pointer, ldy: c.intermediateSize)
             ck_silu_mul(s.gate.pointer, s.up.pointer, fullRows * c.intermediateSize)
-            product(w.down, q8?.down, upTo: fullCount, s.gate.pointer, ldx: c.intermediateSize, s.normed.pointer, ldy: hd)
+            product(w.down, \.down, upTo: fullCount, s.gate.pointer, ldx: c.intermediateSize, s.normed.pointer, ldy: hd)
             for (i, row) in s.active[0..<fullCount] {
                 let seg = segments[i]
                 ck_add(seg.hidden, s.normed.pointer + row * hd, seg.count * hd)
@@ -283,7 +287,11 @@ extension LlamaModel {
             ck_rmsnorm(seg.hidden + seg.headRows.lowerBound * hd, weights.finalNorm.data, weights.finalNorm.dtype.kernelType,
                        config.rmsNormEps, Int32(hd), Int32(seg.headRows.count), s.normed.pointer + seg.firstLogitsRow * hd)
         }
-        let int8Head = segments.contains { !$0.headRows.isEmpty && resolved($0.headPrecision) == .int8 } ? self.int8Head : nil
+        var heads: [WeightFormat: QuantizedMatrix] = [:]
+        for seg in segments where !seg.headRows.isEmpty {
+            let f = weightsRead(by: seg.headPrecision)
+            if f != .stored, heads[f] == nil { heads[f] = quantizedHead(f) }
+        }
         var a = 0
         while a < segments.count {
             let first = segments[a]
@@ -294,7 +302,7 @@ extension LlamaModel {
                 while b < segments.count {
                     let next = segments[b]
                     if next.headRows.isEmpty { b += 1; continue }
-                    guard next.headRows.count <= uniformMax, resolved(next.headPrecision) == resolved(first.headPrecision),
+                    guard next.headRows.count <= uniformMax, weightsRead(by: next.headPrecision) == weightsRead(by: first.headPrecision),
                           n + next.headRows.count <= uniformMax else { break }
                     n += next.headRows.count
                     b += 1
@@ -303,8 +311,8 @@ extension LlamaModel {
             let row = first.firstLogitsRow
             let x = s.normed.pointer + row * hd
             let y = logits.values.pointer + row * V
-            if resolved(first.headPrecision) == .int8, let q = int8Head {
-                ck_matmul_q8(q.values, q.scales.pointer, Int32(q.rows), Int32(q.cols), x, Int32(hd), Int32(n), y, Int32(V))
+            if let q = heads[weightsRead(by: first.headPrecision)] {
+                q.multiply(x, ldx: hd, n: n, into: y, ldy: V)
             } else {
                 let m = weights.lmHead
                 ck_matmul(m.dtype.kernelType, m.data, Int32(m.rows), Int32(m.cols), x, Int32(hd), Int32(n), y, Int32(V))

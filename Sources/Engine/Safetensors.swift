@@ -8,25 +8,27 @@ import Glibc
 
 /// Element type of a stored tensor, as named in the safetensors header.
 public enum DType: String, Sendable {
-    /// I8 holds the matrices of a folder that `layerskip quantize` wrote (with a `.weight_scale`
-    /// F32 tensor of one scale per row beside each); the engine computes with it only there.
-    case f32 = "F32", f16 = "F16", bf16 = "BF16", i8 = "I8"
+    /// I8 and U8 hold the matrices of a folder that `layerskip quantize` wrote (int8: I8 with a
+    /// `.weight_scale` F32 tensor of one scale per row beside each; q4: U8 nibbles with F16 block
+    /// scales); the engine computes with them only there.
+    case f32 = "F32", f16 = "F16", bf16 = "BF16", i8 = "I8", u8 = "U8"
 
     public var byteSize: Int {
         switch self {
         case .f32: return 4
         case .f16, .bf16: return 2
-        case .i8: return 1
+        case .i8, .u8: return 1
         }
     }
     /// A float dtype the matrix kernels and conversions take as stored weights.
-    public var isFloat: Bool { self != .i8 }
+    public var isFloat: Bool { self != .i8 && self != .u8 }
     var kernelType: ck_dtype {
         switch self {
         case .f32: return CK_F32
         case .f16: return CK_F16
         case .bf16: return CK_BF16
         case .i8: return CK_I8
+        case .u8: return CK_Q4
         }
     }
 }

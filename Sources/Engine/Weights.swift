@@ -51,9 +51,9 @@ public struct ModelWeights: @unchecked Sendable {
     public let layers: [LayerWeights]
     public let finalNorm: WeightMatrix      /// (1, hidden)
     public let lmHead: WeightMatrix         /// (vocab, hidden); the embedding itself when tied
-    /// A quantised folder's int8 matrices (config `layerskip_weights: int8`), copied out; the
-    /// matrices above are then I8 views that only these read, and the head is always its own
-    /// tensor (`lm_head.weight`), tied or not. nil for a stored folder.
+    /// A quantised folder's matrices (config `layerskip_weights: int8` or `q4`), copied out; the
+    /// matrices above are then views of the mapped values that only these read, and the head is
+    /// always its own tensor (`lm_head.weight`), tied or not. nil for a stored folder.
     let quantized: (layers: [QuantizedLayer], head: QuantizedMatrix)?
     /// Keeps the mappings alive for as long as the views above are used.
     let files: [SafetensorsFile]
@@ -77,7 +77,7 @@ public struct ModelWeights: @unchecked Sendable {
         }
         let where_ = files.count == 1 ? files[0].path : directory.appendingPathComponent("model.safetensors.index.json").path
 
-        let int8Folder = config.storedFormat == .int8
+        let folderFormat = config.storedFormat
         /// A tensor of the expected shape; `dtypes` the ones allowed (the float ones unless given).
         func tensor(_ name: String, _ shape: [Int], dtypes: Set<DType> = [.f32, .f16, .bf16]) throws -> WeightMatrix {
             guard let view = byName[name] else {
@@ -87,8 +87,9 @@ public struct ModelWeights: @unchecked Sendable {
                 throw ModelError(.missingTensor, file: where_, subject: name, "tensor not found (expected shape \(shape))")
             }
             guard dtypes.contains(view.dtype) else {
-                let why = view.dtype == .i8 ? " (I8 matrices belong to a folder written by layerskip quantize, whose config.json says layerskip_weights: int8)"
-                    : int8Folder ? " (config.json says layerskip_weights: int8)" : ""
+                let why = !view.dtype.isFloat && folderFormat == .stored
+                    ? " (I8 and U8 matrices belong to a folder written by layerskip quantize, whose config.json says layerskip_weights: int8 or q4)"
+                    : folderFormat != .stored ? " (config.json says layerskip_weights: \(folderFormat.rawValue))" : ""
                 throw ModelError(.unsupportedDType, file: view.file, subject: name, "dtype \(view.dtype.rawValue) here: expected \(Self.names(dtypes))\(why)")
             }
             guard view.shape == shape else {
@@ -96,23 +97,30 @@ public struct ModelWeights: @unchecked Sendable {
             }
             return WeightMatrix(dtype: view.dtype, rows: shape[0], cols: shape.count > 1 ? shape[1] : 1, data: view.data)
         }
-        /// A matrix: as stored, or in a quantised folder its I8 values and F32 `…_scale` row scales
-        /// (finite and positive, as ck_q8_quantize_rows writes them).
+        /// A matrix: as stored, or in a quantised folder its values and `…_scale` scales in the
+        /// layout of `QuantizedMatrix.layout` (int8: I8 values, F32 row scales, finite and positive
+        /// as ck_q8_quantize_rows writes them; q4: U8 nibbles, F16 block scales, finite).
         var quantizedMatrices: [String: QuantizedMatrix] = [:]
         func matrix(_ name: String, _ shape: [Int]) throws -> WeightMatrix {
-            guard int8Folder else { return try tensor(name, shape) }
-            let m = try tensor(name, shape, dtypes: [.i8])
+            guard folderFormat != .stored else { return try tensor(name, shape) }
+            let l = QuantizedMatrix.layout(folderFormat, rows: shape[0], cols: shape[1])
+            let q4 = folderFormat == .q4
+            let m = try tensor(name, l.valueShape, dtypes: [q4 ? .u8 : .i8])
             let scaleName = name + "_scale"
-            let scales = try tensor(scaleName, [shape[0]], dtypes: [.f32])
-            let p = scales.data.assumingMemoryBound(to: Float.self)
-            for r in 0..<shape[0] where !(p[r].isFinite && p[r] > 0) {
-                throw ModelError(.invalidField, file: byName[scaleName]!.file, subject: scaleName,
-                                 "row \(r): scale \(p[r]) (expected a finite positive number)")
+            let scales = try tensor(scaleName, l.scaleShape, dtypes: [q4 ? .f16 : .f32])
+            let count = l.scaleShape.reduce(1, *)
+            for i in 0..<count {
+                let value = q4 ? Float(Float16(bitPattern: scales.data.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
+                    : scales.data.loadUnaligned(fromByteOffset: 4 * i, as: Float.self)
+                guard value.isFinite, q4 || value > 0 else {
+                    let at = q4 ? "row \(i / l.scaleShape[1]), block \(i % l.scaleShape[1])" : "row \(i)"
+                    throw ModelError(.invalidField, file: byName[scaleName]!.file, subject: scaleName,
+                                     "\(at): scale \(value) (expected a finite\(q4 ? "" : " positive") number)")
+                }
             }
-            quantizedMatrices[name] = QuantizedMatrix(rows: shape[0], cols: shape[1], copying: m.data.assumingMemoryBound(to: Int8.self),
-                                                      scales: p, source: m)
+            quantizedMatrices[name] = QuantizedMatrix(format: folderFormat, rows: shape[0], cols: shape[1], copying: m, scales: scales.data)
             scales.releasePages(rows: 0..<scales.rows)
-            return m
+            return WeightMatrix(dtype: m.dtype, rows: shape[0], cols: shape[1], data: m.data)
         }
         func vector(_ name: String, _ n: Int) throws -> WeightMatrix {
             let m = try tensor(name, [n])
@@ -136,10 +144,10 @@ public struct ModelWeights: @unchecked Sendable {
                 down: try matrix(p + "mlp.down_proj.weight", [c.hiddenSize, c.intermediateSize])))
         }
         let finalNorm = try vector("model.norm.weight", c.hiddenSize)
-        // A quantised folder always carries the head's int8 copy; the embedding stays as stored.
-        let lmHead = c.tieWordEmbeddings && !int8Folder ? embedding : try matrix("lm_head.weight", [c.vocabSize, c.hiddenSize])
+        // A quantised folder always carries the head's quantised copy; the embedding stays as stored.
+        let lmHead = c.tieWordEmbeddings && folderFormat == .stored ? embedding : try matrix("lm_head.weight", [c.vocabSize, c.hiddenSize])
         var quantized: (layers: [QuantizedLayer], head: QuantizedMatrix)?
-        if int8Folder {
+        if folderFormat != .stored {
             let q = quantizedMatrices
             quantized = ((0..<c.layerCount).map { l in
                 let p = "model.layers.\(l)."
@@ -153,7 +161,7 @@ public struct ModelWeights: @unchecked Sendable {
     }
 
     static func names(_ dtypes: Set<DType>) -> String {
-        let sorted = [DType.f32, .f16, .bf16, .i8].filter { dtypes.contains($0) }.map(\.rawValue)
+        let sorted = [DType.f32, .f16, .bf16, .i8, .u8].filter { dtypes.contains($0) }.map(\.rawValue)
         return sorted.count == 1 ? sorted[0] : sorted.dropLast().joined(separator: ", ") + " or " + sorted.last!
     }
 

@@ -68,7 +68,7 @@ final class GenerateAndTokenizeCLITests: XCTestCase {
 
         let badWeights = try CLI.run(["generate", "--model", dir, "--weights", "int4", "hi"])
         XCTAssertEqual(badWeights.status, 2)
-        XCTAssertTrue(badWeights.stderr.contains("--weights: expected stored, int8 or the checkpoint's dtype"), badWeights.stderr)
+        XCTAssertTrue(badWeights.stderr.contains("--weights: expected stored, int8, q4 or the checkpoint's dtype"), badWeights.stderr)
         let otherDType = try CLI.run(["generate", "--model", dir, "--weights", "bf16", "hi"])
         XCTAssertEqual(otherDType.status, 2)
         XCTAssertTrue(otherDType.stderr.contains("stores its weights as F32"), otherDType.stderr)
@@ -89,7 +89,8 @@ final class GenerateAndTokenizeCLITests: XCTestCase {
         XCTAssertNotNil(doctor.json?["openblas_core"] as? String, doctor.stdout)
     }
 
-    /// `quantize` writes a folder that `generate` maps as it is: the same tokens as --weights int8.
+    /// `quantize` writes a folder that `generate` maps as it is: the same tokens as --weights int8
+    /// (and q4).
     func testQuantizeWritesAFolderThatDecodesLikeInt8() throws {
         let source = CLI.fixtures.appendingPathComponent("tiny-spm-mha-bf16-sharded").path
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("layerskip-quantize-\(UUID().uuidString)")
@@ -108,7 +109,17 @@ final class GenerateAndTokenizeCLITests: XCTestCase {
         XCTAssertTrue(again.stderr.contains("exists and is not empty"), again.stderr)
         let badFormat = try CLI.run(["quantize", "--model", source, "--weights", "int4", "--out", out.path + "-x"])
         XCTAssertEqual(badFormat.status, 2)
-        XCTAssertTrue(badFormat.stderr.contains("only int8"), badFormat.stderr)
+        XCTAssertTrue(badFormat.stderr.contains("expected int8 or q4"), badFormat.stderr)
+
+        let q4Out = out.path + "-q4"
+        defer { try? FileManager.default.removeItem(atPath: q4Out) }
+        let q4 = try CLI.run(["quantize", "--model", source, "--weights", "q4", "--out", q4Out])
+        XCTAssertEqual(q4.status, 0, q4.stderr)
+        let q4Mapped = try CLI.run(["generate", "--model", q4Out] + args)
+        let q4OnLoad = try CLI.run(["generate", "--model", source, "--weights", "q4"] + args)
+        XCTAssertEqual(q4Mapped.status, 0, q4Mapped.stderr)
+        XCTAssertNotNil(q4Mapped.json?["tokens"] as? [Int], q4Mapped.stdout)
+        XCTAssertEqual(q4Mapped.json?["tokens"] as? [Int], q4OnLoad.json?["tokens"] as? [Int])
     }
 
     func testInitModelWritesALoadableFolder() throws {

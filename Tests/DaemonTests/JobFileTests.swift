@@ -133,10 +133,11 @@ final class JobFileTests: XCTestCase {
         let dir = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("c.yaml")
-        try "state_directory: s\nmodels:\n  a: {path: m, weights: int8}\n  b: n\n".write(to: file, atomically: true, encoding: .utf8)
+        try "state_directory: s\nmodels:\n  a: {path: m, weights: int8}\n  b: n\n  c: {path: o, weights: q4}\n".write(to: file, atomically: true, encoding: .utf8)
         let config = try DaemonConfig.load(from: file)
         XCTAssertEqual(config.models["a"]?.path, dir.appendingPathComponent("m").path)
-        XCTAssertEqual(config.modelWeights, [DaemonConfig.modelKey(dir.appendingPathComponent("m")): .int8])
+        XCTAssertEqual(config.modelWeights, [DaemonConfig.modelKey(dir.appendingPathComponent("m")): .int8,
+                                             DaemonConfig.modelKey(dir.appendingPathComponent("o")): .q4])
         for (bad, needle) in [("a: {path: m, weights: int4}", "models.a.weights"), ("a: {path: m, wieghts: int8}", "models.a.wieghts"),
                               ("a: {weights: int8}", "models.a.path"), ("a: {path: m, weights: int8}\n  b: m", "models.b"),
                               ("a: {path: m, weights: int8}\n  b: {path: m, weights: stored}", "models.b.weights")] {

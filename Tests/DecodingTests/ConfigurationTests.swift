@@ -24,7 +24,7 @@ final class ConfigurationTests: XCTestCase {
                        ["strategy.draft_confidence: expected only with adaptive: true, found a value"])
         XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "adaptive": .bool(true)]), [])
         XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "draft_precision": .string("fp4")]),
-                       ["strategy.draft_precision: expected one of exact, int8-head, int8, found \"fp4\""])
+                       ["strategy.draft_precision: expected one of exact, int8-head, int8, q4-head, q4, found \"fp4\""])
     }
 
     func testUnknownKeysAndStrategies() {

@@ -87,6 +87,23 @@ final class SamplingLosslessTests: XCTestCase {
         }
     }
 
+    /// On quantised weights the distribution to reproduce is the quantised model's own: 4-bit
+    /// drafts over int8 verification, and exact drafts on a q4 model.
+    func testSelfSpeculativeSamplingOnQuantizedWeightsMatchesTheirDistribution() throws {
+        let q4Drafts = StrategySpec(name: "self-speculative", options: ["exit_layer": .int(2), "speculations": .int(3), "draft_precision": .string("q4")])
+        for (format, spec) in [(WeightFormat.int8, q4Drafts), (.q4, selfSpeculative(1, 2))] {
+            let model = try LlamaModel(directory: Fixtures.directory("tiny-bytelevel-gqa-f32"), format: format)
+            let prompt = try Fixtures.expected("tiny-bytelevel-gqa-f32").prompts[1].ids
+            let exact = exactDistribution(model, prompt: prompt)
+            XCTAssertEqual(exact.values.reduce(0, +), 1, accuracy: 1e-6)
+            let df = Double(exact.count - 1)
+            let bound = df + 3.1 * (2 * df).squareRoot() + 2
+            let samples = 2500
+            let chi = chiSquare(try sampleCounts(model, spec, prompt: prompt, samples: samples), exact, samples: samples)
+            XCTAssertLessThan(chi, bound, "\(format) weights, \(spec): chi-square \(chi), df \(df)")
+        }
+    }
+
     /// The same test with every sample in one decode loop of 16 sequences: rounds in lockstep, d
     /// chosen by load (a flat cost curve, so speculation pays), d = 0 rounds while a sequence
     /// waits for the batch's rounds to align, sequences joining as others finish.

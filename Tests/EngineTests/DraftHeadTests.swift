@@ -28,7 +28,7 @@ final class DraftHeadTests: XCTestCase {
                 if e.firstIndex(of: e.max()!) == a.firstIndex(of: a.max()!) { sameArgmax += 1 }
             }
             XCTAssertGreaterThanOrEqual(sameArgmax, expected.prompts.count - 1, name)
-            XCTAssertEqual(model.int8Head.byteCount, model.config.vocabSize * (model.config.hiddenSize + 4))
+            XCTAssertEqual(model.quantizedHead(.int8).byteCount, model.config.vocabSize * (model.config.hiddenSize + 4))
         }
     }
 }

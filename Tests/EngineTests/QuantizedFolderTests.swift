@@ -17,17 +17,19 @@ final class QuantizedFolderTests: XCTestCase {
 
     func testAQuantizedFolderLoadsToTheLogitsOfQuantizeOnLoad() throws {
         for name in Fixtures.models {
-            let onLoad = try LlamaModel(directory: Fixtures.directory(name), format: .int8)
-            let folder = temp.appendingPathComponent(name)
+          for format in [WeightFormat.int8, .q4] {
+            let onLoad = try LlamaModel(directory: Fixtures.directory(name), format: format)
+            let folder = temp.appendingPathComponent("\(name)-\(format)")
             try onLoad.writeQuantizedFolder(to: folder)
             let mapped = try LlamaModel(directory: folder) // no format asked: the folder's own
-            XCTAssertEqual(mapped.format, .int8)
-            XCTAssertEqual(mapped.config.storedFormat, .int8)
+            XCTAssertEqual(mapped.format, format)
+            XCTAssertEqual(mapped.config.storedFormat, format)
             XCTAssertEqual(mapped.derivedByteCount, onLoad.derivedByteCount)
             XCTAssertTrue(FileManager.default.fileExists(atPath: folder.appendingPathComponent("tokenizer.json").path))
             for prompt in try Fixtures.expected(name).prompts {
-                XCTAssertEqual(Fixtures.logits(mapped, prompt.ids), Fixtures.logits(onLoad, prompt.ids), "\(name): mapped vs quantised at load")
+                XCTAssertEqual(Fixtures.logits(mapped, prompt.ids), Fixtures.logits(onLoad, prompt.ids), "\(name) \(format): mapped vs quantised at load")
             }
+          }
         }
     }
 
@@ -82,7 +84,7 @@ final class QuantizedFolderTests: XCTestCase {
 
         let marker = try variant()
         try editConfig(marker) { $0["layerskip_weights"] = "int4" }
-        expectError(.invalidField, ["config.json", "layerskip_weights", "expected \"int8\"", "int4"]) { _ = try LlamaModel(directory: marker) }
+        expectError(.invalidField, ["config.json", "layerskip_weights", "expected \"int8\" or \"q4\"", "int4"]) { _ = try LlamaModel(directory: marker) }
 
         let missing = try variant()
         try rewrite(missing, drop: scale)
@@ -103,6 +105,50 @@ final class QuantizedFolderTests: XCTestCase {
         expectError(.unsupportedDType, ["self_attn.q_proj.weight", "F32 here: expected I8", "layerskip_weights: int8"]) {
             _ = try LlamaModel(directory: stored)
         }
+        XCTAssertNoThrow(try LlamaModel(directory: good))
+    }
+
+    /// The q4 layout's own ways to be wrong: scales of the wrong dtype or shape, a non-finite
+    /// block scale, values of the int8 layout under a q4 marker, and a q4 folder marked int8.
+    func testMalformedQ4FoldersAreNamedErrors() throws {
+        let source = Fixtures.directory("tiny-bytelevel-gqa-f32")
+        let good = temp.appendingPathComponent("good-q4"), int8 = temp.appendingPathComponent("good-int8")
+        try LlamaModel(directory: source, format: .q4).writeQuantizedFolder(to: good)
+        try LlamaModel(directory: source, format: .int8).writeQuantizedFolder(to: int8)
+        let c = try LlamaModel(directory: good).config
+        let blocks = (c.hiddenSize + 31) / 32
+        var n = 0
+        func variant(_ from: URL) throws -> URL {
+            n += 1
+            let dir = temp.appendingPathComponent("bad-q4-\(n)")
+            try FileManager.default.copyItem(at: from, to: dir)
+            return dir
+        }
+        let weight = "model.layers.0.mlp.up_proj.weight", scale = weight + "_scale"
+
+        let inf = try variant(good)
+        try rewrite(inf, patch: (scale, { $0.storeBytes(of: Float16.infinity.bitPattern, toByteOffset: 2 * (blocks + 1), as: UInt16.self) }))
+        expectError(.invalidField, [scale, "row 1, block 1", "finite"]) { _ = try LlamaModel(directory: inf) }
+
+        let missing = try variant(good)
+        try rewrite(missing, drop: scale)
+        expectError(.missingTensor, [scale, "\(c.intermediateSize), \(blocks)"]) { _ = try LlamaModel(directory: missing) }
+
+        let int8Values = try variant(int8)
+        try editConfig(int8Values) { $0["layerskip_weights"] = "q4" }
+        expectError(.unsupportedDType, ["self_attn.q_proj.weight", "I8 here: expected U8", "layerskip_weights: q4"]) {
+            _ = try LlamaModel(directory: int8Values)
+        }
+
+        let markedInt8 = try variant(good)
+        try editConfig(markedInt8) { $0["layerskip_weights"] = "int8" }
+        expectError(.unsupportedDType, ["self_attn.q_proj.weight", "U8 here: expected I8", "layerskip_weights: int8"]) {
+            _ = try LlamaModel(directory: markedInt8)
+        }
+
+        let unmarked = try variant(good)
+        try editConfig(unmarked) { $0["layerskip_weights"] = nil }
+        expectError(.unsupportedDType, ["U8", "layerskip quantize"]) { _ = try LlamaModel(directory: unmarked) }
         XCTAssertNoThrow(try LlamaModel(directory: good))
     }
 }

@@ -11,9 +11,10 @@ extern "C" {
 #endif
 
 /// Storage type of a weight matrix (as in the safetensors header).
-/// CK_I8 (int8 with one f32 scale per row) is not a safetensors dtype: only ck_matmul_q8 (ck_q8.h)
-/// passes it, internally; ck_matmul and the conversions take the other three.
-typedef enum { CK_F32 = 0, CK_F16 = 1, CK_BF16 = 2, CK_I8 = 3 } ck_dtype;
+/// CK_I8 (int8 with one f32 scale per row) and CK_Q4 (4-bit blocks of 32 with an f16 scale each)
+/// are not safetensors dtypes: only ck_matmul_q8 (ck_q8.h) and ck_matmul_q4 (ck_q4.h) pass them,
+/// internally; ck_matmul and the conversions take the other three.
+typedef enum { CK_F32 = 0, CK_F16 = 1, CK_BF16 = 2, CK_I8 = 3, CK_Q4 = 4 } ck_dtype;
 
 // ---- CPU features and threads -------------------------------------------------------------
 

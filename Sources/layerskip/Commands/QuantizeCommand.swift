@@ -5,18 +5,20 @@ import Foundation
 struct QuantizeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "quantize",
-        abstract: "Write a model folder with int8 weights that loads without quantising (seconds, not a pass over the weights).",
+        abstract: "Write a model folder with int8 or 4-bit weights that loads without quantising (seconds, not a pass over the weights).",
         discussion: """
-            The folder has the source's config.json (plus "layerskip_weights": "int8"), its tokenizer files, and
-            one model.safetensors: every layer matrix and the LM head as I8 with an F32 scale per row
-            (NAME.weight, NAME.weight_scale), the embedding and norms as stored. It loads to exactly the logits of
-            --weights int8 on the source. Transformers cannot read it; layerskip loads it as it is.
+            The folder has the source's config.json (plus "layerskip_weights": "int8" or "q4"), its tokenizer
+            files, and one model.safetensors: every layer matrix and the LM head quantised (NAME.weight,
+            NAME.weight_scale), the embedding and norms as stored. int8: I8 values with an F32 scale per row.
+            q4: U8 (rows, 32 bytes per 64 weights) nibbles with an F16 scale per block of 32, (rows, blocks). It loads
+            to exactly the logits of --weights int8 / q4 on the source. Transformers cannot read it; layerskip
+            loads it as it is.
             """)
 
     @Option(help: "Model folder (config.json, safetensors weights, tokenizer.json), or `default`.")
     var model: String
 
-    @Option(help: ArgumentHelp("The format to write.", valueName: "int8"))
+    @Option(help: ArgumentHelp("The format to write.", valueName: "int8|q4"))
     var weights = "int8"
 
     @Option(help: "The folder to write (created; must not exist or be empty).")
@@ -27,8 +29,8 @@ struct QuantizeCommand: ParsableCommand {
 
     func run() throws {
         ThreadSettings.apply(threads)
-        guard weights.lowercased() == "int8" else {
-            throw ValidationError("--weights: only int8 can be written, found \"\(weights)\"")
+        guard let format = WeightFormat(rawValue: weights.lowercased()), format != .stored else {
+            throw ValidationError("--weights: expected int8 or q4, found \"\(weights)\"")
         }
         let source = try ModelLocator.resolve(model)
         let target = URL(fileURLWithPath: out, isDirectory: true)
@@ -37,7 +39,7 @@ struct QuantizeCommand: ParsableCommand {
         }
         let started = Date()
         let llama: LlamaModel
-        do { llama = try LlamaModel(directory: source, format: .int8) } catch let e as ModelError {
+        do { llama = try LlamaModel(directory: source, format: format) } catch let e as ModelError {
             throw e.kind == .missingFile ? CLIError.notFound(e.description) : CLIError(message: e.description)
         }
         let quantized = Date()
