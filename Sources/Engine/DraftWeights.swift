@@ -93,6 +93,45 @@ public final class QuantizedMatrix: @unchecked Sendable {
         }
     }
 
+    /// `source` requantised into `format`: the draft copies of a quantised folder, whose stored
+    /// matrices are the quantised values themselves (no 16-bit weights to start from). Rows are
+    /// dequantised to f32 a band at a time (int8: q · scale; q4: d · (nibble − 8)), then quantised
+    /// as stored weights are. Drafts only propose, so starting from the folder's values rather than
+    /// the original weights changes what they propose, never the output.
+    convenience init(requantizing source: QuantizedMatrix, format: WeightFormat) {
+        self.init(format: format, rows: source.rows, cols: source.cols)
+        let cols = source.cols, band = max(1, (16 << 20) / max(1, cols * 4))
+        let f = UnsafeMutablePointer<Float>.allocate(capacity: band * cols)
+        defer { f.deallocate() }
+        let sourceRowBytes = source.valueBytes / max(1, rows), rowBytes = valueBytes / max(1, rows)
+        let blocks = (cols + 31) / 32
+        for start in stride(from: 0, to: rows, by: band) {
+            let n = min(band, rows - start)
+            for r in 0..<n {
+                let row = source.values + (start + r) * sourceRowBytes, out = f + r * cols
+                if source.format == .q4 {
+                    let bytes = row.assumingMemoryBound(to: UInt8.self)
+                    let d = source.scales.assumingMemoryBound(to: UInt16.self) + (start + r) * blocks
+                    for k in 0..<cols {
+                        let byte = bytes[(k / 64) * 32 + k % 32]
+                        let nibble = (k / 32) % 2 == 0 ? byte & 15 : byte >> 4
+                        out[k] = Float(Float16(bitPattern: d[k / 32])) * (Float(nibble) - 8)
+                    }
+                } else {
+                    let q = row.assumingMemoryBound(to: Int8.self), scale = source.scales.assumingMemoryBound(to: Float.self)[start + r]
+                    for k in 0..<cols { out[k] = Float(q[k]) * scale }
+                }
+            }
+            if format == .q4 {
+                ck_q4_quantize_rows(CK_F32, f, Int32(cols), (values + start * rowBytes).assumingMemoryBound(to: UInt8.self),
+                                    scales.assumingMemoryBound(to: UInt16.self) + start * blocks, 0, Int32(n))
+            } else {
+                ck_q8_quantize_rows(CK_F32, f, Int32(cols), (values + start * rowBytes).assumingMemoryBound(to: Int8.self),
+                                    scales.assumingMemoryBound(to: Float.self) + start, 0, Int32(n))
+            }
+        }
+    }
+
     /// y[t·ldy + o] = row t of x times row o of this matrix, t < n (ck_matmul_q8 / ck_matmul_q4).
     func multiply(_ x: UnsafePointer<Float>, ldx: Int, n: Int, into y: UnsafeMutablePointer<Float>, ldy: Int) {
         if format == .q4 {
@@ -149,6 +188,11 @@ public final class QuantizedLayer: @unchecked Sendable {
          up: QuantizedMatrix, down: QuantizedMatrix) {
         (self.q, self.k, self.v, self.o, self.gate, self.up, self.down) = (q, k, v, o, gate, up, down)
     }
+    init(requantizing source: QuantizedLayer, format: WeightFormat) {
+        func make(_ m: QuantizedMatrix) -> QuantizedMatrix { QuantizedMatrix(requantizing: m, format: format) }
+        (q, k, v, o, gate, up, down) = (make(source.q), make(source.k), make(source.v), make(source.o), make(source.gate),
+                                        make(source.up), make(source.down))
+    }
     init(_ w: LayerWeights, format: WeightFormat, releasingSource: Bool = false) {
         func make(_ m: WeightMatrix) -> QuantizedMatrix { QuantizedMatrix(m, format: format, releasingSource: releasingSource) }
         (q, k, v, o, gate, up, down) = (make(w.q), make(w.k), make(w.v), make(w.o), make(w.gate), make(w.up), make(w.down))
@@ -163,7 +207,8 @@ extension LlamaModel {
         derivedLock.lock()
         defer { derivedLock.unlock() }
         if let head = derived.heads[format] { return head }
-        let head = QuantizedMatrix(weights.lmHead, format: format)
+        let head = weights.lmHead.dtype.isFloat ? QuantizedMatrix(weights.lmHead, format: format)
+            : QuantizedMatrix(requantizing: derived.heads[self.format]!, format: format)
         derived.heads[format] = head
         return head
     }
@@ -173,7 +218,8 @@ extension LlamaModel {
         derivedLock.lock()
         defer { derivedLock.unlock() }
         if let layer = derived.layers[format]?[l] { return layer }
-        let layer = QuantizedLayer(weights.layers[l], format: format)
+        let layer = weights.layers[l].q.dtype.isFloat ? QuantizedLayer(weights.layers[l], format: format)
+            : QuantizedLayer(requantizing: derived.layers[self.format]![l]!, format: format)
         derived.layers[format, default: [:]][l] = layer
         return layer
     }

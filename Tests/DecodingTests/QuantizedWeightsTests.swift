@@ -11,9 +11,16 @@ import XCTest
 /// takes the large-n (GEMM) kernel path.
 final class QuantizedWeightsTests: XCTestCase {
     func testSelfSpeculationOnQuantizedWeightsEqualsTheirAutoregressive() throws {
-        for format in [WeightFormat.int8, .q4] {
+        let temp = FileManager.default.temporaryDirectory.appendingPathComponent("layerskip-q-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: temp) }
+        // The third case: a `quantize` folder (int8), whose draft copies are requantised from it.
+        for format in [WeightFormat.int8, .q4, .stored] {
             for name in Fixtures.models {
-                let model = try LlamaModel(directory: Fixtures.directory(name), format: format)
+                var model = try LlamaModel(directory: Fixtures.directory(name), format: format == .stored ? .int8 : format)
+                if format == .stored {
+                    try model.writeQuantizedFolder(to: temp.appendingPathComponent(name))
+                    model = try LlamaModel(directory: temp.appendingPathComponent(name))
+                }
                 var prompts = try Fixtures.expected(name).prompts.map(\.ids)
                 var rng = SplitMix64(seed: 11)
                 prompts.append((0..<(DecodeLoop.prefillChunk + 9)).map { _ in Int(rng.next() % UInt64(model.config.vocabSize)) })

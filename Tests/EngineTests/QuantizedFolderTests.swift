@@ -33,6 +33,26 @@ final class QuantizedFolderTests: XCTestCase {
         }
     }
 
+    /// A quantised folder holds no 16-bit weights, so its cheaper draft copies are requantised
+    /// from its own values: their logits stray from the folder's own about as far as a q4 model's
+    /// stray from the stored model's (a layout or scale mix-up would be far off). That 4-bit drafts
+    /// there still reproduce its decoding token for token is QuantizedWeightsTests' third case.
+    func testDraftsOnAQuantizedFolderAreRequantisedFromItsValues() throws {
+        for name in Fixtures.models {
+            let folder = temp.appendingPathComponent("\(name)-drafts")
+            try LlamaModel(directory: Fixtures.directory(name), format: .int8).writeQuantizedFolder(to: folder)
+            let model = try LlamaModel(directory: folder)
+            let prompt = try Fixtures.expected(name).prompts[0].ids
+            let exact = Fixtures.logits(model, prompt), draft = Fixtures.logits(model, prompt, precision: .q4)
+            let stored = Fixtures.logits(try LlamaModel(directory: Fixtures.directory(name)), prompt)
+            let q4 = Fixtures.logits(try LlamaModel(directory: Fixtures.directory(name), format: .q4), prompt)
+            func meanError(_ a: [Float], _ b: [Float]) -> Float { zip(a, b).map { abs($0 - $1) }.reduce(0, +) / Float(a.count) }
+            XCTAssertGreaterThan(meanError(exact, draft), 0)
+            XCTAssertLessThan(meanError(exact, draft), 2 * meanError(stored, q4), name)
+            XCTAssertEqual(model.quantizedHead(.q4).format, .q4)
+        }
+    }
+
     func expectError(_ kind: ModelError.Kind, _ fragments: [String], line: UInt = #line, _ body: () throws -> Void) {
         do {
             try body()
