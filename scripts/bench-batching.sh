@@ -4,15 +4,15 @@
 # 1/4/8/16 sequences; llama.cpp's S_TG (generation tok/s) against layerskip's decode-only tok/s
 # (`bench --batch N`: passes that carry no prompt rows).
 #   usage: scripts/bench-batching.sh MODEL_DIR [ROUNDS] [REF_DIR] [WEIGHTS]
-# WEIGHTS: stored (default; against llama.cpp's bf16 conversion) or int8 (`--weights int8`, against
-# its Q8_0 quantisation).
+# WEIGHTS: stored (default; against llama.cpp's bf16 conversion), int8 (`--weights int8`, against
+# its Q8_0 quantisation) or q4 (against its Q4_0).
 # REF_DIR is where ../shared/tools/reference-llamacpp.sh built llama.cpp and converted MODEL_DIR
 # (default ${TMPDIR:-/tmp}/llamacpp-ref); run that script once first.
 set -eu
 cd "$(dirname "$0")/.."
 M=$(cd "$1" && pwd); ROUNDS=${2:-3}; REF=${3:-${TMPDIR:-/tmp}/llamacpp-ref}; WEIGHTS=${4:-stored}
 LS=.build/release/layerskip
-case $WEIGHTS in stored) GG=bf16 ;; int8) GG=q8_0 ;; *) echo "WEIGHTS: stored or int8, not $WEIGHTS" >&2; exit 2 ;; esac
+case $WEIGHTS in stored) GG=bf16 ;; int8) GG=q8_0 ;; q4) GG=q4_0 ;; *) echo "WEIGHTS: stored, int8 or q4, not $WEIGHTS" >&2; exit 2 ;; esac
 G=$REF/gguf/$(basename "$M")/$GG.gguf
 [ -x "$LS" ] || swift build -c release --product layerskip >/dev/null
 [ -f "$G" ] || { echo "no $G: run ../shared/tools/reference-llamacpp.sh $LS $M first" >&2; exit 2; }

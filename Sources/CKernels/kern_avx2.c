@@ -470,20 +470,19 @@ CK_AVX2 void ck_avx2_pack_groups(int in, const float *x, int ldx, int n, float *
 // count <= the remaining elements: d * (nibble - 8), the exact product of an f16 and a small
 // integer (ck_q4.h). d points at the scale of the group's first block.
 CK_INLINE CK_AVX2 void widen_q4(const uint8_t *q, const uint16_t *d, float *dst, size_t count) {
-    const __m128i low = _mm_set1_epi8(0x0f);
-    const __m256i eight = _mm256_set1_epi32(8);
+    const __m256i low = _mm256_set1_epi32(0x0f), eight = _mm256_set1_epi32(8);
     for (size_t i = 0; i < count; i += 32, d++) {
         const __m256 scale = _mm256_set1_ps(_cvtsh_ss(*d));
         const uint8_t *g = q + (i / 64) * 32;
         const int shift = (i / 32) & 1 ? 4 : 0;
         _Alignas(32) float block[32];
+        float *out = count - i >= 32 ? dst + i : block; // dst: 32-byte aligned (CK_KC rows, i % 32 == 0)
         for (int p = 0; p < 4; p++) {
-            __m128i v = _mm_loadl_epi64((const __m128i *)(g + 8 * p));
-            v = _mm_and_si128(shift ? _mm_srli_epi16(v, 4) : v, low);
-            const __m256i w = _mm256_sub_epi32(_mm256_cvtepu8_epi32(v), eight);
-            _mm256_store_ps(block + 8 * p, _mm256_mul_ps(_mm256_cvtepi32_ps(w), scale));
+            const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(g + 8 * p)));
+            const __m256i w = _mm256_sub_epi32(_mm256_and_si256(_mm256_srli_epi32(bytes, shift), low), eight);
+            _mm256_store_ps(out + 8 * p, _mm256_mul_ps(_mm256_cvtepi32_ps(w), scale));
         }
-        memcpy(dst + i, block, (count - i < 32 ? count - i : 32) * sizeof(float));
+        if (out == block) memcpy(dst + i, block, (count - i) * sizeof(float));
     }
 }
 

@@ -17,8 +17,9 @@ public final class LoadedModel: @unchecked Sendable {
     init(directory: URL, format: WeightFormat, key: String) throws {
         self.directory = directory
         self.key = key
-        model = try LlamaModel(directory: directory, format: format)
+        // The tokenizer first: its parse's garbage is returned before the weights arrive (peak RSS).
         tokenizer = try Tokenizer(contentsOf: directory.appendingPathComponent("tokenizer.json"))
+        model = try LlamaModel(directory: directory, format: format)
     }
 }
 

@@ -2,18 +2,35 @@ import Foundation
 
 /// A 64-byte aligned, zero-initialised block of floats that lives as long as its owner.
 /// Allocated once (model load, cache creation); nothing in the per-token loop allocates.
+/// Blocks of a megabyte or more are anonymous mappings, zero without being written, so the pages
+/// a run never touches never become resident: the decode loop's logits and pass scratch are sized
+/// for its largest pass (65 logits rows are 33 MB for a 128k vocabulary), a single stream uses
+/// a few rows of them.
 public final class FloatBuffer {
     public let pointer: UnsafeMutablePointer<Float>
     public let count: Int
+    private let mappedBytes: Int
+
+    private static let mapThreshold = 1 << 20
 
     public init(count: Int) {
         self.count = count
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 4, alignment: 64)
+        let bytes = max(count, 1) * 4
+        if bytes >= Self.mapThreshold,
+           let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED {
+            mappedBytes = bytes
+            pointer = p.assumingMemoryBound(to: Float.self)
+            return
+        }
+        mappedBytes = 0
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
         raw.initializeMemory(as: Float.self, repeating: 0, count: max(count, 1))
         pointer = raw.assumingMemoryBound(to: Float.self)
     }
 
-    deinit { UnsafeMutableRawPointer(pointer).deallocate() }
+    deinit {
+        if mappedBytes > 0 { munmap(pointer, mappedBytes) } else { UnsafeMutableRawPointer(pointer).deallocate() }
+    }
 
     public subscript(i: Int) -> Float {
         get { pointer[i] }

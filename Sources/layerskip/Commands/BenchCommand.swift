@@ -165,10 +165,11 @@ struct BenchCommand: ParsableCommand {
         let problems = specs.flatMap { Strategies.registry.problems($0, model: config) }
         if !problems.isEmpty { throw ValidationError(problems.map(\.description).joined(separator: "\n")) }
 
+        // The tokenizer first: its parse's garbage is returned before the weights arrive (peak RSS).
+        let tokenizer = try? Tokenizer(contentsOf: directory.appendingPathComponent("tokenizer.json"))
         let loadStarted = Date()
         let llama = try WeightsOption.load(directory, weights: weights, maxPositions: max(promptTokens, promptFileTokens, 256) + newTokens + 80)
         let loadSeconds = Date().timeIntervalSince(loadStarted)
-        let tokenizer = try? Tokenizer(contentsOf: directory.appendingPathComponent("tokenizer.json"))
         let promptIds: [[Int]] = try promptFiles.isEmpty ? builtInPrompts(llama, tokenizer) : promptFiles.map { path in
             guard let tokenizer else { throw CLIError(message: "--prompt-file needs the model's tokenizer.json") }
             let text: String
