@@ -17,10 +17,20 @@ final class Q4KernelTests: XCTestCase {
         let t = (x / d).rounded(.toNearestOrEven) + 8
         return t >= 0 ? min(t, 15) : 0
     }
+    /// A block's sum in the header's lane order.
+    private func sum(_ t: [Float]) -> Float {
+        var s = [Float](repeating: 0, count: 8)
+        for j in 0..<8 {
+            let a: Float = t[j] + t[j + 8]
+            let b: Float = a + t[j + 16]
+            s[j] = b + t[j + 24]
+        }
+        let lo: Float = (s[0] + s[4]) + (s[2] + s[6])
+        let hi: Float = (s[1] + s[5]) + (s[3] + s[7])
+        return lo + hi
+    }
     private func error(_ x: ArraySlice<Float>, _ d: Float) -> Float {
-        var e: Float = 0
-        for v in x { let r = v - d * (level(v, d) - 8); e += r * r }
-        return e
+        sum(x.map { v in let r = v - d * (level(v, d) - 8); return r * r })
     }
 
     /// The block rule of ck_q4.h: (scale, the 32 levels).
@@ -30,8 +40,7 @@ final class Q4KernelTests: XCTestCase {
         let d1 = half(m / -8)
         guard d1 != 0, d1.isFinite else { return (0, [Float](repeating: 8, count: 32)) }
         var best = d1
-        var sxq: Float = 0, sqq: Float = 0
-        for v in x { let q = level(v, d1) - 8; sxq += v * q; sqq += q * q }
+        let sxq = sum(x.map { $0 * (level($0, d1) - 8) }), sqq = sum(x.map { (level($0, d1) - 8) * (level($0, d1) - 8) })
         if sqq > 0 {
             let d2 = half(sxq / sqq)
             if d2 != 0, d2.isFinite, error(x, d2) < error(x, d1) { best = d2 }
@@ -54,11 +63,13 @@ final class Q4KernelTests: XCTestCase {
         }
     }
 
-    private func quantize(_ w: [Float], rows: Int, cols: Int) -> Quantized {
+    private func quantize(_ w: [Float], rows: Int, cols: Int, scalar: Bool = false) -> Quantized {
         let blocks = (cols + 31) / 32
         var m = Quantized(rows: rows, cols: cols, blocks: blocks, q: [UInt8](repeating: 0, count: rows * (cols + 63) / 64 * 32),
                           d: [UInt16](repeating: 0, count: rows * blocks))
+        ck_force_scalar(scalar ? 1 : 0)
         ck_q4_quantize_rows(CK_F32, w, Int32(cols), &m.q, &m.d, 0, Int32(rows))
+        ck_force_scalar(0)
         return m
     }
 
@@ -72,6 +83,9 @@ final class Q4KernelTests: XCTestCase {
             for r in 0..<rows where r % 2 == 1 { w[r * cols + r % cols] = 0.9 }
             for k in 0..<cols { w[(rows - 1) * cols + k] = 0 }
             let m = quantize(w, rows: rows, cols: cols)
+            let scalar = quantize(w, rows: rows, cols: cols, scalar: true)
+            XCTAssertEqual(scalar.q, m.q, "the scalar and vector quantisers write the same nibbles")
+            XCTAssertEqual(scalar.d, m.d, "and the same scales")
             for r in 0..<rows {
                 for b in 0..<m.blocks {
                     var x = [Float](repeating: 0, count: 32)

@@ -28,9 +28,13 @@ extern "C" {
 ///   m = the x_i of largest magnitude (the first of equals). d1 = h(m / -8); if d1 == 0 (an all-zero
 ///   or underflowing block) the block is d = 0 and every nibble 8. Else the least-squares scale for
 ///   q(d1)'s integers, d2 = h(S_xq / S_qq) with S_xq = sum_i x_i (q_i(d1) - 8), S_qq = sum_i
-///   (q_i(d1) - 8)^2 (f32, in i order), is a second candidate when it is finite and non-zero; the
-///   block keeps the candidate with the smaller E(d) = sum_i (x_i - d (q_i(d) - 8))^2 (f32, i
-///   order; d1 on ties). d1 alone is llama.cpp's Q4_0 rule; d2 lowers its error (never raises it).
+///   (q_i(d1) - 8)^2, is a second candidate when it is finite and non-zero; the block keeps the
+///   candidate with the smaller E(d) = sum_i (x_i - d (q_i(d) - 8))^2 (d1 on ties). d1 alone is
+///   llama.cpp's Q4_0 rule; d2 lowers its error (never raises it). Every term is rounded to f32
+///   on its own (no fused multiply-add), and each sum of 32 terms t_i is taken in the order of
+///   eight vector lanes: s_j = ((t_j + t_j+8) + t_j+16) + t_j+24 for j < 8, then
+///   ((s0 + s4) + (s2 + s6)) + ((s1 + s5) + (s3 + s7)). The scalar and AVX2 quantisers follow it
+///   alike, so a folder's bytes do not depend on the machine that wrote it.
 /// Rows [r0, r1) only; Q and d are indexed by absolute row.
 void ck_q4_quantize_rows(ck_dtype dt, const void *W, int cols, uint8_t *Q, uint16_t *d, int r0, int r1);
 
