@@ -18,6 +18,18 @@
 #endif
 #define CK_INLINE static inline __attribute__((always_inline))
 
+#if CK_X86
+#include <immintrin.h>
+/// The sum of v's eight lanes, ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)): the order the
+/// int8 and 4-bit kernels and the 4-bit quantiser state in their headers.
+CK_INLINE CK_AVX2 float ck_hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+#endif
+
 // ---- scalar element conversions (exact, portable) -------------------------------------------
 
 static inline float ck_bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }

@@ -69,15 +69,13 @@ static float q4_block_scalar(const float *x, float *levels) {
 /// The same block, eight lanes at a time: the divisions, roundings, products and sums are those of
 /// q4_block_scalar (IEEE division and rounding to nearest even are exact operations, and the sums
 /// follow the lane order q4_sum spells out), so both write identical bytes; 5x faster at load.
-__attribute__((target("avx2,fma,f16c"))) static float q4_block_avx2(const float *x, float *levels) {
+CK_AVX2 static float q4_block_avx2(const float *x, float *levels) {
     const float best0 = q4_first_scale(x);
     if (best0 == 0 || !isfinite(best0)) { for (int i = 0; i < CK_Q4_BLOCK; i++) levels[i] = 8; return 0; }
     const __m256 eight = _mm256_set1_ps(8), zero = _mm256_setzero_ps(), fifteen = _mm256_set1_ps(15);
     __m256 v[4];
     for (int p = 0; p < 4; p++) v[p] = _mm256_loadu_ps(x + 8 * p);
 #define Q4_LEVEL(V, D) _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(_mm256_round_ps(_mm256_div_ps(V, D), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), eight), zero), fifteen)
-#define Q4_HSUM(ACC) ({ __m128 s_ = _mm_add_ps(_mm256_castps256_ps128(ACC), _mm256_extractf128_ps(ACC, 1)); \
-                        s_ = _mm_add_ps(s_, _mm_movehl_ps(s_, s_)); _mm_cvtss_f32(_mm_add_ss(s_, _mm_shuffle_ps(s_, s_, 1))); })
     // max(t, 0) returns 0 for a NaN t (the second operand), as the scalar rule does.
     const __m256 d1 = _mm256_set1_ps(best0);
     __m256 axq = zero, aqq = zero;
@@ -87,7 +85,7 @@ __attribute__((target("avx2,fma,f16c"))) static float q4_block_avx2(const float 
         axq = p ? _mm256_add_ps(axq, xq) : xq;
         aqq = p ? _mm256_add_ps(aqq, qq) : qq;
     }
-    const float sxq = Q4_HSUM(axq), sqq = Q4_HSUM(aqq);
+    const float sxq = ck_hsum256(axq), sqq = ck_hsum256(aqq);
     float best = best0;
     if (sqq > 0) {
         const float d2 = q4_half(sxq / sqq);
@@ -100,13 +98,12 @@ __attribute__((target("avx2,fma,f16c"))) static float q4_block_avx2(const float 
                 e1 = p ? _mm256_add_ps(e1, _mm256_mul_ps(r1, r1)) : _mm256_mul_ps(r1, r1);
                 e2 = p ? _mm256_add_ps(e2, _mm256_mul_ps(r2, r2)) : _mm256_mul_ps(r2, r2);
             }
-            if (Q4_HSUM(e2) < Q4_HSUM(e1)) best = d2;
+            if (ck_hsum256(e2) < ck_hsum256(e1)) best = d2;
         }
     }
     const __m256 dv = _mm256_set1_ps(best);
     for (int p = 0; p < 4; p++) _mm256_storeu_ps(levels + 8 * p, Q4_LEVEL(v[p], dv));
 #undef Q4_LEVEL
-#undef Q4_HSUM
     return best;
 }
 #endif
@@ -205,14 +202,7 @@ static void q4_scalar(const uint8_t *Q, const uint16_t *d, const q4_xq *a, int n
 }
 
 #if Q4_X86
-#define Q4_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define CK_INLINE_Q4 static inline __attribute__((always_inline))
-Q4_AVX2 static inline float q4_hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-    return _mm_cvtss_f32(s);
-}
 
 /// One weight row against up to CK_Q4_TILE activation rows, which share each group's unpacked
 /// nibbles: a 32-byte load, "and 0x0f" for the even block's 32 values and ">> 4, and 0x0f" for
@@ -227,7 +217,7 @@ Q4_AVX2 static inline float q4_hsum(__m256 v) {
 /// (2 bytes a block) are left to the hardware prefetcher.
 #define CK_Q4_PREFETCH 1024
 #define CK_Q4_TILE 3
-CK_INLINE_Q4 Q4_AVX2 void q4_tile(const uint8_t *q, const uint16_t *d, const q4_xq *a, int t0, const int T,
+CK_INLINE_Q4 CK_AVX2 void q4_tile(const uint8_t *q, const uint16_t *d, const q4_xq *a, int t0, const int T,
                                    float *y, int ldy, int o, int prefetch) {
     const int nb = a->nb;
     __m256 acc[CK_Q4_TILE][4];
@@ -278,10 +268,10 @@ CK_INLINE_Q4 Q4_AVX2 void q4_tile(const uint8_t *q, const uint16_t *d, const q4_
 #undef CK_Q4_GROUP_STEP
 #undef CK_Q4_BLOCK_STEP
     for (int t = 0; t < T; t++)
-        y[(size_t)(t0 + t) * ldy + o] = q4_hsum(_mm256_add_ps(_mm256_add_ps(acc[t][0], acc[t][1]), _mm256_add_ps(acc[t][2], acc[t][3])));
+        y[(size_t)(t0 + t) * ldy + o] = ck_hsum256(_mm256_add_ps(_mm256_add_ps(acc[t][0], acc[t][1]), _mm256_add_ps(acc[t][2], acc[t][3])));
 }
 
-Q4_AVX2 static void q4_avx2(const uint8_t *Q, const uint16_t *d, const q4_xq *a, int n, float *y, int ldy, int o0, int o1) {
+CK_AVX2 static void q4_avx2(const uint8_t *Q, const uint16_t *d, const q4_xq *a, int n, float *y, int ldy, int o0, int o1) {
     const int nb = a->nb;
     const size_t row_bytes = (size_t)(nb + 1) / 2 * CK_Q4_GROUP_BYTES;
     for (int o = o0; o < o1; o++) {

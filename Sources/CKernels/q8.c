@@ -74,14 +74,8 @@ static void q8_scalar(const int8_t *Q, const float *scales, int in, const q8_act
 }
 
 #if Q8_X86
-#define Q8_AVX2 __attribute__((target("avx2,fma")))
+#define Q8_AVX2 CK_AVX2
 #define CK_INLINE_Q8 static inline __attribute__((always_inline))
-Q8_AVX2 static inline float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-    return _mm_cvtss_f32(s);
-}
 
 /// Each block of 32 is an exact integer dot product: the weights widened to int16 and multiplied
 /// pairwise into int32 (|sum| <= 32 * 127 * 32767 < 2^31), then scaled by d_x into 8 f32 lanes.
@@ -94,7 +88,7 @@ Q8_AVX2 static inline float hsum(__m256 v) {
 /// tiles of up to CK_Q8_TILE, which share each block's widened weights (the widening is a quarter of
 /// the work per row and block); the row is re-read from L1 for every tile. Per (row, activation
 /// row) the operations are those of a one-row call: four accumulators (blocks b ≡ 0..3 mod 4, the
-/// remainder into the first) hide the FMA latency, summed as hsum does, so a row's result never
+/// remainder into the first) hide the FMA latency, summed as ck_hsum256 does, so a row's result never
 /// depends on the other rows or on the tile it fell in.
 #define CK_Q8_PREFETCH 2048
 #define CK_Q8_TILE 3
@@ -134,7 +128,7 @@ CK_INLINE_Q8 Q8_AVX2 void q8_tile(const int8_t *q, int in, const q8_activations 
     for (; b < full; b++) CK_Q8_BLOCK(0, b * CK_Q8_XBLOCK, b);
 #undef CK_Q8_BLOCK
     for (int t = 0; t < T; t++) {
-        float s = hsum(_mm256_add_ps(_mm256_add_ps(acc[t][0], acc[t][1]), _mm256_add_ps(acc[t][2], acc[t][3])));
+        float s = ck_hsum256(_mm256_add_ps(_mm256_add_ps(acc[t][0], acc[t][1]), _mm256_add_ps(acc[t][2], acc[t][3])));
         // A partial last block is summed in scalar code: a 32-byte load would run past the row.
         if (full < nb) s += row_blocks_scalar(q, in, xq[t], xd[t], full, nb);
         y[(size_t)(t0 + t) * ldy + o] = s * scale;

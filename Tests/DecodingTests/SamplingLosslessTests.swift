@@ -39,6 +39,14 @@ final class SamplingLosslessTests: XCTestCase {
         return result
     }
 
+    /// The distribution's degrees of freedom and the chi-square bound the tests use: its 99.9th
+    /// percentile ≈ df + 3.1·sqrt(2·df) + 2 for df ≈ 26 (Wilson–Hilferty ≈ 54.1).
+    func chiSquareBound(_ exact: [[Int]: Double], file: StaticString = #filePath, line: UInt = #line) -> (Double, Double) {
+        XCTAssertEqual(exact.values.reduce(0, +), 1, accuracy: 1e-6, file: file, line: line)
+        let df = Double(exact.count - 1)
+        return (df, df + 3.1 * (2 * df).squareRoot() + 2)
+    }
+
     func chiSquare(_ counts: [[Int]: Int], _ exact: [[Int]: Double], samples: Int) -> Double {
         var chi = 0.0
         for (sequence, p) in exact {
@@ -66,10 +74,7 @@ final class SamplingLosslessTests: XCTestCase {
         let model = try LlamaModel(directory: Fixtures.directory("tiny-bytelevel-gqa-f32"))
         let prompt = try Fixtures.expected("tiny-bytelevel-gqa-f32").prompts[1].ids
         let exact = exactDistribution(model, prompt: prompt)
-        XCTAssertEqual(exact.values.reduce(0, +), 1, accuracy: 1e-6)
-        let df = Double(exact.count - 1)
-        // 99.9th percentile of chi-square ≈ df + 3.1·sqrt(2·df) + 2 for df ≈ 26 (Wilson–Hilferty ≈ 54.1).
-        let bound = df + 3.1 * (2 * df).squareRoot() + 2
+        let (df, bound) = chiSquareBound(exact)
         let samples = 2500
 
         // The draft (exit after layer 1) must really differ from the full model, or the test proves nothing.
@@ -95,11 +100,8 @@ final class SamplingLosslessTests: XCTestCase {
             let model = try LlamaModel(directory: Fixtures.directory("tiny-bytelevel-gqa-f32"), format: format)
             let prompt = try Fixtures.expected("tiny-bytelevel-gqa-f32").prompts[1].ids
             let exact = exactDistribution(model, prompt: prompt)
-            XCTAssertEqual(exact.values.reduce(0, +), 1, accuracy: 1e-6)
-            let df = Double(exact.count - 1)
-            let bound = df + 3.1 * (2 * df).squareRoot() + 2
-            let samples = 2500
-            let chi = chiSquare(try sampleCounts(model, spec, prompt: prompt, samples: samples), exact, samples: samples)
+            let (df, bound) = chiSquareBound(exact)
+            let chi = chiSquare(try sampleCounts(model, spec, prompt: prompt, samples: 2500), exact, samples: 2500)
             XCTAssertLessThan(chi, bound, "\(format) weights, \(spec): chi-square \(chi), df \(df)")
         }
     }
@@ -111,8 +113,7 @@ final class SamplingLosslessTests: XCTestCase {
         let model = try LlamaModel(directory: Fixtures.directory("tiny-bytelevel-gqa-f32"))
         let prompt = try Fixtures.expected("tiny-bytelevel-gqa-f32").prompts[1].ids
         let exact = exactDistribution(model, prompt: prompt)
-        let df = Double(exact.count - 1)
-        let bound = df + 3.1 * (2 * df).squareRoot() + 2
+        let (df, bound) = chiSquareBound(exact)
         let samples = 2500
         for spec in [selfSpeculative(1, 2), StrategySpec(name: "self-speculative", options: ["exit_layer": .int(2), "speculations": .int(3), "draft_precision": .string("int8")])] {
             let loop = DecodeLoop(model: model, caches: KVCachePool(config: model.config, budget: 1 << 26), maxBatch: 16)
