@@ -298,6 +298,39 @@ for name in dtypeNames {
               + "(\(fmt(median(tFull) * 1e3)) ms, \(fmt(fullBytes / median(tFull) / 1e9)) GB/s)")
     }
 
+    // 4-bit copies of every layer and the head (a `--weights q4` model): the decode kernel's
+    // streaming rate at one row, and what 2-16 rows (verification, batches) cost against one, all
+    // row counts interleaved repetition by repetition.
+    if dt == CK_BF16 {
+        struct Q4 { var shape: Shape; var q: UnsafeMutablePointer<UInt8>; var d: UnsafeMutablePointer<UInt16>; var bytes: Int }
+        func quantize4(_ m: Matrix) -> Q4 {
+            let rowBytes = (m.shape.inDim + 63) / 64 * 32, blocks = (m.shape.inDim + 31) / 32
+            let q = Q4(shape: m.shape, q: .allocate(capacity: m.shape.out * rowBytes), d: .allocate(capacity: m.shape.out * blocks),
+                       bytes: m.shape.out * (rowBytes + 2 * blocks))
+            ck_q4_quantize_rows(dt, m.w, Int32(m.shape.inDim), q.q, q.d, 0, Int32(m.shape.out))
+            return q
+        }
+        let q4s = (mats + [headM]).map(quantize4)
+        defer { for m in q4s { m.q.deallocate(); m.d.deallocate() } }
+        let q4Bytes = Double(q4s.reduce(0) { $0 + $1.bytes })
+        let counts = [1, 2, 4, 8, 16].filter { $0 <= maxN }
+        var times: [Int: [Double]] = [:]
+        for _ in 0..<reps {
+            for n in counts {
+                var a = 0.0
+                for m in q4s {
+                    let t0 = now()
+                    ck_matmul_q4(m.q, m.d, Int32(m.shape.out), Int32(m.shape.inDim), xbuf, Int32(maxIn), Int32(n), ybuf, Int32(maxOut))
+                    a += now() - t0
+                }
+                times[n, default: []].append(a)
+            }
+        }
+        let one = median(times[1]!)
+        print("q4 (all layers + lm_head, \(fmt(q4Bytes / 1e9, 2)) GB): n=1 \(fmt(q4Bytes / one / 1e9)) GB/s, \(fmt(one * 1e3)) ms; "
+              + counts.dropFirst().map { "n=\($0) \(fmt(median(times[$0]!) / one, 2)) x" }.joined(separator: ", "))
+    }
+
     // Prefill: n = 64, 128 over all layers; GFLOP/s per shape and overall.
     for n in [64, 128] {
         var perShape = [String: [Double]]()
