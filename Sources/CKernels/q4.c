@@ -9,13 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define Q4_X86 1
-#else
-#define Q4_X86 0
-#endif
-
 
 /// h() of ck_q4.h: to the nearest-even f16 (saturated) and back.
 static float q4_half(float v) {
@@ -65,7 +58,7 @@ static float q4_block_scalar(const float *x, float *levels) {
     return best;
 }
 
-#if Q4_X86
+#if CK_X86
 /// The same block, eight lanes at a time: the divisions, roundings, products and sums are those of
 /// q4_block_scalar (IEEE division and rounding to nearest even are exact operations, and the sums
 /// follow the lane order q4_sum spells out), so both write identical bytes; 5x faster at load.
@@ -113,7 +106,7 @@ void ck_q4_quantize_rows(ck_dtype dt, const void *W, int cols, uint8_t *Q, uint1
     float *row = (float *)malloc(sizeof(float) * (size_t)ng * CK_Q4_GROUP);
     if (!row) { fprintf(stderr, "ck_q4_quantize_rows: out of memory\n"); abort(); } // Q would stay unwritten
     const size_t esize = ck_dt_size(dt);
-#if Q4_X86
+#if CK_X86
     const int simd = ck_simd_level() > 0;
 #endif
     for (int r = r0; r < r1; r++) {
@@ -123,7 +116,7 @@ void ck_q4_quantize_rows(ck_dtype dt, const void *W, int cols, uint8_t *Q, uint1
         for (int b = 0; b < nb; b++) {
             float levels[CK_Q4_BLOCK];
             const float *x = row + (size_t)b * CK_Q4_BLOCK;
-#if Q4_X86
+#if CK_X86
             const float scale = simd ? q4_block_avx2(x, levels) : q4_block_scalar(x, levels);
 #else
             const float scale = q4_block_scalar(x, levels);
@@ -182,6 +175,14 @@ CK_INLINE int q4_nibble(const uint8_t *q, int k) { // element k of a row (ck_q4.
     return (k / CK_Q4_BLOCK) & 1 ? byte >> 4 : byte & 15;
 }
 
+void ck_q4_dequantize_rows(const uint8_t *Q, const uint16_t *d, int cols, float *W, int r0, int r1) {
+    const int nb = (cols + CK_Q4_BLOCK - 1) / CK_Q4_BLOCK;
+    const size_t row_bytes = (size_t)(nb + 1) / 2 * CK_Q4_GROUP_BYTES;
+    for (int r = r0; r < r1; r++)
+        for (int k = 0; k < cols; k++)
+            W[(size_t)r * cols + k] = ck_f16_to_f32(d[(size_t)r * nb + k / CK_Q4_BLOCK]) * (float)(q4_nibble(Q + (size_t)r * row_bytes, k) - 8);
+}
+
 static void q4_scalar(const uint8_t *Q, const uint16_t *d, const q4_xq *a, int n, float *y, int ldy, int o0, int o1) {
     const int nb = a->nb;
     const size_t row_bytes = (size_t)(nb + 1) / 2 * CK_Q4_GROUP_BYTES;
@@ -201,7 +202,7 @@ static void q4_scalar(const uint8_t *Q, const uint16_t *d, const q4_xq *a, int n
     }
 }
 
-#if Q4_X86
+#if CK_X86
 #define CK_INLINE_Q4 static inline __attribute__((always_inline))
 
 /// One weight row against up to CK_Q4_TILE activation rows, which share each group's unpacked
@@ -293,7 +294,7 @@ static void q4_run(void *ctx, int tid, int nth) {
     const q4_task *t = (const q4_task *)ctx;
     int o0 = (int)((long)t->out * tid / nth), o1 = (int)((long)t->out * (tid + 1) / nth);
     if (o0 >= o1) return;
-#if Q4_X86
+#if CK_X86
     if (ck_simd_level() > 0) { q4_avx2(t->Q, t->d, t->a, t->n, t->y, t->ldy, o0, o1); return; }
 #endif
     q4_scalar(t->Q, t->d, t->a, t->n, t->y, t->ldy, o0, o1);

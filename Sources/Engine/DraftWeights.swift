@@ -107,19 +107,14 @@ public final class QuantizedMatrix: @unchecked Sendable {
         let blocks = (cols + 31) / 32
         for start in stride(from: 0, to: rows, by: band) {
             let n = min(band, rows - start)
-            for r in 0..<n {
-                let row = source.values + (start + r) * sourceRowBytes, out = f + r * cols
-                if source.format == .q4 {
-                    let bytes = row.assumingMemoryBound(to: UInt8.self)
-                    let d = source.scales.assumingMemoryBound(to: UInt16.self) + (start + r) * blocks
-                    for k in 0..<cols {
-                        let byte = bytes[(k / 64) * 32 + k % 32]
-                        let nibble = (k / 32) % 2 == 0 ? byte & 15 : byte >> 4
-                        out[k] = Float(Float16(bitPattern: d[k / 32])) * (Float(nibble) - 8)
-                    }
-                } else {
-                    let q = row.assumingMemoryBound(to: Int8.self), scale = source.scales.assumingMemoryBound(to: Float.self)[start + r]
-                    for k in 0..<cols { out[k] = Float(q[k]) * scale }
+            if source.format == .q4 {
+                ck_q4_dequantize_rows((source.values + start * sourceRowBytes).assumingMemoryBound(to: UInt8.self),
+                                      source.scales.assumingMemoryBound(to: UInt16.self) + start * blocks, Int32(cols), f, 0, Int32(n))
+            } else {
+                for r in 0..<n {
+                    let q = (source.values + (start + r) * sourceRowBytes).assumingMemoryBound(to: Int8.self)
+                    let scale = source.scales.assumingMemoryBound(to: Float.self)[start + r]
+                    for k in 0..<cols { f[r * cols + k] = Float(q[k]) * scale }
                 }
             }
             if format == .q4 {

@@ -184,7 +184,7 @@ extension LlamaModel {
         let w = weights.layers[l]
         // The quantised copies this layer's segments read, by format (at most two: a quantised
         // model's own and a cheaper draft copy).
-        var quantized: [WeightFormat: QuantizedLayer] = [:]
+        var quantized = ByFormat<QuantizedLayer>()
         for (i, _) in s.active {
             let f = weightsRead(by: segments[i].precision)
             if f != .stored, quantized[f] == nil { quantized[f] = quantizedLayer(l, f) }
@@ -287,7 +287,7 @@ extension LlamaModel {
             ck_rmsnorm(seg.hidden + seg.headRows.lowerBound * hd, weights.finalNorm.data, weights.finalNorm.dtype.kernelType,
                        config.rmsNormEps, Int32(hd), Int32(seg.headRows.count), s.normed.pointer + seg.firstLogitsRow * hd)
         }
-        var heads: [WeightFormat: QuantizedMatrix] = [:]
+        var heads = ByFormat<QuantizedMatrix>()
         for seg in segments where !seg.headRows.isEmpty {
             let f = weightsRead(by: seg.headPrecision)
             if f != .stored, heads[f] == nil { heads[f] = quantizedHead(f) }
@@ -318,6 +318,23 @@ extension LlamaModel {
                 ck_matmul(m.dtype.kernelType, m.data, Int32(m.rows), Int32(m.cols), x, Int32(hd), Int32(n), y, Int32(V))
             }
             a = b
+        }
+    }
+}
+
+/// The quantised copies a layer's or the head's products read, one per quantised format, in
+/// fields rather than a dictionary: a pass allocates nothing.
+struct ByFormat<T> {
+    private var int8: T?
+    private var q4: T?
+    subscript(format: WeightFormat) -> T? {
+        get { format == .int8 ? int8 : format == .q4 ? q4 : nil }
+        set {
+            switch format {
+            case .int8: int8 = newValue
+            case .q4: q4 = newValue
+            case .stored: precondition(newValue == nil, "the stored weights have no quantised copy")
+            }
         }
     }
 }

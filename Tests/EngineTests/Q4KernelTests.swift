@@ -86,6 +86,11 @@ final class Q4KernelTests: XCTestCase {
             let scalar = quantize(w, rows: rows, cols: cols, scalar: true)
             XCTAssertEqual(scalar.q, m.q, "the scalar and vector quantisers write the same nibbles")
             XCTAssertEqual(scalar.d, m.d, "and the same scales")
+            var dequantised = [Float](repeating: .nan, count: rows * cols)
+            ck_q4_dequantize_rows(m.q, m.d, Int32(cols), &dequantised, 0, Int32(rows))
+            for r in 0..<rows {
+                for k in 0..<cols { XCTAssertEqual(Double(dequantised[r * cols + k]), m.weight(r, k), "dequantised \(r), \(k)") }
+            }
             for r in 0..<rows {
                 for b in 0..<m.blocks {
                     var x = [Float](repeating: 0, count: 32)

@@ -38,6 +38,10 @@ extern "C" {
 /// Rows [r0, r1) only; Q and d are indexed by absolute row.
 void ck_q4_quantize_rows(ck_dtype dt, const void *W, int cols, uint8_t *Q, uint16_t *d, int r0, int r1);
 
+/// W[r, k] = d[r, k / 32] * (nibble - 8) for k < cols, rows [r0, r1) (indexed by absolute row, as
+/// above), into W: (rows, cols) f32. Exact (an f16 times a small integer).
+void ck_q4_dequantize_rows(const uint8_t *Q, const uint16_t *d, int cols, float *W, int r0, int r1);
+
 /// y[t*ldy + o] = sum_b (float)dot(t, o, b) * (d[o, b] * xd[t, b]) for t < n, o < out, where row t of
 /// x is first quantised to int8 in blocks of 32: xd[t, b] = max |x| / 127 over the block (f32),
 /// xq = rint(x * (127 / max)) (f32, to nearest even; 0 past `in` and for an all-zero block, whose
