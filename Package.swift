@@ -36,6 +36,13 @@ let package = Package(
             pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]
         ),
+        // libpq from the system (Debian: libpq-dev): the PostgreSQL job store's client.
+        .systemLibrary(
+            name: "CLibPQ",
+            path: "Sources/CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
         // bf16/f16/f32 matrix kernels with runtime CPU dispatch (AVX2+FMA+F16C, scalar fallback).
         .target(
             name: "CKernels", path: "Sources/CKernels", cSettings: kernelFlags,
@@ -77,11 +84,11 @@ let package = Package(
         .target(name: "AutoregressivePlugin", dependencies: ["Decoding", "Engine"], path: "Plugins/Autoregressive", swiftSettings: hotSwift),
         .target(name: "EarlyExitPlugin", dependencies: ["Decoding", "Engine", "CKernels"], path: "Plugins/EarlyExit", swiftSettings: hotSwift),
         .target(name: "SelfSpeculativePlugin", dependencies: ["Decoding", "Engine"], path: "Plugins/SelfSpeculative", swiftSettings: hotSwift),
-        // The daemon: job files, spool intake, SQLite job store, runner, model and cache managers.
+        // The daemon: job files, spool intake, the job store (SQLite or PostgreSQL), runner, model and cache managers.
         .target(
             name: "Daemon",
             dependencies: [
-                "Engine", "Tokenization", "Decoding", "InputFiles",
+                "Engine", "Tokenization", "Decoding", "InputFiles", "CLibPQ",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),

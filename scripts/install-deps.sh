@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the system libraries layerskip builds against, when they are missing:
-# OpenBLAS (libopenblas-dev) and SQLite (libsqlite3-dev), and GNU time (the tests measure peak
-# memory with it). Debian/Ubuntu; uses sudo when not root.
+# OpenBLAS (libopenblas-dev), SQLite (libsqlite3-dev) and libpq (libpq-dev, the PostgreSQL job
+# store's client), GNU time (the tests measure peak memory with it), and the PostgreSQL server and
+# psql (postgresql: the tests run the store on a throwaway cluster of their own, never on a system
+# service). Debian/Ubuntu; uses sudo when not root.
 set -euo pipefail
 
 missing=()
-for pkg in libopenblas-dev libsqlite3-dev pkg-config time; do
+for pkg in libopenblas-dev libsqlite3-dev libpq-dev postgresql pkg-config time iproute2; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
         missing+=("$pkg")
     fi

@@ -42,10 +42,15 @@ public final class Daemon: @unchecked Sendable {
 
         let lock = try InstanceLock(url: config.lockURL)
         defer { withExtendedLifetime(lock) {} }
-        let store = try JobStore(url: config.databaseURL)
+        let store = try JobStore.open(config, create: true)
         try store.verifyIntact()
-        let recovered = try store.recoverInterrupted()
+        let worker = config.worker
+        let recovered = try store.recoverInterrupted(worker: worker)
         if recovered > 0 { log.notice("recovered \(recovered) job(s) left running by a stopped daemon") }
+        try store.registerWorker(worker)
+        if store.isShared {
+            log.notice("on the shared queue \(store.location) as \(worker.name); models here: \((worker.models?.keys.sorted() ?? []).joined(separator: ", "))")
+        }
         let layout = SpoolLayout(root: config.spoolDirectory)
         let folders = try SpoolFolders(layout: layout)
         let intake = SpoolIntake(folders: folders, store: store, config: config, registry: registry, log: log)
@@ -55,13 +60,15 @@ public final class Daemon: @unchecked Sendable {
         let runner = JobRunner(store: store, models: ModelManager(budget: config.modelMemoryBudget, log: log, formats: config.modelWeights),
                                caches: CacheManager(budget: config.cacheMemoryBudget), registry: registry, log: log)
         runner.maxBatch = config.maxBatch
+        runner.worker = worker
         runner.onProgress = { [notifier] in notifier.status($0) }
         runner.storeFailureBackoff = config.retryBackoff
         let runnerService = RunnerService(runner: runner, log: log)
         let watchdog = WatchdogFeeder(notifier: notifier, liveness: runner.liveness, log: log)
         let watcher = SpoolWatcher(intake: intake, interval: config.scanInterval,
                                    onTick: { watchdog.tick() }, onIntake: { runnerService.poke() })
-        let services: [DaemonService] = [watcher, runnerService]
+        let heartbeat = HeartbeatService(store: store, worker: worker, load: runner.load, metricsFile: config.metricsTextfile, log: log)
+        let services: [DaemonService] = [watcher, runnerService, heartbeat]
         let group = DispatchGroup()
         for service in services {
             group.enter()
@@ -82,6 +89,7 @@ public final class Daemon: @unchecked Sendable {
         notifier.stopping(status: "stopping")
         services.forEach { $0.shutdown() }
         group.wait()
+        do { try store.workerStopped(worker) } catch { log.warning("could not record the stop in the job store: \(error)") }
         log.notice("stopped")
     }
 }

@@ -36,9 +36,19 @@ public struct DaemonConfig: Sendable {
     /// Sequences (prompts of any claimed jobs for one model) decoded together at most; nil (`auto`,
     /// the default): chosen per model from its measured pass-cost curve (`DecodeLoop.suggestedBatch`).
     public var maxBatch: Int?
+    /// Where the queue lives: SQLite under `state_directory` (one host), or one PostgreSQL shared
+    /// by the daemons of many hosts.
+    public var store: StoreLocation = .sqlite
+    /// A claimed job's lease lasts this long unless its daemon's heartbeat renews it.
+    public var leaseSeconds: Double = 60
+    /// This daemon's name on the queue; default: the host name and the state directory.
+    public var workerName: String?
+    /// A Prometheus text-format file rewritten every few seconds (node_exporter's textfile collector).
+    public var metricsTextfile: URL?
 
     public static let keys = ["state_directory", "spool_directory", "models", "model_directories", "model_memory_budget", "cache_memory_budget",
-                              "scan_interval_seconds", "max_attempts", "retry_backoff_seconds", "max_job_file_bytes", "log_level", "threads", "max_batch"]
+                              "scan_interval_seconds", "max_attempts", "retry_backoff_seconds", "max_job_file_bytes", "log_level", "threads", "max_batch",
+                              "store", "lease_seconds", "worker_name", "metrics_textfile"]
 
     public init(stateDirectory: URL, spoolDirectory: URL? = nil, models: [String: URL] = [:], modelDirectories: [URL] = [],
                 modelMemoryBudget: Int = 16 << 30, cacheMemoryBudget: Int = 4 << 30, scanInterval: Double = 5,
@@ -60,6 +70,13 @@ public struct DaemonConfig: Sendable {
     public static func modelKey(_ directory: URL) -> String { directory.standardizedFileURL.resolvingSymlinksInPath().path }
 
     public var databaseURL: URL { stateDirectory.appendingPathComponent("jobs.sqlite") }
+    /// The store, for messages: the SQLite file, or the PostgreSQL URL.
+    public var storeDescription: String {
+        switch store {
+        case .sqlite: return databaseURL.path
+        case let .postgresql(location): return location.url
+        }
+    }
     public var lockURL: URL { stateDirectory.appendingPathComponent("serve.lock") }
 
     /// Without a config file: $LAYERSKIP_STATE_DIRECTORY, else $XDG_STATE_HOME/layerskip, else ~/.local/state/layerskip.
@@ -181,12 +198,98 @@ public struct DaemonConfig: Sendable {
                 p.add("max_batch", "auto or an integer in 1...256", v.description)
             }
         }
+        switch map["store"] {
+        case nil, .null?, .string("sqlite")?: break
+        case let .object(entry)?:
+            for key in entry.keys.sorted() where key != "postgresql" && key != "password_file" {
+                p.add("store.\(key)", "postgresql or password_file", "an unknown key")
+            }
+            guard let url = entry["postgresql"]?.stringValue else {
+                p.add("store.postgresql", "a postgresql:// URL", entry["postgresql"]?.description ?? "nothing")
+                break
+            }
+            if let problem = PostgresLocation.problem(url) {
+                p.add("store.postgresql", problem, "\"\(url)\"")
+                break
+            }
+            var passwordFile: URL?
+            if let v = entry["password_file"] {
+                if let f = v.stringValue, !f.isEmpty {
+                    passwordFile = f.hasPrefix("/") ? URL(fileURLWithPath: f) : directory.appendingPathComponent(f).standardizedFileURL
+                } else {
+                    p.add("store.password_file", "a file path", v.description)
+                }
+            }
+            config.store = .postgresql(PostgresLocation(url: url, passwordFile: passwordFile))
+        case let v?: p.add("store", "sqlite, or a mapping with postgresql: URL (and password_file:)", v.description)
+        }
+        if let v = map["lease_seconds"] {
+            if let d = v.doubleValue, d >= 2, d <= 86400 { config.leaseSeconds = d } else {
+                p.add("lease_seconds", "a number of seconds from 2 to 86400", v.description)
+            }
+        }
+        if let s = p.string(map, "worker_name", required: false) {
+            if s.isEmpty || s.count > 200 || s.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+                p.add("worker_name", "a name of 1 to 200 printable characters", "\"\(s)\"")
+            } else {
+                config.workerName = s
+            }
+        }
+        if let s = p.string(map, "metrics_textfile", required: false) {
+            if s.isEmpty { p.add("metrics_textfile", "a file path", "an empty string") } else {
+                config.metricsTextfile = s.hasPrefix("/") ? URL(fileURLWithPath: s) : directory.appendingPathComponent(s).standardizedFileURL
+            }
+        }
         if let s = p.string(map, "log_level", required: false) {
             if let level = Logger.Level(rawValue: s.lowercased()) { config.logLevel = level } else {
                 p.add("log_level", "one of \(Logger.levelNames.joined(separator: ", "))", "\"\(s)\"")
             }
         }
         return p.problems.isEmpty ? .success(config) : .failure(ConfigurationError(p.problems))
+    }
+}
+
+/// Where the job store is (`store:` in the config).
+public enum StoreLocation: Sendable, Equatable {
+    case sqlite
+    case postgresql(PostgresLocation)
+}
+
+extension DaemonConfig {
+    /// This daemon as a worker on the queue.
+    public var worker: Worker {
+        let host = ProcessInfo.processInfo.hostName
+        let name = workerName ?? "\(host):\(stateDirectory.standardizedFileURL.path)"
+        if case .sqlite = store { return Worker(name: name, host: host, leaseSeconds: leaseSeconds) }
+        return Worker(name: name, host: host, leaseSeconds: leaseSeconds, models: runnableModels())
+    }
+
+    /// The key a job's model is known by wherever it may run (`ResolvedJob.modelKey`): its
+    /// configured name, else its folder's resolved path; and the weights it runs with here.
+    public func modelKey(model: String, directory: URL) -> String {
+        Self.modelKey(model: model, directory: directory, models: models, weights: modelWeights)
+    }
+
+    public static func modelKey(model: String, directory: URL, models: [String: URL], weights: [String: WeightFormat]) -> String {
+        let format = weights[modelKey(directory)] ?? .stored
+        return (models[model] != nil ? model : modelKey(directory)) + "@" + format.rawValue
+    }
+
+    /// The models this host can run, by model key, with their folders: every configured name, and
+    /// every model folder (one with a config.json) configured or under `model_directories`.
+    public func runnableModels() -> [String: URL] {
+        var runnable: [String: URL] = [:]
+        for (name, directory) in models {
+            runnable[modelKey(model: name, directory: directory)] = directory
+            runnable[modelKey(model: directory.path, directory: directory)] = directory
+        }
+        for root in modelDirectories {
+            let children = (try? FileManager.default.contentsOfDirectory(at: root, includingPropertiesForKeys: nil)) ?? []
+            for child in children where FileManager.default.fileExists(atPath: child.appendingPathComponent("config.json").path) {
+                runnable[modelKey(model: child.path, directory: child)] = child
+            }
+        }
+        return runnable
     }
 }
 

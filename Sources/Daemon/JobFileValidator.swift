@@ -26,9 +26,12 @@ public struct JobContext: Sendable {
     public var registry: StrategyRegistry
     public var maxPromptsFileBytes: Int
     public var origin: Origin
+    /// The weights each model folder runs with (`DaemonConfig.modelWeights`), for the job's model key.
+    public var modelWeights: [String: WeightFormat]
 
     public init(baseDirectory: URL, models: [String: URL], modelDirectories: [URL] = [], registry: StrategyRegistry,
-                maxPromptsFileBytes: Int = 64 << 20, origin: Origin = .user) {
+                maxPromptsFileBytes: Int = 64 << 20, origin: Origin = .user, modelWeights: [String: WeightFormat] = [:]) {
+        self.modelWeights = modelWeights
         self.baseDirectory = baseDirectory
         self.models = models
         self.modelDirectories = modelDirectories
@@ -114,7 +117,8 @@ public enum JobFileValidator {
         let spec = JobSpec(name: name, model: model, strategy: strategy, maxNewTokens: maxNew, minNewTokens: minNew,
                            sampling: sampling ?? .greedy, stop: stop, priority: priority, maxAttempts: maxAttempts,
                            prompts: prompts, promptsFile: promptsFile)
-        return .success(ResolvedJob(spec: spec, modelDirectory: directory, modelLayers: config.layerCount))
+        let key = DaemonConfig.modelKey(model: model, directory: directory, models: context.models, weights: context.modelWeights)
+        return .success(ResolvedJob(spec: spec, modelDirectory: directory, modelLayers: config.layerCount, modelKey: key))
     }
 
     static func resolveModel(_ model: String, context: JobContext) -> Result<(URL, ModelConfig), ConfigurationProblem> {

@@ -1,15 +1,19 @@
 import Foundation
-import GRDB
 
 /// Reads for the CLI. Each is one read transaction on a WAL snapshot, so it never waits for the
 /// daemon's writes and never sees half of one.
 extension JobStore {
     public func jobs(state: JobState? = nil, limit: Int? = nil) throws -> [JobRecord] {
         try read { db in
-            var request = JobRow.order(Column("id").desc)
-            if let state { request = request.filter(Column("state") == state.rawValue) }
-            if let limit { request = request.limit(limit) }
-            let rows = try request.fetchAll(db)
+            var sql = "SELECT * FROM jobs"
+            var arguments: SQLArguments = []
+            if let state {
+                sql += " WHERE state = ?"
+                arguments = [state.rawValue]
+            }
+            sql += " ORDER BY id DESC"
+            if let limit { sql += " LIMIT \(max(limit, 0))" }
+            let rows = try db.fetchAll(JobRow.self, sql, arguments)
             let counts = try JobCountsRow.fetch(db, ids: limit == nil && state == nil ? nil : rows.map(\.id))
             return try rows.map { try $0.record(promptCount: counts[$0.id]?.promptCount ?? 0, finishedPrompts: counts[$0.id]?.finishedPrompts ?? 0) }
         }
@@ -17,7 +21,7 @@ extension JobStore {
 
     public func job(_ id: Int64) throws -> JobRecord? {
         try read { db in
-            guard let row = try JobRow.fetchOne(db, key: id) else { return nil }
+            guard let row = try db.fetchOne(JobRow.self, "SELECT * FROM jobs WHERE id = ?", [id]) else { return nil }
             let counts = try JobCountsRow.fetch(db, ids: [id])[id]
             return try row.record(promptCount: counts?.promptCount ?? 0, finishedPrompts: counts?.finishedPrompts ?? 0)
         }
@@ -26,9 +30,9 @@ extension JobStore {
     /// Every prompt of the job's current run, finished or not, in order.
     public func outputs(_ id: Int64) throws -> [OutputRecord] {
         try read { db in
-            guard let job = try JobRow.fetchOne(db, key: id) else { return [] }
-            let prompts = try PromptRow.filter(Column("job_id") == id).order(Column("idx")).fetchAll(db)
-            let outputs = try OutputRow.filter(Column("job_id") == id && Column("run") == job.run).fetchAll(db)
+            guard let job = try db.fetchOne(JobRow.self, "SELECT * FROM jobs WHERE id = ?", [id]) else { return [] }
+            let prompts = try db.fetchAll(PromptRow.self, "SELECT * FROM prompts WHERE job_id = ? ORDER BY idx", [id])
+            let outputs = try db.fetchAll(OutputRow.self, "SELECT * FROM outputs WHERE job_id = ? AND run = ?", [id, job.run])
             let byIndex = Dictionary(outputs.map { ($0.idx, $0) }, uniquingKeysWith: { first, _ in first })
             return try prompts.map { p in
                 let o = byIndex[p.idx]
@@ -44,19 +48,21 @@ extension JobStore {
         public var from: String?
         public var to: String
         public var note: String?
+        /// The worker (host and state directory) that made the transition, where one did.
+        public var worker: String?
     }
 
     public func events(_ id: Int64) throws -> [Event] {
         try read { db in
-            try EventRow.filter(Column("job_id") == id).order(Column("id")).fetchAll(db).map {
-                Event(at: Date(timeIntervalSince1970: $0.at), from: $0.fromState, to: $0.toState, note: $0.note)
+            try db.fetchAll(EventRow.self, "SELECT * FROM events WHERE job_id = ? ORDER BY id", [id]).map {
+                Event(at: Date(timeIntervalSince1970: $0.at), from: $0.fromState, to: $0.toState, note: $0.note, worker: $0.worker)
             }
         }
     }
 
     /// Output rows per (job, run, prompt): more than one would mean a prompt was finished twice.
     public func outputCommitCounts() throws -> [Int] {
-        try read { db in try Int.fetchAll(db, sql: "SELECT COUNT(*) FROM outputs GROUP BY job_id, run, idx") }
+        try read { db in try db.values(Int.self, "SELECT COUNT(*) FROM outputs GROUP BY job_id, run, idx") }
     }
 
     public struct StatsRow: Codable, Sendable {
@@ -79,14 +85,14 @@ extension JobStore {
     /// metrics decoded as the strategy wrote them (`GenerationMetrics`), summed here.
     public func stats() throws -> [StatsRow] {
         try read { db in
-            let jobs = Dictionary(uniqueKeysWithValues: try JobRow.fetchAll(db).map { ($0.id, $0) })
+            let jobs = Dictionary(uniqueKeysWithValues: try db.fetchAll(JobRow.self, "SELECT * FROM jobs").map { ($0.id, $0) })
             struct Sums {
                 var jobs = Set<Int64>(), prompts = 0, generated = 0.0, decodeMs = 0.0, prefillMs = 0.0
                 var drafted = 0.0, accepted = 0.0, exitWeighted = 0.0, exitTokens = 0.0, evaluations = 0.0
                 var batchWeighted = 0.0, stepWeighted = 0.0, batchTokens = 0.0
             }
             var groups: [String: (model: String, strategy: String, sums: Sums)] = [:]
-            for output in try OutputRow.fetchAll(db) {
+            for output in try db.fetchAll(OutputRow.self, "SELECT * FROM outputs") {
                 guard let job = jobs[output.jobId] else { continue }
                 let m = try output.generationMetrics()
                 let model = (job.model ?? "?").contains("/") ? (job.modelDirectory ?? "?") : (job.model ?? "?")
@@ -129,6 +135,6 @@ extension JobStore {
 extension JobStore {
     /// Ids of the jobs recorded for a spool file name (oldest first).
     public func jobs(source: String) throws -> [Int64] {
-        try read { db in try Int64.fetchAll(db, sql: "SELECT id FROM jobs WHERE source = ? ORDER BY id", arguments: [source]) }
+        try read { db in try db.values(Int64.self, "SELECT id FROM jobs WHERE source = ? ORDER BY id", [source]) }
     }
 }

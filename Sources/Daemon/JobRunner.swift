@@ -42,6 +42,10 @@ public final class JobRunner: @unchecked Sendable {
     public var storeFailureBackoff: TimeInterval = 30
     /// Sequences in flight at once (config `max_batch`); nil: from each model's pass-cost curve.
     public var maxBatch: Int?
+    /// Who claims: the lease length and, on a shared store, the models this host runs.
+    public var worker: Worker = .local
+    /// What the heartbeat reports (`WorkerLoad`), updated as the batch runs.
+    public let load = RunnerLoad()
 
     public init(store: JobStore, models: ModelManager, caches: CacheManager, registry: StrategyRegistry, log: Logger) {
         self.store = store
@@ -71,11 +75,18 @@ public final class JobRunner: @unchecked Sendable {
         /// Its final state is written, or it is no longer ours.
         var closed = false
         var lost = false
+        /// Set by the lease watch: the lease was taken over, or could not be renewed in time.
+        let leaseLost = StopFlag()
+        /// Outputs finished while the store could not be reached, committed once it can (in order).
+        var pendingOutputs: [(index: Int, text: String, tokens: [Int], metrics: GenerationMetrics)] = []
+        /// The final state, when writing it found the store unreachable.
+        var pendingFinal: (state: JobState, error: String?)?
         init(job: ClaimedJob) {
             self.job = job
             done = job.finished.count
         }
-        var stopsSequences: Bool { closed || failure != nil || cancelled.isSet }
+        var stopsSequences: Bool { closed || failure != nil || cancelled.isSet || leaseLost.isSet }
+        var isHeld: Bool { !closed && !leaseLost.isSet }
     }
 
     public func runAvailable(among ids: [Int64]? = nil) throws -> [Outcome] {
@@ -87,23 +98,62 @@ public final class JobRunner: @unchecked Sendable {
         var session: (key: String, loaded: LoadedModel, loop: DecodeLoop)?
         let abort = StopFlag()
         var storeFailure: Error?
-        let watch = CancelWatch(store: store, interval: cancelPollInterval)
+        let watch = FlightWatch(store: store, worker: worker, interval: cancelPollInterval, log: log)
         defer {
             watch.stop()
+            load.update(jobs: 0, sequences: 0)
             if let session { models.release(session.loaded) }
+        }
+        /// No claim before this time: the store could not be reached.
+        var claimsPausedUntil = Date.distantPast
+        /// When pending writes were last tried.
+        var lastFlush = Date.distantPast
+
+        func drop(_ flight: Flight, _ why: String) {
+            flight.closed = true
+            flight.pendingOutputs = []
+            watch.remove(flight.job.id)
+            log.warning("runner: job \(flight.job.id) \(why); its work is dropped")
+            outcomes.append(.lost(flight.job.id))
         }
 
         func close(_ flight: Flight, _ state: JobState, error: String? = nil) throws {
-            flight.closed = true
-            watch.remove(flight.job.id)
             do {
                 try store.finish(flight.job, as: state, error: error)
+                flight.closed = true
+                flight.pendingFinal = nil
+                watch.remove(flight.job.id)
                 log.info("runner: job \(flight.job.id) \(state.rawValue)")
                 onProgress("job \(flight.job.id) \(state.rawValue)")
                 outcomes.append(.finished(flight.job.id, state))
             } catch StoreError.leaseLost {
-                log.warning("runner: job \(flight.job.id) was taken from this worker; its work is dropped")
-                outcomes.append(.lost(flight.job.id))
+                drop(flight, "was taken from this worker")
+            } catch StoreError.unavailable(let why) {
+                // Kept until the store is back or the lease can no longer be renewed.
+                if flight.pendingFinal == nil { log.warning("runner: job \(flight.job.id): cannot write its end (\(why)); retrying") }
+                flight.pendingFinal = (state, error)
+            }
+        }
+
+        func commit(_ flight: Flight, index: Int, text: String, tokens: [Int], metrics: GenerationMetrics) throws {
+            try store.commitOutput(flight.job, index: index, text: text, tokens: tokens, metrics: metrics)
+            flight.done += 1
+            load.committed(metrics)
+            liveness.advanced()
+            onProgress("job \(flight.job.id): prompt \(index + 1) of \(flight.job.spec.prompts.count) done")
+        }
+
+        /// Writes what waited for the store, oldest first; stops at the first that still cannot.
+        func flushPending() throws {
+            guard Date().timeIntervalSince(lastFlush) >= 1 else { return }
+            lastFlush = Date()
+            for flight in flights where flight.isHeld && !flight.pendingOutputs.isEmpty {
+                while let p = flight.pendingOutputs.first {
+                    do { try commit(flight, index: p.index, text: p.text, tokens: p.tokens, metrics: p.metrics) } catch StoreError.leaseLost {
+                        return drop(flight, "was taken from this worker")
+                    } catch StoreError.unavailable { return }
+                    flight.pendingOutputs.removeFirst()
+                }
             }
         }
 
@@ -111,7 +161,7 @@ public final class JobRunner: @unchecked Sendable {
         func admit(_ job: ClaimedJob, _ loaded: LoadedModel, _ loop: DecodeLoop) throws {
             let flight = Flight(job: job)
             flights.append(flight)
-            watch.add(job.id, flight.cancelled)
+            watch.add(job, cancelled: flight.cancelled, leaseLost: flight.leaseLost)
             let model = loaded.model
             let strategy: ConfiguredStrategy
             do { strategy = try registry.make(job.spec.strategy, model: model) } catch {
@@ -145,14 +195,17 @@ public final class JobRunner: @unchecked Sendable {
                     }
                     // An interrupted prompt is not an output: it runs again from its start.
                     guard let metrics = completion.metrics, output.finishReason != .cancelled else { return }
+                    guard flight.pendingOutputs.isEmpty else {
+                        return flight.pendingOutputs.append((index, output.text, output.tokens, metrics))
+                    }
                     do {
-                        try store.commitOutput(job, index: index, text: output.text, tokens: output.tokens, metrics: metrics)
-                        flight.done += 1
-                        liveness.advanced()
-                        onProgress("job \(job.id): prompt \(index + 1) of \(job.spec.prompts.count) done")
+                        try commit(flight, index: index, text: output.text, tokens: output.tokens, metrics: metrics)
                     } catch StoreError.leaseLost {
                         flight.closed = true
                         flight.lost = true
+                    } catch StoreError.unavailable(let why) {
+                        log.warning("runner: job \(job.id): cannot commit prompt \(index) (\(why)); keeping it until the store is back")
+                        flight.pendingOutputs.append((index, output.text, output.tokens, metrics))
                     } catch {
                         storeFailure = error
                         abort.set()
@@ -163,21 +216,36 @@ public final class JobRunner: @unchecked Sendable {
 
         /// Writes the final state of every job with nothing left in flight.
         func settle() throws {
+            try flushPending()
             for flight in flights where !flight.closed && flight.open == 0 {
                 let job = flight.job
                 if flight.lost {
-                    flight.closed = true
-                    watch.remove(job.id)
-                    log.warning("runner: job \(job.id) was taken from this worker; its work is dropped")
-                    outcomes.append(.lost(job.id))
+                    drop(flight, "was taken from this worker")
+                } else if flight.leaseLost.isSet {
+                    drop(flight, "lost its lease (taken over, or not renewed in time)")
+                } else if !flight.pendingOutputs.isEmpty {
+                    continue
+                } else if let pending = flight.pendingFinal {
+                    if Date().timeIntervalSince(lastFlush) >= 1 {
+                        lastFlush = Date()
+                        try close(flight, pending.state, error: pending.error)
+                    }
                 } else if let failure = flight.failure {
                     try close(flight, .failed, error: failure)
                 } else if flight.done < job.spec.prompts.count && stopping.isSet {
                     flight.closed = true
                     watch.remove(job.id)
-                    try store.requeue(job, note: "the daemon stopped")
-                    log.notice("runner: job \(job.id) put back in the queue (stopping)")
-                    outcomes.append(.requeued(job.id))
+                    do {
+                        try store.requeue(job, note: "the daemon stopped")
+                        log.notice("runner: job \(job.id) put back in the queue (stopping)")
+                        outcomes.append(.requeued(job.id))
+                    } catch StoreError.unavailable(let why) {
+                        // Its lease runs out and any daemon (this one restarted, too) puts it back.
+                        log.warning("runner: job \(job.id) left to its lease's expiry: cannot reach the store (\(why))")
+                        outcomes.append(.lost(job.id))
+                    } catch StoreError.leaseLost {
+                        outcomes.append(.lost(job.id))
+                    }
                 } else if flight.cancelled.isSet {
                     try close(flight, .cancelled, error: "cancelled by request")
                 } else if flight.done >= job.spec.prompts.count {
@@ -191,8 +259,17 @@ public final class JobRunner: @unchecked Sendable {
         do {
             while true {
                 // Claim while the batch has room (only jobs for the batch's model once it has one).
-                while !stopping.isSet, session.map({ $0.loop.active.count + $0.loop.waitingCount < $0.loop.maxBatch }) ?? true {
-                    guard let job = try store.claimNext(among: ids, model: session?.key) else { break }
+                while !stopping.isSet, Date() >= claimsPausedUntil,
+                      session.map({ $0.loop.active.count + $0.loop.waitingCount < $0.loop.maxBatch }) ?? true {
+                    let claimed: ClaimedJob?
+                    do { claimed = try store.claimNext(among: ids, model: session?.key, worker: worker) } catch StoreError.unavailable(let why) {
+                        // No new work while the store is away; what is in flight goes on.
+                        if flights.allSatisfy(\.closed) { throw StoreError.unavailable(why) }
+                        log.warning("runner: cannot claim (\(why)); going on with the jobs in flight")
+                        claimsPausedUntil = Date().addingTimeInterval(2)
+                        break
+                    }
+                    guard let job = claimed else { break }
                     log.info("runner: job \(job.id) started (attempt \(job.attempt) of \(job.maxAttempts), \(job.spec.strategy.name), \(job.spec.prompts.count) prompt(s), \(job.finished.count) already done)")
                     if session == nil {
                         do {
@@ -211,7 +288,16 @@ public final class JobRunner: @unchecked Sendable {
                     try admit(job, session!.loaded, session!.loop)
                 }
                 try settle()
-                guard let loop = session?.loop, !loop.isIdle else { break }
+                load.update(jobs: flights.filter(\.isHeld).count, sequences: session?.loop.active.count ?? 0)
+                guard let loop = session?.loop, !loop.isIdle else {
+                    // Finished work that waits for the store keeps the batch open until it is
+                    // written or its lease is gone.
+                    if flights.contains(where: { $0.isHeld && ($0.pendingFinal != nil || !$0.pendingOutputs.isEmpty) }) {
+                        Thread.sleep(forTimeInterval: 0.25)
+                        continue
+                    }
+                    break
+                }
                 loop.step()
                 if let storeFailure { throw storeFailure }
                 try settle()
@@ -237,7 +323,13 @@ public final class JobRunner: @unchecked Sendable {
     private func releaseUnreleased() throws -> [Outcome] {
         var outcomes: [Outcome] = []
         while let (job, failure) = unreleased.first {
-            let state = try store.release(job, after: failure, backoff: storeFailureBackoff * Double(job.attempt))
+            let state: JobState
+            do { state = try store.release(job, after: failure, backoff: storeFailureBackoff * Double(job.attempt)) } catch StoreError.leaseLost {
+                unreleased.removeFirst()
+                log.notice("runner: job \(job.id) was taken over while the store failed; nothing to release")
+                outcomes.append(.lost(job.id))
+                continue
+            }
             unreleased.removeFirst()
             log.notice("runner: job \(job.id) released after the store failure: \(state.rawValue)")
             outcomes.append(state == .queued ? .requeued(job.id) : .finished(job.id, state))
@@ -246,31 +338,95 @@ public final class JobRunner: @unchecked Sendable {
     }
 }
 
-/// Polls the store for cancel requests of the batch's jobs and raises their flags.
-/// `@unchecked Sendable`: `flags` is read and written under `lock`.
-final class CancelWatch: @unchecked Sendable {
+/// Watches the batch's jobs from a timer thread: polls the store for cancel requests and raises
+/// their flags, and renews the jobs' leases every third of the lease time. A lease the store says
+/// is no longer ours, or one that could not be renewed for a whole lease time (the store is out of
+/// reach: by now another daemon may have put the job back), raises the job's `leaseLost` flag, and
+/// the runner drops that job's work without writing anything.
+/// `@unchecked Sendable`: `watched` and `lastRenewal` are read and written under `lock`.
+final class FlightWatch: @unchecked Sendable {
+    private struct Watched {
+        var job: ClaimedJob
+        var cancelled: StopFlag
+        var leaseLost: StopFlag
+        /// When the lease was last known to be ours (claim, or a renewal).
+        var heldAt: Date
+    }
     private let lock = NSLock()
-    private var flags: [Int64: StopFlag] = [:]
+    private var watched: [Int64: Watched] = [:]
+    private var lastRenewal = Date()
     private let timer: DispatchSourceTimer
 
-    init(store: JobStore, interval: TimeInterval) {
+    init(store: JobStore, worker: Worker, interval: TimeInterval, log: Logger) {
         timer = DispatchSource.makeTimerSource(queue: .global())
         timer.schedule(deadline: .now(), repeating: interval)
+        let renewEvery = worker.leaseSeconds / 3
         timer.setEventHandler { [weak self] in
             guard let self else { return }
             self.lock.lock()
-            let watched = self.flags
+            let now = Date()
+            let snapshot = self.watched
+            let renewing = now.timeIntervalSince(self.lastRenewal) >= renewEvery
+            if renewing { self.lastRenewal = now }
             self.lock.unlock()
-            for (id, flag) in watched where !flag.isSet {
-                if (try? store.isCancelRequested(id)) ?? false { flag.set() }
+            for (id, w) in snapshot where !w.cancelled.isSet {
+                if (try? store.isCancelRequested(id)) ?? false { w.cancelled.set() }
+            }
+            guard renewing else { return }
+            let live = snapshot.values.filter { !$0.leaseLost.isSet }
+            do {
+                let lost = try store.renewLeases(live.map(\.job), worker: worker)
+                self.lock.lock()
+                for w in live where !lost.contains(w.job.id) { self.watched[w.job.id]?.heldAt = now }
+                self.lock.unlock()
+                for w in live where lost.contains(w.job.id) { w.leaseLost.set() }
+            } catch {
+                for w in live where now.timeIntervalSince(w.heldAt) >= worker.leaseSeconds {
+                    log.error("runner: job \(w.job.id): its lease could not be renewed for \(Int(worker.leaseSeconds)) s (\(error)); dropping it")
+                    w.leaseLost.set()
+                }
             }
         }
         timer.resume()
     }
 
-    func add(_ id: Int64, _ flag: StopFlag) { lock.lock(); flags[id] = flag; lock.unlock() }
-    func remove(_ id: Int64) { lock.lock(); flags[id] = nil; lock.unlock() }
+    func add(_ job: ClaimedJob, cancelled: StopFlag, leaseLost: StopFlag) {
+        lock.lock()
+        watched[job.id] = Watched(job: job, cancelled: cancelled, leaseLost: leaseLost, heldAt: Date())
+        lock.unlock()
+    }
+    func remove(_ id: Int64) { lock.lock(); watched[id] = nil; lock.unlock() }
     func stop() { timer.cancel() }
+}
+
+/// What the heartbeat reports of a runner: jobs and sequences in flight, and running totals of
+/// what its committed outputs generated.
+/// `@unchecked Sendable`: every field is read and written under `lock`.
+public final class RunnerLoad: @unchecked Sendable {
+    public struct Snapshot: Sendable, Equatable {
+        public var jobs = 0, sequences = 0
+        /// Totals over the outputs this runner committed.
+        public var tokens = 0, drafted = 0, accepted = 0
+        /// Sum of (batch size × tokens) and the tokens it covers, for a token-weighted mean batch size.
+        public var batchWeighted = 0.0, batchTokens = 0
+    }
+    private let lock = NSLock()
+    private var state = Snapshot()
+
+    func update(jobs: Int, sequences: Int) { lock.lock(); state.jobs = jobs; state.sequences = sequences; lock.unlock() }
+    func committed(_ m: GenerationMetrics) {
+        lock.lock()
+        state.tokens += m.generatedTokens
+        state.drafted += m.drafted ?? 0
+        state.accepted += m.accepted ?? 0
+        if let b = m.batchSize {
+            state.batchWeighted += b * Double(m.generatedTokens)
+            state.batchTokens += m.generatedTokens
+        }
+        lock.unlock()
+    }
+
+    public var snapshot: Snapshot { lock.lock(); defer { lock.unlock() }; return state }
 }
 
 /// When the runner last advanced, for systemd's watchdog: a generation whose engine runs no layer

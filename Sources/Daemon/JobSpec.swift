@@ -47,4 +47,7 @@ public struct ResolvedJob: Sendable {
     public var modelDirectory: URL
     /// The number of layers etc. of the model, read from config.json only.
     public var modelLayers: Int
+    /// What the model is called wherever the job may run (`DaemonConfig.modelKey`): on a shared
+    /// store only daemons that know this key claim the job.
+    public var modelKey: String
 }

@@ -32,6 +32,8 @@ public struct JobRecord: Codable, Sendable, Equatable {
     public var problems: [ProblemRecord]?
     public var promptCount: Int
     public var finishedPrompts: Int
+    /// The worker that holds (or last held) the job's lease.
+    public var worker: String?
     public var createdAt: Date
     public var updatedAt: Date
     public var startedAt: Date?

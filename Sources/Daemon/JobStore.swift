@@ -3,22 +3,24 @@ import Glibc
 #endif
 import Decoding
 import Foundation
-import GRDB
 import InputFiles
 
-/// The job database: SQLite in WAL mode, so CLI readers never wait for the daemon, and every write
-/// is one `BEGIN IMMEDIATE` transaction (the write lock is taken up front, so two writers queue on
-/// the busy timeout instead of failing half-way with "database is locked").
-// `@unchecked Sendable`: immutable after init; GRDB's DatabasePool serialises access itself.
+/// The job database, on SQLite (the embedded default, one host) or PostgreSQL (one queue for the
+/// daemons of many hosts): the same state machine and the same SQL on both (StoreDatabase).
+// `@unchecked Sendable`: immutable after init; each database serialises access itself.
 public final class JobStore: @unchecked Sendable {
-    public let url: URL
-    let pool: DatabasePool
+    let database: any StoreDatabase
+    var dialect: StoreDialect { database.dialect }
+    /// Where the jobs are (the SQLite file, or the PostgreSQL URL), for messages.
+    public var location: String { database.location }
+    /// More than one daemon may share this queue: leases are what keep them apart.
+    public var isShared: Bool { dialect == .postgresql }
 
+    /// A SQLite store.
     /// - Parameter create: make the state directory and the database when missing (`serve`, `run`);
     ///   the query commands pass false, so that asking about a state directory that is not there
     ///   says so instead of leaving an empty one behind.
     public init(url: URL, create: Bool = true) throws {
-        self.url = url
         let directory = url.deletingLastPathComponent()
         if create {
             try StateDirectory.prepare(directory)
@@ -29,67 +31,36 @@ public final class JobStore: @unchecked Sendable {
                 throw DaemonError.notFound("no job database at \(url.path): nothing has been run with this state directory (is --config right?)")
             }
         }
-        var config = Configuration()
-        config.busyMode = .timeout(30)
-        config.prepareDatabase { db in
-            // A committed transition must survive power loss, not only a crash of this process.
-            try db.execute(sql: "PRAGMA synchronous = FULL")
-        }
-        do {
-            pool = try DatabasePool(path: url.path, configuration: config)
-            let migrator = Migrations.migrator
-            // A read first: CLI readers of an up-to-date database never take the write lock.
-            let (unknown, complete) = try pool.read { db in
-                (try migrator.appliedIdentifiers(db).subtracting(migrator.migrations), try migrator.hasCompletedMigrations(db))
-            }
-            if !unknown.isEmpty { throw DaemonError.databaseTooNew(path: url.path, unknown: unknown.sorted()) }
-            if !complete { try migrator.migrate(pool) }
-        } catch let error as DatabaseError where [.SQLITE_CORRUPT, .SQLITE_NOTADB].contains(error.resultCode) {
-            throw JobStore.damaged(url, error.message ?? "\(error)")
+        database = try SQLiteDatabase(url: url)
+    }
+
+    /// A PostgreSQL store; its schema is created or brought up to date on first use.
+    public init(postgresql: PostgresLocation, applicationName: String = "layerskip") throws {
+        database = try PostgresDatabase(postgresql, applicationName: applicationName)
+    }
+
+    /// The store a config names (`store:`).
+    public static func open(_ config: DaemonConfig, create: Bool) throws -> JobStore {
+        switch config.store {
+        case .sqlite: return try JobStore(url: config.databaseURL, create: create)
+        case let .postgresql(location): return try JobStore(postgresql: location)
         }
     }
 
-    /// One write transaction that holds the write lock from its first statement.
-    func write<T>(_ body: (Database) throws -> T) throws -> T {
-        try pool.writeWithoutTransaction { db in
-            var result: T?
-            try db.inTransaction(.immediate) {
-                result = try body(db)
-                return .commit
-            }
-            return result!
-        }
-    }
+    @discardableResult
+    func write<T>(_ body: (any StoreConnection) throws -> T) throws -> T { try database.write(body) }
+    func read<T>(_ body: (any StoreConnection) throws -> T) throws -> T { try database.read(body) }
 
-    func read<T>(_ body: (Database) throws -> T) throws -> T {
-        try pool.read(body)
-    }
-
+    /// Client time, for the records' timestamps; leases use the database's clock (`dialect.now`).
     static var now: Double { Date().timeIntervalSince1970 }
 
-    static func event(_ db: Database, job: Int64, from: JobState?, to: JobState, note: String?) throws {
-        var event = EventRow(id: nil, jobId: job, at: now, fromState: from?.rawValue, toState: to.rawValue, note: note)
-        try event.insert(db)
+    static func event(_ db: any StoreConnection, job: Int64, from: JobState?, to: JobState, note: String?, worker: String? = nil) throws {
+        try db.execute("INSERT INTO events (job_id, at, from_state, to_state, note, worker) VALUES (?, ?, ?, ?, ?, ?)",
+                       [job, now, from?.rawValue, to.rawValue, note, worker])
     }
 
-    public func integrityCheck() throws -> String {
-        try pool.read { db in try String.fetchOne(db, sql: "PRAGMA integrity_check") ?? "no answer" }
-    }
-
-    /// `PRAGMA quick_check` (structure and record format, without the index cross-checks of
-    /// integrity_check): a damaged database is refused at start instead of failing a job later.
-    public func verifyIntact() throws {
-        let report: [String]
-        do { report = try pool.read { db in try String.fetchAll(db, sql: "PRAGMA quick_check") } } catch let error as DatabaseError {
-            throw JobStore.damaged(url, error.message ?? "\(error)")
-        }
-        guard report == ["ok"] else { throw JobStore.damaged(url, report.prefix(3).joined(separator: "; ")) }
-    }
-
-    static func damaged(_ url: URL, _ detail: String) -> DaemonError {
-        DaemonError.io("the job database \(url.path) is damaged (quick_check: \(detail)); "
-            + "move it aside and restore a backup (sqlite3 \(url.path) .recover can salvage rows)")
-    }
+    /// A damaged database is refused at start instead of failing a job later.
+    public func verifyIntact() throws { try database.verifyIntact() }
 }
 
 /// The state directory holds prompts and outputs: it is created 0750 and its files 0640 whatever
@@ -161,8 +132,8 @@ extension JobStore {
     /// A job already recorded for this file name and content, if any.
     public func existingJob(source: String, contentHash: String) throws -> (id: Int64, intakePending: Bool)? {
         try read { db in
-            try JobRow.filter(Column("source") == source && Column("content_hash") == contentHash)
-                .order(Column("intake_pending").desc, Column("id")).fetchOne(db).map { ($0.id, $0.intakePending) }
+            try db.fetchOne(JobRow.self, "SELECT * FROM jobs WHERE source = ? AND content_hash = ? ORDER BY intake_pending DESC, id LIMIT 1",
+                            [source, contentHash]).map { ($0.id, $0.intakePending) }
         }
     }
 
@@ -174,29 +145,27 @@ extension JobStore {
             switch submission.outcome {
             case let .success(job):
                 let spec = String(decoding: try JSONEncoder().encode(job.spec), as: UTF8.self)
-                try db.execute(sql: """
-                    INSERT INTO jobs (source, content_hash, state, priority, name, model, model_directory, strategy, spec,
+                let id = try insertedID(db, """
+                    INSERT INTO jobs (source, content_hash, state, priority, name, model, model_directory, model_key, strategy, spec,
                                       max_attempts, intake_pending, stored_as, created_at, updated_at)
-                    VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """, arguments: [submission.source, submission.contentHash, job.spec.priority, job.spec.name, job.spec.model,
-                                     job.modelDirectory.path, job.spec.strategy.name, spec,
-                                     job.spec.maxAttempts ?? defaultMaxAttempts, intakePending, storedAs, t, t])
-                let id = db.lastInsertedRowID
+                    VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id
+                    """, [submission.source, submission.contentHash, job.spec.priority, job.spec.name, job.spec.model,
+                          job.modelDirectory.path, job.modelKey, job.spec.strategy.name, spec,
+                          job.spec.maxAttempts ?? defaultMaxAttempts, intakePending, storedAs, t, t])
                 for (i, p) in job.spec.prompts.enumerated() {
-                    try PromptRow(jobId: id, idx: i, promptId: p.id, text: p.text).insert(db)
+                    try db.execute("INSERT INTO prompts (job_id, idx, prompt_id, text) VALUES (?, ?, ?, ?)", [id, i, p.id, p.text])
                 }
                 try JobStore.event(db, job: id, from: nil, to: .queued, note: "accepted \(submission.source)")
                 return id
             case let .failure(error):
                 let problems = error.problems.map { ProblemRecord(path: $0.path, expected: $0.expected, found: $0.found) }
                 let json = String(decoding: try JSONEncoder().encode(problems), as: UTF8.self)
-                try db.execute(sql: """
+                let id = try insertedID(db, """
                     INSERT INTO jobs (source, content_hash, state, problems, error, max_attempts, intake_pending, stored_as,
                                       created_at, updated_at, finished_at)
-                    VALUES (?, ?, 'rejected', ?, ?, 0, ?, ?, ?, ?, ?)
-                    """, arguments: [submission.source, submission.contentHash, json, "\(error.problems.count) problem(s) in the job file",
-                                     intakePending, storedAs, t, t, t])
-                let id = db.lastInsertedRowID
+                    VALUES (?, ?, 'rejected', ?, ?, 0, ?, ?, ?, ?, ?) RETURNING id
+                    """, [submission.source, submission.contentHash, json, "\(error.problems.count) problem(s) in the job file",
+                          intakePending, storedAs, t, t, t])
                 try JobStore.event(db, job: id, from: nil, to: .rejected, note: "rejected \(submission.source)")
                 return id
             }
@@ -205,12 +174,16 @@ extension JobStore {
 
     public func markIntakeDone(job: Int64, storedAs: String) throws {
         try write { db in
-            try db.execute(sql: "UPDATE jobs SET intake_pending = 0, stored_as = ?, updated_at = ? WHERE id = ?",
-                           arguments: [storedAs, JobStore.now, job])
+            try db.execute("UPDATE jobs SET intake_pending = 0, stored_as = ?, updated_at = ? WHERE id = ?", [storedAs, JobStore.now, job])
         }
     }
 
     public func storedName(job: Int64) throws -> String? {
-        try read { db in try String.fetchOne(db, sql: "SELECT stored_as FROM jobs WHERE id = ?", arguments: [job]) }
+        try read { db in try db.value(String.self, "SELECT stored_as FROM jobs WHERE id = ?", [job]) }
+    }
+
+    private func insertedID(_ db: any StoreConnection, _ sql: String, _ arguments: SQLArguments) throws -> Int64 {
+        guard let id = try db.value(Int64.self, sql, arguments) else { throw StoreError.corrupt("an INSERT into jobs returned no id") }
+        return id
     }
 }

@@ -1,71 +1,182 @@
 import Foundation
 import GRDB
 
-/// Named, forward-only schema migrations. Never edit a shipped migration: add a new one.
+/// Named, forward-only schema migrations, the same names on both databases: each has its SQLite
+/// text and its PostgreSQL text, which differ only in column types (INTEGER/REAL there, BIGINT/
+/// DOUBLE PRECISION here) and in how ids are generated. Never edit a shipped migration: add one.
+struct Migration: Sendable {
+    var identifier: String
+    var sqlite: String
+    var postgresql: String
+}
+
 enum Migrations {
-    static var migrator: DatabaseMigrator {
-        var m = DatabaseMigrator()
-        m.registerMigration("2026-11-29-jobs") { db in
-            try db.execute(sql: """
-                CREATE TABLE jobs (
-                  id INTEGER PRIMARY KEY AUTOINCREMENT,
-                  source TEXT NOT NULL,
-                  content_hash TEXT NOT NULL,
-                  state TEXT NOT NULL CHECK (state IN ('queued','running','succeeded','failed','cancelled','rejected')),
-                  priority INTEGER NOT NULL DEFAULT 0,
-                  name TEXT,
-                  model TEXT,
-                  model_directory TEXT,
-                  strategy TEXT,
-                  spec TEXT,
-                  problems TEXT,
-                  error TEXT,
-                  run INTEGER NOT NULL DEFAULT 1,
-                  attempts INTEGER NOT NULL DEFAULT 0,
-                  max_attempts INTEGER NOT NULL,
-                  lease TEXT,
-                  cancel_requested INTEGER NOT NULL DEFAULT 0,
-                  intake_pending INTEGER NOT NULL DEFAULT 0,
-                  stored_as TEXT,
-                  created_at REAL NOT NULL,
-                  updated_at REAL NOT NULL,
-                  started_at REAL,
-                  finished_at REAL
-                );
-                CREATE INDEX jobs_queue ON jobs (state, priority DESC, id);
-                CREATE INDEX jobs_source ON jobs (source, content_hash);
-                CREATE TABLE prompts (
-                  job_id INTEGER NOT NULL REFERENCES jobs(id),
-                  idx INTEGER NOT NULL,
-                  prompt_id TEXT NOT NULL,
-                  text TEXT NOT NULL,
-                  PRIMARY KEY (job_id, idx)
-                );
-                CREATE TABLE outputs (
-                  job_id INTEGER NOT NULL REFERENCES jobs(id),
-                  run INTEGER NOT NULL,
-                  idx INTEGER NOT NULL,
-                  text TEXT NOT NULL,
-                  tokens TEXT NOT NULL,
-                  metrics TEXT NOT NULL,
-                  attempt INTEGER NOT NULL,
-                  finished_at REAL NOT NULL,
-                  PRIMARY KEY (job_id, run, idx)
-                );
-                CREATE TABLE events (
-                  id INTEGER PRIMARY KEY AUTOINCREMENT,
-                  job_id INTEGER NOT NULL REFERENCES jobs(id),
-                  at REAL NOT NULL,
-                  from_state TEXT,
-                  to_state TEXT NOT NULL,
-                  note TEXT
-                );
-                CREATE INDEX events_job ON events (job_id, id);
-                """)
-        }
+    static let all: [Migration] = [
+        Migration(identifier: "2026-11-29-jobs", sqlite: """
+            CREATE TABLE jobs (
+              id INTEGER PRIMARY KEY AUTOINCREMENT,
+              source TEXT NOT NULL,
+              content_hash TEXT NOT NULL,
+              state TEXT NOT NULL CHECK (state IN ('queued','running','succeeded','failed','cancelled','rejected')),
+              priority INTEGER NOT NULL DEFAULT 0,
+              name TEXT,
+              model TEXT,
+              model_directory TEXT,
+              strategy TEXT,
+              spec TEXT,
+              problems TEXT,
+              error TEXT,
+              run INTEGER NOT NULL DEFAULT 1,
+              attempts INTEGER NOT NULL DEFAULT 0,
+              max_attempts INTEGER NOT NULL,
+              lease TEXT,
+              cancel_requested INTEGER NOT NULL DEFAULT 0,
+              intake_pending INTEGER NOT NULL DEFAULT 0,
+              stored_as TEXT,
+              created_at REAL NOT NULL,
+              updated_at REAL NOT NULL,
+              started_at REAL,
+              finished_at REAL
+            );
+            CREATE INDEX jobs_queue ON jobs (state, priority DESC, id);
+            CREATE INDEX jobs_source ON jobs (source, content_hash);
+            CREATE TABLE prompts (
+              job_id INTEGER NOT NULL REFERENCES jobs(id),
+              idx INTEGER NOT NULL,
+              prompt_id TEXT NOT NULL,
+              text TEXT NOT NULL,
+              PRIMARY KEY (job_id, idx)
+            );
+            CREATE TABLE outputs (
+              job_id INTEGER NOT NULL REFERENCES jobs(id),
+              run INTEGER NOT NULL,
+              idx INTEGER NOT NULL,
+              text TEXT NOT NULL,
+              tokens TEXT NOT NULL,
+              metrics TEXT NOT NULL,
+              attempt INTEGER NOT NULL,
+              finished_at REAL NOT NULL,
+              PRIMARY KEY (job_id, run, idx)
+            );
+            CREATE TABLE events (
+              id INTEGER PRIMARY KEY AUTOINCREMENT,
+              job_id INTEGER NOT NULL REFERENCES jobs(id),
+              at REAL NOT NULL,
+              from_state TEXT,
+              to_state TEXT NOT NULL,
+              note TEXT
+            );
+            CREATE INDEX events_job ON events (job_id, id);
+            """, postgresql: """
+            CREATE TABLE jobs (
+              id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+              source TEXT NOT NULL,
+              content_hash TEXT NOT NULL,
+              state TEXT NOT NULL CHECK (state IN ('queued','running','succeeded','failed','cancelled','rejected')),
+              priority BIGINT NOT NULL DEFAULT 0,
+              name TEXT,
+              model TEXT,
+              model_directory TEXT,
+              strategy TEXT,
+              spec TEXT,
+              problems TEXT,
+              error TEXT,
+              run BIGINT NOT NULL DEFAULT 1,
+              attempts BIGINT NOT NULL DEFAULT 0,
+              max_attempts BIGINT NOT NULL,
+              lease TEXT,
+              cancel_requested BIGINT NOT NULL DEFAULT 0,
+              intake_pending BIGINT NOT NULL DEFAULT 0,
+              stored_as TEXT,
+              created_at DOUBLE PRECISION NOT NULL,
+              updated_at DOUBLE PRECISION NOT NULL,
+              started_at DOUBLE PRECISION,
+              finished_at DOUBLE PRECISION
+            );
+            CREATE INDEX jobs_queue ON jobs (state, priority DESC, id);
+            CREATE INDEX jobs_source ON jobs (source, content_hash);
+            CREATE TABLE prompts (
+              job_id BIGINT NOT NULL REFERENCES jobs(id),
+              idx BIGINT NOT NULL,
+              prompt_id TEXT NOT NULL,
+              text TEXT NOT NULL,
+              PRIMARY KEY (job_id, idx)
+            );
+            CREATE TABLE outputs (
+              job_id BIGINT NOT NULL REFERENCES jobs(id),
+              run BIGINT NOT NULL,
+              idx BIGINT NOT NULL,
+              text TEXT NOT NULL,
+              tokens TEXT NOT NULL,
+              metrics TEXT NOT NULL,
+              attempt BIGINT NOT NULL,
+              finished_at DOUBLE PRECISION NOT NULL,
+              PRIMARY KEY (job_id, run, idx)
+            );
+            CREATE TABLE events (
+              id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+              job_id BIGINT NOT NULL REFERENCES jobs(id),
+              at DOUBLE PRECISION NOT NULL,
+              from_state TEXT,
+              to_state TEXT NOT NULL,
+              note TEXT
+            );
+            CREATE INDEX events_job ON events (job_id, id);
+            """),
         // A job released after a store failure waits this long before it is claimed again.
-        m.registerMigration("2026-12-01-not-before") { db in
-            try db.execute(sql: "ALTER TABLE jobs ADD COLUMN not_before REAL")
+        Migration(identifier: "2026-12-01-not-before",
+                  sqlite: "ALTER TABLE jobs ADD COLUMN not_before REAL",
+                  postgresql: "ALTER TABLE jobs ADD COLUMN not_before DOUBLE PRECISION"),
+        // Leases that expire (several daemons on one queue), which worker ran each attempt, what
+        // each job's model is called where it may run, and the live daemons.
+        Migration(identifier: "2026-12-02-leases-and-workers", sqlite: """
+            ALTER TABLE jobs ADD COLUMN worker TEXT;
+            ALTER TABLE jobs ADD COLUMN lease_expires_at REAL;
+            ALTER TABLE jobs ADD COLUMN model_key TEXT;
+            ALTER TABLE events ADD COLUMN worker TEXT;
+            CREATE INDEX jobs_leases ON jobs (state, lease_expires_at);
+            CREATE TABLE workers (
+              name TEXT PRIMARY KEY,
+              host TEXT NOT NULL,
+              pid INTEGER NOT NULL,
+              started_at REAL NOT NULL,
+              heartbeat_at REAL NOT NULL,
+              stopped_at REAL,
+              in_flight_jobs INTEGER NOT NULL DEFAULT 0,
+              sequences INTEGER NOT NULL DEFAULT 0,
+              tokens_per_second REAL NOT NULL DEFAULT 0,
+              models TEXT NOT NULL DEFAULT '[]',
+              lease_renewals INTEGER NOT NULL DEFAULT 0,
+              leases_expired INTEGER NOT NULL DEFAULT 0
+            );
+            """, postgresql: """
+            ALTER TABLE jobs ADD COLUMN worker TEXT;
+            ALTER TABLE jobs ADD COLUMN lease_expires_at DOUBLE PRECISION;
+            ALTER TABLE jobs ADD COLUMN model_key TEXT;
+            ALTER TABLE events ADD COLUMN worker TEXT;
+            CREATE INDEX jobs_leases ON jobs (state, lease_expires_at);
+            CREATE TABLE workers (
+              name TEXT PRIMARY KEY,
+              host TEXT NOT NULL,
+              pid BIGINT NOT NULL,
+              started_at DOUBLE PRECISION NOT NULL,
+              heartbeat_at DOUBLE PRECISION NOT NULL,
+              stopped_at DOUBLE PRECISION,
+              in_flight_jobs BIGINT NOT NULL DEFAULT 0,
+              sequences BIGINT NOT NULL DEFAULT 0,
+              tokens_per_second DOUBLE PRECISION NOT NULL DEFAULT 0,
+              models TEXT NOT NULL DEFAULT '[]',
+              lease_renewals BIGINT NOT NULL DEFAULT 0,
+              leases_expired BIGINT NOT NULL DEFAULT 0
+            );
+            """),
+    ]
+
+    /// GRDB's migrator over the SQLite texts (its `grdb_migrations` table records the names).
+    static var sqliteMigrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        for migration in all {
+            m.registerMigration(migration.identifier) { db in try db.execute(sql: migration.sqlite) }
         }
         return m
     }

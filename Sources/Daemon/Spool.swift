@@ -3,7 +3,6 @@ import Glibc
 #endif
 import Decoding
 import Foundation
-import GRDB
 import InputFiles
 import Logging
 
@@ -279,7 +278,7 @@ public final class SpoolIntake: @unchecked Sendable {
                                                             found: "an empty file")])))
         }
         let context = JobContext(baseDirectory: layout.incoming, models: config.models, modelDirectories: config.modelDirectories,
-                                 registry: registry, origin: .spool(folder: folders.incoming))
+                                 registry: registry, origin: .spool(folder: folders.incoming), modelWeights: config.modelWeights)
         return (hash, JobFileValidator.validate(data, file: "(file)", context: context))
     }
 
@@ -318,7 +317,7 @@ extension Submission {
 extension JobStore {
     func pendingIntake() throws -> [(id: Int64, source: String, storedAs: String?)] {
         try read { db in
-            try JobRow.filter(Column("intake_pending") == true).fetchAll(db).map { ($0.id, $0.source, $0.storedAs) }
+            try db.fetchAll(JobRow.self, "SELECT * FROM jobs WHERE intake_pending = 1 ORDER BY id").map { ($0.id, $0.source, $0.storedAs) }
         }
     }
 }

@@ -9,8 +9,8 @@ import GRDB
 // never a silent default.
 
 /// A row of `jobs`. Read-only here: every write is a guarded transition in SQL (JobTransitions).
-struct JobRow: Decodable, FetchableRecord, TableRecord {
-    static let databaseTableName = "jobs"
+/// Rows come from either database as GRDB `Row`s (StoreDatabase), so these decode the same on both.
+struct JobRow: Decodable, FetchableRecord {
     static let databaseColumnDecodingStrategy = DatabaseColumnDecodingStrategy.convertFromSnakeCase
 
     var id: Int64
@@ -37,6 +37,9 @@ struct JobRow: Decodable, FetchableRecord, TableRecord {
     var startedAt: Double?
     var finishedAt: Double?
     var notBefore: Double?
+    var worker: String?
+    var leaseExpiresAt: Double?
+    var modelKey: String?
 
     func jobState() throws -> JobState {
         guard let s = JobState(rawValue: state) else {
@@ -64,7 +67,7 @@ struct JobRow: Decodable, FetchableRecord, TableRecord {
             id: id, state: try jobState(), source: source, storedAs: storedAs, contentHash: contentHash, name: name, model: model,
             modelDirectory: modelDirectory, strategy: strategy, priority: priority, run: run, attempts: attempts,
             maxAttempts: maxAttempts, cancelRequested: cancelRequested, error: error, problems: problemList,
-            promptCount: promptCount, finishedPrompts: finishedPrompts,
+            promptCount: promptCount, finishedPrompts: finishedPrompts, worker: worker,
             createdAt: Date(timeIntervalSince1970: createdAt), updatedAt: Date(timeIntervalSince1970: updatedAt),
             startedAt: startedAt.map(Date.init(timeIntervalSince1970:)), finishedAt: finishedAt.map(Date.init(timeIntervalSince1970:)))
     }
@@ -78,26 +81,24 @@ struct JobCountsRow: Decodable, FetchableRecord {
     var finishedPrompts: Int
 
     /// Counts for the jobs `ids` (all jobs when nil), the outputs of each job's current run.
-    static func fetch(_ db: Database, ids: [Int64]?) throws -> [Int64: JobCountsRow] {
+    static func fetch(_ db: any StoreConnection, ids: [Int64]?) throws -> [Int64: JobCountsRow] {
         var sql = """
             SELECT j.id AS job_id, (SELECT COUNT(*) FROM prompts p WHERE p.job_id = j.id) AS prompt_count,
               (SELECT COUNT(*) FROM outputs o WHERE o.job_id = j.id AND o.run = j.run) AS finished_prompts FROM jobs j
             """
-        var arguments: StatementArguments = []
+        var arguments: SQLArguments = []
         if let ids {
-            sql += " WHERE j.id IN (\(ids.map { _ in "?" }.joined(separator: ",")))"
-            arguments = StatementArguments(ids)
+            sql += " WHERE j.id IN (\(ids.isEmpty ? "NULL" : ids.map { _ in "?" }.joined(separator: ",")))"
+            arguments = SQLArguments(ids.map(\.databaseValue))
         }
-        let rows = try JobCountsRow.fetchAll(db, sql: sql, arguments: arguments)
+        let rows = try db.fetchAll(JobCountsRow.self, sql, arguments)
         return Dictionary(uniqueKeysWithValues: rows.map { ($0.jobId, $0) })
     }
 }
 
 /// A row of `prompts`.
-struct PromptRow: Codable, FetchableRecord, PersistableRecord {
-    static let databaseTableName = "prompts"
+struct PromptRow: Decodable, FetchableRecord {
     static let databaseColumnDecodingStrategy = DatabaseColumnDecodingStrategy.convertFromSnakeCase
-    static let databaseColumnEncodingStrategy = DatabaseColumnEncodingStrategy.convertToSnakeCase
     var jobId: Int64
     var idx: Int
     var promptId: String
@@ -105,10 +106,8 @@ struct PromptRow: Codable, FetchableRecord, PersistableRecord {
 }
 
 /// A row of `outputs`: one finished prompt of one run; tokens and metrics as JSON text.
-struct OutputRow: Codable, FetchableRecord, PersistableRecord {
-    static let databaseTableName = "outputs"
+struct OutputRow: Decodable, FetchableRecord {
     static let databaseColumnDecodingStrategy = DatabaseColumnDecodingStrategy.convertFromSnakeCase
-    static let databaseColumnEncodingStrategy = DatabaseColumnEncodingStrategy.convertToSnakeCase
     var jobId: Int64
     var run: Int
     var idx: Int
@@ -145,16 +144,32 @@ struct OutputRow: Codable, FetchableRecord, PersistableRecord {
 }
 
 /// A row of `events`: one state transition.
-struct EventRow: Codable, FetchableRecord, MutablePersistableRecord {
-    static let databaseTableName = "events"
+struct EventRow: Decodable, FetchableRecord {
     static let databaseColumnDecodingStrategy = DatabaseColumnDecodingStrategy.convertFromSnakeCase
-    static let databaseColumnEncodingStrategy = DatabaseColumnEncodingStrategy.convertToSnakeCase
-    var id: Int64?
+    var id: Int64
     var jobId: Int64
     var at: Double
     var fromState: String?
     var toState: String
     var note: String?
+    var worker: String?
+}
 
-    mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+/// A row of `workers`: one daemon on the queue, as its last heartbeat left it.
+struct WorkerRow: Decodable, FetchableRecord {
+    static let databaseColumnDecodingStrategy = DatabaseColumnDecodingStrategy.convertFromSnakeCase
+    var name: String
+    var host: String
+    var pid: Int
+    var startedAt: Double
+    var heartbeatAt: Double
+    var stoppedAt: Double?
+    var inFlightJobs: Int
+    var sequences: Int
+    var tokensPerSecond: Double
+    var models: String
+    var leaseRenewals: Int
+    var leasesExpired: Int
+    /// Seconds since the heartbeat by the database's clock (a computed column of the query).
+    var heartbeatAge: Double
 }

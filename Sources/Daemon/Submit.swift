@@ -17,7 +17,7 @@ extension SpoolLayout {
         -> Result<(name: String, contentHash: String), ConfigurationError> {
         let content = try Self.spooledDocument(job, from: url, models: config.models)
         let context = JobContext(baseDirectory: incoming, models: config.models, modelDirectories: config.modelDirectories,
-                                 registry: registry, origin: .spool(folder: -1))
+                                 registry: registry, origin: .spool(folder: -1), modelWeights: config.modelWeights)
         switch JobFileValidator.validate(content, file: url.path, context: context) {
         case let .failure(error): return .failure(error)
         case let .success(again):
@@ -71,7 +71,7 @@ extension JobFileValidator {
                                                                found: "a file that \(error.reason)")])))
         }
         let context = JobContext(baseDirectory: url.deletingLastPathComponent(), models: config.models,
-                                 modelDirectories: config.modelDirectories, registry: registry)
+                                 modelDirectories: config.modelDirectories, registry: registry, modelWeights: config.modelWeights)
         return (data, validate(data, file: url.path, context: context))
     }
 

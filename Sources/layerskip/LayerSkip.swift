@@ -27,6 +27,7 @@ struct LayerSkip: ParsableCommand {
                 SubmitCommand.self,
                 JobsCommand.self,
                 ShowCommand.self,
+                WorkersCommand.self,
                 ResultCommand.self,
                 CancelCommand.self,
                 RetryCommand.self,

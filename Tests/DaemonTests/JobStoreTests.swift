@@ -5,13 +5,37 @@ import GRDB
 import XCTest
 import Logging
 
-final class JobStoreTests: XCTestCase {
+/// The store's state machine, on SQLite; `PostgresJobStoreTests` runs every test of this class
+/// again on PostgreSQL (the subclass overrides the few hooks that reach the database directly).
+class JobStoreTests: XCTestCase {
     var dir: URL!
     var store: JobStore!
 
     override func setUpWithError() throws {
         dir = try Paths.temporaryDirectory()
-        store = try JobStore(url: dir.appendingPathComponent("jobs.sqlite"))
+        store = try openStore()
+    }
+
+    // MARK: The database under the store (overridden for PostgreSQL)
+
+    func openStore() throws -> JobStore { try JobStore(url: dir.appendingPathComponent("jobs.sqlite")) }
+
+    /// Runs SQL on the database directly, past the store.
+    func raw(_ sql: String) throws {
+        try DatabaseQueue(path: dir.appendingPathComponent("jobs.sqlite").path).writeWithoutTransaction { try $0.execute(sql: sql) }
+    }
+
+    func appliedMigrations() throws -> [String] {
+        try DatabaseQueue(path: dir.appendingPathComponent("jobs.sqlite").path).read { db in
+            try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations")
+        }
+    }
+
+    func recordMigration(_ identifier: String) throws { try raw("INSERT INTO grdb_migrations (identifier) VALUES ('\(identifier)')") }
+
+    /// Sets a job's state to a value outside the schema's CHECK list.
+    func forceState(_ id: Int64, _ state: String) throws {
+        try raw("PRAGMA ignore_check_constraints = ON; UPDATE jobs SET state = '\(state)' WHERE id = \(id)")
     }
 
     override func tearDown() {
@@ -32,15 +56,12 @@ final class JobStoreTests: XCTestCase {
     }
 
     func testMigrationsAreNamedAndANewerDatabaseIsRefused() throws {
-        let url = dir.appendingPathComponent("jobs.sqlite")
-        let names = try DatabaseQueue(path: url.path).read { db in try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations") }
-        XCTAssertEqual(names, ["2026-11-29-jobs", "2026-12-01-not-before"])
-        XCTAssertEqual(try DatabaseQueue(path: url.path).read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") }, "wal")
+        XCTAssertEqual(try appliedMigrations().sorted(), ["2026-11-29-jobs", "2026-12-01-not-before", "2026-12-02-leases-and-workers"])
         store = nil
-        try DatabaseQueue(path: url.path).write { db in
-            try db.execute(sql: "INSERT INTO grdb_migrations (identifier) VALUES ('2099-01-01-from-the-future')")
-        }
-        XCTAssertThrowsError(try JobStore(url: url)) { error in
+        XCTAssertNoThrow(store = try openStore(), "reopening an up-to-date database")
+        store = nil
+        try recordMigration("2099-01-01-from-the-future")
+        XCTAssertThrowsError(try openStore()) { error in
             XCTAssertTrue("\(error)".contains("newer layerskip"), "\(error)")
             XCTAssertTrue("\(error)".contains("2099-01-01-from-the-future"), "\(error)")
         }
@@ -50,20 +71,14 @@ final class JobStoreTests: XCTestCase {
     /// constraint; unreadable metrics) is an error naming the job and the column, not a default.
     func testCorruptRowsAreErrorsNotDefaults() throws {
         let id = try submit(jobYAML())
-        let url = dir.appendingPathComponent("jobs.sqlite")
-        try DatabaseQueue(path: url.path).writeWithoutTransaction { db in
-            try db.execute(sql: "PRAGMA ignore_check_constraints = ON")
-            try db.execute(sql: "UPDATE jobs SET state = 'exploded' WHERE id = ?", arguments: [id])
-        }
+        try forceState(id, "exploded")
         for read in [{ _ = try self.store.job(id) }, { _ = try self.store.jobs() }, { _ = try self.store.cancel(id) }] {
             XCTAssertThrowsError(try read()) { error in
                 XCTAssertTrue("\(error)".contains("job \(id) has state \"exploded\" in jobs.state"), "\(error)")
             }
         }
-        try DatabaseQueue(path: url.path).write { db in
-            try db.execute(sql: "UPDATE jobs SET state = 'running' WHERE id = ?", arguments: [id])
-            try db.execute(sql: "INSERT INTO outputs VALUES (?, 1, 0, 'x', '[1]', '{not json', 1, 0)", arguments: [id])
-        }
+        try raw("UPDATE jobs SET state = 'running' WHERE id = \(id)")
+        try raw("INSERT INTO outputs VALUES (\(id), 1, 0, 'x', '[1]', '{not json', 1, 0)")
         XCTAssertThrowsError(try store.stats()) { XCTAssertTrue("\($0)".contains("unreadable outputs.metrics"), "\($0)") }
         XCTAssertThrowsError(try store.outputs(id)) { XCTAssertTrue("\($0)".contains("prompt 0 has unreadable outputs.metrics"), "\($0)") }
     }
@@ -158,6 +173,108 @@ final class JobStoreTests: XCTestCase {
         XCTAssertThrowsError(try store.cancel(999)) { XCTAssertTrue("\($0)".contains("no job 999")) }
     }
 
+    /// A lease not renewed in time expires: the next claim (by any worker) puts the job back and
+    /// takes it, and the first worker's late writes and renewals are refused.
+    func testExpiredLeaseIsTakenOverAndTheStaleWorkerIsRefused() throws {
+        let id = try submit(jobYAML(prompts: 2))
+        let a = Worker(name: "host-a:/state", host: "host-a", leaseSeconds: 0.5)
+        let b = Worker(name: "host-b:/state", host: "host-b", leaseSeconds: 30)
+        let first = try XCTUnwrap(try store.claimNext(worker: a))
+        try store.commitOutput(first, index: 0, text: "a0", tokens: [1], metrics: metrics())
+        XCTAssertNil(try store.claimNext(worker: b), "a live lease is not taken")
+        Thread.sleep(forTimeInterval: 0.8)
+        let second = try XCTUnwrap(try store.claimNext(worker: b), "an expired lease is put back and claimed")
+        XCTAssertEqual(second.id, id)
+        XCTAssertEqual(second.attempt, 2, "the expired attempt counts")
+        XCTAssertEqual(second.finished, [0])
+        XCTAssertEqual(try store.renewLeases([first], worker: a), [id])
+        XCTAssertThrowsError(try store.commitOutput(first, index: 1, text: "late", tokens: [9], metrics: metrics())) {
+            XCTAssertTrue("\($0)".contains("no longer held"), "\($0)")
+        }
+        XCTAssertThrowsError(try store.finish(first, as: .succeeded))
+        XCTAssertEqual(try store.renewLeases([second], worker: b), [])
+        try store.commitOutput(second, index: 1, text: "b1", tokens: [2], metrics: metrics())
+        try store.finish(second, as: .succeeded)
+        XCTAssertEqual(try store.outputs(id).map(\.text), ["a0", "b1"])
+        XCTAssertEqual(try store.job(id)?.worker, b.name)
+        let events = try store.events(id)
+        XCTAssertEqual(events.map(\.to), ["queued", "running", "queued", "running", "succeeded"])
+        XCTAssertEqual(events.map(\.worker), [nil, a.name, b.name, b.name, b.name])
+        XCTAssertTrue(events[2].note?.contains("lease of \(a.name) expired") ?? false, events[2].note ?? "")
+    }
+
+    /// Renewals keep a lease alive past its length; a cancel asked for while a lease expires ends
+    /// the job cancelled instead of queued.
+    func testRenewedLeaseHoldsAndAnExpiredCancelledJobEndsCancelled() throws {
+        let id = try submit(jobYAML())
+        let a = Worker(name: "a", host: "a", leaseSeconds: 0.6)
+        let b = Worker(name: "b", host: "b")
+        let job = try XCTUnwrap(try store.claimNext(worker: a))
+        for _ in 0..<4 {
+            Thread.sleep(forTimeInterval: 0.25)
+            XCTAssertEqual(try store.renewLeases([job], worker: a), [])
+        }
+        XCTAssertEqual(try store.requeueExpired(by: b), [], "a renewed lease has not expired")
+        XCTAssertEqual(try store.cancel(id), .requested)
+        Thread.sleep(forTimeInterval: 0.8)
+        XCTAssertEqual(try store.requeueExpired(by: b), [id])
+        XCTAssertEqual(try store.job(id)?.state, .cancelled)
+    }
+
+    /// A worker claims only jobs whose model it has (by model key), and runs it from its own folder.
+    func testAWorkerClaimsOnlyJobsForItsModels() throws {
+        let id = try submit(jobYAML())
+        let elsewhere = URL(fileURLWithPath: "/elsewhere/tiny")
+        let without = Worker(name: "w1", host: "w1", models: ["other@stored": elsewhere])
+        XCTAssertNil(try store.claimNext(worker: without))
+        let int8 = Worker(name: "w2", host: "w2", models: ["tiny@int8": elsewhere])
+        XCTAssertNil(try store.claimNext(worker: int8), "the same name in another format is another model")
+        let with = Worker(name: "w3", host: "w3", models: ["tiny@stored": elsewhere])
+        let job = try XCTUnwrap(try store.claimNext(worker: with))
+        XCTAssertEqual(job.id, id)
+        XCTAssertEqual(job.modelDirectory, elsewhere, "the claiming host's own folder for the model")
+    }
+
+    /// Concurrent claims from several threads (several connections on PostgreSQL) never hand one
+    /// job to two workers.
+    func testConcurrentClaimsAreDistinct() throws {
+        let ids = try (0..<12).map { _ in try submit(jobYAML()) }
+        let results = Collected()
+        let store = self.store!
+        DispatchQueue.concurrentPerform(iterations: 4) { i in
+            let worker = Worker(name: "w\(i)", host: "w\(i)")
+            while true {
+                do {
+                    guard let job = try store.claimNext(worker: worker) else { return }
+                    results.add("\(job.id)")
+                    try store.finish(job, as: .succeeded)
+                } catch {
+                    results.add("error: \(error)")
+                    return
+                }
+            }
+        }
+        XCTAssertEqual(results.items.sorted { $0.count != $1.count ? $0.count < $1.count : $0 < $1 }, ids.map { "\($0)" })
+    }
+
+    func testWorkersAreListedWithTheirHeartbeat() throws {
+        let a = Worker(name: "host-a:/var/lib/layerskip", host: "host-a", models: ["tiny@stored": Paths.tinyModel])
+        try store.registerWorker(a)
+        try store.heartbeat(a, load: WorkerLoad(inFlightJobs: 2, sequences: 7, tokensPerSecond: 41.5))
+        var workers = try store.workers()
+        XCTAssertEqual(workers.map(\.name), [a.name])
+        XCTAssertEqual(workers[0].host, "host-a")
+        XCTAssertEqual(workers[0].sequences, 7)
+        XCTAssertEqual(workers[0].tokensPerSecond, 41.5)
+        XCTAssertEqual(workers[0].models, ["tiny@stored"])
+        XCTAssertLessThan(workers[0].heartbeatAge, 5)
+        XCTAssertNil(workers[0].stoppedAt)
+        try store.workerStopped(a)
+        workers = try store.workers()
+        XCTAssertNotNil(workers[0].stoppedAt)
+        XCTAssertEqual(workers[0].sequences, 0)
+    }
+
     /// The runner commits each prompt as it finishes and resumes a job without redoing them.
     func testRunnerResumesWithoutRedoingFinishedPrompts() throws {
         let id = try submit(jobYAML(prompts: 3, tokens: 4))
@@ -196,7 +313,9 @@ final class JobStoreTests: XCTestCase {
         let error = try XCTUnwrap(try store.job(id)?.error)
         XCTAssertTrue(error.contains("positions") && error.contains("prompt 1"), error)
     }
+}
 
+final class ModelManagerTests: XCTestCase {
     /// A folder configured with `weights: int8` loads as an int8 model, budgeted by its int8 bytes.
     func testModelManagerLoadsTheConfiguredFormat() throws {
         let models = ModelManager(budget: 1 << 30, log: Logger.daemon(level: .error),
@@ -220,4 +339,55 @@ final class JobStoreTests: XCTestCase {
         models.release(b)
         XCTAssertEqual(models.loadedDirectories, [], "over budget and idle: unloaded")
     }
+}
+
+/// Every test of `JobStoreTests` on PostgreSQL, against the test cluster (a fresh database each).
+final class PostgresJobStoreTests: JobStoreTests {
+    var url: String!
+
+    override func openStore() throws -> JobStore {
+        if url == nil { url = try TestPostgres.freshDatabase(name) }
+        return try JobStore(postgresql: PostgresLocation(url: url))
+    }
+
+    override func raw(_ sql: String) throws { try TestPostgres.psql(url, sql) }
+
+    override func appliedMigrations() throws -> [String] {
+        try TestPostgres.psql(url, "SELECT identifier FROM layerskip_migrations").split(separator: "\n").map(String.init)
+    }
+
+    override func recordMigration(_ identifier: String) throws {
+        try raw("INSERT INTO layerskip_migrations (identifier, applied_at) VALUES ('\(identifier)', 0)")
+    }
+
+    override func forceState(_ id: Int64, _ state: String) throws {
+        try raw("ALTER TABLE jobs DROP CONSTRAINT IF EXISTS jobs_state_check; UPDATE jobs SET state = '\(state)' WHERE id = \(id)")
+    }
+
+    // XCTest on Linux runs only the test methods a class declares itself, not inherited ones.
+    override func testMigrationsAreNamedAndANewerDatabaseIsRefused() throws { try super.testMigrationsAreNamedAndANewerDatabaseIsRefused() }
+    override func testCorruptRowsAreErrorsNotDefaults() throws { try super.testCorruptRowsAreErrorsNotDefaults() }
+    override func testClaimOrderIsPriorityThenAge() throws { try super.testClaimOrderIsPriorityThenAge() }
+    override func testStaleLeaseCannotCommitOrFinish() throws { try super.testStaleLeaseCannotCommitOrFinish() }
+    override func testJobThatKeepsCrashingEndsFailed() throws { try super.testJobThatKeepsCrashingEndsFailed() }
+    override func testCancelRequestedBeforeACrashEndsCancelled() throws { try super.testCancelRequestedBeforeACrashEndsCancelled() }
+    override func testCleanStopDoesNotCountAnAttempt() throws { try super.testCleanStopDoesNotCountAnAttempt() }
+    override func testCancelAndRetryKeepHistory() throws { try super.testCancelAndRetryKeepHistory() }
+    override func testExpiredLeaseIsTakenOverAndTheStaleWorkerIsRefused() throws { try super.testExpiredLeaseIsTakenOverAndTheStaleWorkerIsRefused() }
+    override func testRenewedLeaseHoldsAndAnExpiredCancelledJobEndsCancelled() throws { try super.testRenewedLeaseHoldsAndAnExpiredCancelledJobEndsCancelled() }
+    override func testAWorkerClaimsOnlyJobsForItsModels() throws { try super.testAWorkerClaimsOnlyJobsForItsModels() }
+    override func testConcurrentClaimsAreDistinct() throws { try super.testConcurrentClaimsAreDistinct() }
+    override func testWorkersAreListedWithTheirHeartbeat() throws { try super.testWorkersAreListedWithTheirHeartbeat() }
+    override func testRunnerResumesWithoutRedoingFinishedPrompts() throws { try super.testRunnerResumesWithoutRedoingFinishedPrompts() }
+    override func testCacheBudgetTooSmallFailsClearly() throws { try super.testCacheBudgetTooSmallFailsClearly() }
+    override func testPromptLongerThanTheModelFailsTheJobClearly() throws { try super.testPromptLongerThanTheModelFailsTheJobClearly() }
+}
+
+/// Strings added from several threads.
+// `@unchecked Sendable`: `list` is read and written under `lock`.
+final class Collected: @unchecked Sendable {
+    private let lock = NSLock()
+    private var list: [String] = []
+    func add(_ s: String) { lock.lock(); list.append(s); lock.unlock() }
+    var items: [String] { lock.lock(); defer { lock.unlock() }; return list }
 }

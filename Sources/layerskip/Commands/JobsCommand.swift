@@ -33,9 +33,9 @@ struct JobsCommand: ParsableCommand {
         let (_, store) = try options.openStore()
         let jobs = try store.jobs(state: filter, limit: limit)
         if json { return try printDocument(Document(schemaVersion: jsonSchemaVersion, jobs: jobs)) }
-        printTable(["ID", "STATE", "PRI", "STRATEGY", "PROMPTS", "ATTEMPTS", "CREATED", "SOURCE"], jobs.map { j in
+        printTable(["ID", "STATE", "PRI", "STRATEGY", "PROMPTS", "ATTEMPTS", "WORKER", "CREATED", "SOURCE"], jobs.map { j in
             [String(j.id), j.state.rawValue, String(j.priority), j.strategy ?? "-", "\(j.finishedPrompts)/\(j.promptCount)",
-             j.state == .rejected ? "-" : "\(j.attempts)/\(j.maxAttempts)", j.createdAt.shortTime, j.storedAs ?? j.source]
+             j.state == .rejected ? "-" : "\(j.attempts)/\(j.maxAttempts)", j.worker ?? "-", j.createdAt.shortTime, j.storedAs ?? j.source]
         })
     }
 }
@@ -72,6 +72,7 @@ struct ShowCommand: ParsableCommand {
             ("prompts", "\(job.finishedPrompts) of \(job.promptCount) finished (run \(job.run))"),
             ("attempts", "\(job.attempts) of \(job.maxAttempts)"), ("created", job.createdAt.shortTime),
         ]
+        if let worker = job.worker { lines.append(("worker", worker)) }
         if let started = job.startedAt { lines.append(("started", started.shortTime)) }
         if let finished = job.finishedAt { lines.append(("finished", finished.shortTime)) }
         if job.cancelRequested { lines.append(("cancel", "requested")) }
@@ -95,6 +96,54 @@ struct ShowCommand: ParsableCommand {
             for p in problems { printLine("  \(p.path): expected \(p.expected), found \(p.found)") }
         }
         printLine("history:")
-        for e in events { printLine("  \(e.at.shortTime)  \(e.from ?? "-") → \(e.to)\(e.note.map { "  (\($0))" } ?? "")") }
+        for e in events {
+            printLine("  \(e.at.shortTime)  \(e.from ?? "-") → \(e.to)\(e.worker.map { "  on \($0)" } ?? "")\(e.note.map { "  (\($0))" } ?? "")")
+        }
+    }
+}
+
+struct WorkersCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "workers",
+        abstract: "The daemons on this job store: heartbeat age, jobs and sequences in flight, recent tokens/s.",
+        discussion: """
+            A daemon beats every third of lease_seconds (at most every 5 s). One whose heartbeat is older than             lease_seconds is shown as "lost": it died, hangs, or cannot reach the store, and its jobs go back to the queue             as their leases expire. A daemon stopped with SIGTERM shows "stopped".
+            """)
+
+    @OptionGroup var options: DaemonOptions
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    @Flag(help: "Also list daemons that stopped or were lost.")
+    var all = false
+
+    struct Document: Encodable {
+        var schemaVersion: Int
+        var workers: [Entry]
+    }
+
+    struct Entry: Encodable {
+        var worker: WorkerRecord
+        var status: String
+        func encode(to encoder: Encoder) throws {
+            try worker.encode(to: encoder)
+            var c = encoder.container(keyedBy: Key.self)
+            try c.encode(status, forKey: .status)
+        }
+        enum Key: String, CodingKey { case status }
+    }
+
+    func run() throws {
+        let (config, store) = try options.openStore()
+        let entries = try store.workers().map { w in
+            Entry(worker: w, status: w.stoppedAt != nil ? "stopped" : (w.heartbeatAge > config.leaseSeconds ? "lost" : "live"))
+        }.filter { all || $0.status == "live" }
+        if json { return try printDocument(Document(schemaVersion: jsonSchemaVersion, workers: entries)) }
+        printTable(["WORKER", "HOST", "PID", "STATUS", "HEARTBEAT", "JOBS", "SEQUENCES", "TOK/S", "MODELS"], entries.map { e in
+            let w = e.worker
+            return [w.name, w.host, String(w.pid), e.status, "\(w.heartbeatAge.short) s ago", String(w.inFlightJobs), String(w.sequences),
+                    w.tokensPerSecond.short, w.models.joined(separator: ",")]
+        })
     }
 }

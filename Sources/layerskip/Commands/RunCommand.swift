@@ -41,7 +41,7 @@ struct RunCommand: ParsableCommand {
         defer { withExtendedLifetime(lock) {} }
         let (_, store) = try options.openStore(create: true)
         do { try store.verifyIntact() } catch let error as DaemonError { throw CLIError(message: error.description) }
-        try store.recoverInterrupted()
+        try store.recoverInterrupted(worker: config.worker)
 
         var ids: [Int64] = []
         var rejected = 0
@@ -60,6 +60,7 @@ struct RunCommand: ParsableCommand {
         let runner = JobRunner(store: store, models: ModelManager(budget: config.modelMemoryBudget, log: log, formats: config.modelWeights),
                                caches: CacheManager(budget: config.cacheMemoryBudget), registry: Strategies.registry, log: log)
         runner.maxBatch = config.maxBatch
+        runner.worker = config.worker
         signal(SIGINT, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
         let sources = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in

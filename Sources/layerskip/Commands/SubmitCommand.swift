@@ -71,7 +71,7 @@ struct SubmitCommand: ParsableCommand {
             }
         }
         if wait > 0 && !submitted.isEmpty {
-            let store = try JobStore(url: config.databaseURL, create: false)
+            let (_, store) = try options.openStore()
             let deadline = Date().addingTimeInterval(wait)
             for i in submitted.indices {
                 while submitted[i].jobId == nil {

@@ -25,11 +25,11 @@ struct DaemonOptions: ParsableArguments {
     func openStore(create: Bool = false) throws -> (DaemonConfig, JobStore) {
         let config = try load()
         do {
-            return (config, try JobStore(url: config.databaseURL, create: create))
+            return (config, try JobStore.open(config, create: create))
         } catch let error as DaemonError {
             throw CLIError(message: error.description)
         } catch {
-            throw CLIError(message: "cannot open the job database \(config.databaseURL.path): \(error)")
+            throw CLIError(message: "cannot open the job database \(config.storeDescription): \(error)")
         }
     }
 }

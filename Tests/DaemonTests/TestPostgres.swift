@@ -1,0 +1,66 @@
+import Daemon
+import Foundation
+import XCTest
+
+/// The throwaway PostgreSQL cluster `scripts/test.sh` starts (scripts/pg-test-cluster.sh) and
+/// names in $LAYERSKIP_TEST_POSTGRES (an admin URL). Each test gets a database of its own.
+/// Without the variable the PostgreSQL tests are skipped, unless $LAYERSKIP_REQUIRE_POSTGRES is 1
+/// (test.sh sets it, so CI cannot pass them by skipping): then they fail.
+enum TestPostgres {
+    static var adminURL: String? {
+        ProcessInfo.processInfo.environment["LAYERSKIP_TEST_POSTGRES"].flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    /// The cluster's folder (for restarts), from $LAYERSKIP_TEST_POSTGRES_DIR.
+    static var clusterDirectory: String? {
+        ProcessInfo.processInfo.environment["LAYERSKIP_TEST_POSTGRES_DIR"].flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    static func requireAdminURL() throws -> String {
+        if let adminURL { return adminURL }
+        if ProcessInfo.processInfo.environment["LAYERSKIP_REQUIRE_POSTGRES"] == "1" {
+            XCTFail("LAYERSKIP_REQUIRE_POSTGRES=1 but LAYERSKIP_TEST_POSTGRES is not set: scripts/test.sh starts the cluster")
+        }
+        throw XCTSkip("no PostgreSQL for the tests (run scripts/test.sh, or set LAYERSKIP_TEST_POSTGRES to an admin URL)")
+    }
+
+    /// A new empty database on the cluster; its URL.
+    static func freshDatabase(_ name: String = #function) throws -> String {
+        let admin = try requireAdminURL()
+        let database = "t_" + name.lowercased().filter { $0.isLetter || $0.isNumber }.prefix(30) + "_" + UUID().uuidString.prefix(8).lowercased()
+        _ = try psql(admin, "CREATE DATABASE \(database)")
+        guard let slash = admin.lastIndex(of: "/") else { throw XCTSkip("unexpected admin URL \(admin)") }
+        return String(admin[..<slash]) + "/" + database
+    }
+
+    /// Runs SQL through psql (tab-separated, unaligned rows); throws with psql's stderr on failure.
+    @discardableResult
+    static func psql(_ url: String, _ sql: String) throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["psql", url, "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql]
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        let errors = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else {
+            throw NSError(domain: "psql", code: Int(p.terminationStatus),
+                          userInfo: [NSLocalizedDescriptionKey: "psql: \(String(decoding: errors, as: UTF8.self))"])
+        }
+        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Stops and starts the server (same port): every open connection is cut.
+    static func restartServer() throws {
+        guard let dir = clusterDirectory else { throw XCTSkip("LAYERSKIP_TEST_POSTGRES_DIR is not set: cannot restart the test cluster") }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/bash")
+        p.arguments = [Paths.repository.appendingPathComponent("scripts/pg-test-cluster.sh").path, "restart", dir]
+        try p.run()
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0, "pg-test-cluster.sh restart failed")
+    }
+}
