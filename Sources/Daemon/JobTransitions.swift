@@ -212,7 +212,7 @@ extension JobStore {
             let tokensJSON = String(decoding: try JSONEncoder().encode(tokens), as: UTF8.self)
             let metricsJSON = String(decoding: try JSONEncoder().encode(metrics), as: UTF8.self)
             try db.execute("INSERT INTO outputs (job_id, run, idx, text, tokens, metrics, attempt, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           [job.id, job.run, index, text, tokensJSON, metricsJSON, job.attempt, JobStore.now])
+                           [job.id, job.run, index, dialect.text(text), tokensJSON, metricsJSON, job.attempt, JobStore.now])
             try db.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", [JobStore.now, job.id])
         }
     }

@@ -3,7 +3,9 @@ import GRDB
 
 /// Named, forward-only schema migrations, the same names on both databases: each has its SQLite
 /// text and its PostgreSQL text, which differ only in column types (INTEGER/REAL there, BIGINT/
-/// DOUBLE PRECISION here) and in how ids are generated. Never edit a shipped migration: add one.
+/// DOUBLE PRECISION here), in how ids are generated, and in prompt and output text being BYTEA on
+/// PostgreSQL, whose TEXT cannot hold U+0000 (a prompt may contain it, a model may emit it; see
+/// `StoreDialect.text`). Never edit a shipped migration: add one.
 struct Migration: Sendable {
     var identifier: String
     var sqlite: String
@@ -99,14 +101,14 @@ enum Migrations {
               job_id BIGINT NOT NULL REFERENCES jobs(id),
               idx BIGINT NOT NULL,
               prompt_id TEXT NOT NULL,
-              text TEXT NOT NULL,
+              text BYTEA NOT NULL,
               PRIMARY KEY (job_id, idx)
             );
             CREATE TABLE outputs (
               job_id BIGINT NOT NULL REFERENCES jobs(id),
               run BIGINT NOT NULL,
               idx BIGINT NOT NULL,
-              text TEXT NOT NULL,
+              text BYTEA NOT NULL,
               tokens TEXT NOT NULL,
               metrics TEXT NOT NULL,
               attempt BIGINT NOT NULL,

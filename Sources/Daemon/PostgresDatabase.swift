@@ -78,7 +78,8 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
             ("application_name", applicationName), ("connect_timeout", "5"),
             ("keepalives", "1"), ("keepalives_idle", "5"), ("keepalives_interval", "2"), ("keepalives_count", "3"),
             ("tcp_user_timeout", "10000"),
-            ("options", "-c statement_timeout=30000 -c lock_timeout=5000 -c idle_in_transaction_session_timeout=30000"),
+            // client_min_messages: the server's NOTICEs (CREATE … IF NOT EXISTS) are not for users.
+            ("options", "-c statement_timeout=30000 -c lock_timeout=5000 -c idle_in_transaction_session_timeout=30000 -c client_min_messages=warning"),
         ]
         for (k, v) in settings {
             keywords.append(k)
@@ -108,17 +109,26 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
         return connection
     }
 
-    private func take() throws -> OpaquePointer {
+    /// An idle connection if there is one (`reused`), else a new one.
+    private func take() throws -> (connection: OpaquePointer, reused: Bool) {
         lock.lock()
         let connection = idle.popLast()
         lock.unlock()
-        return try connection ?? connect()
+        if let connection { return (connection, true) }
+        return (try connect(), false)
     }
 
-    /// A connection that failed, or that is left inside a transaction, is closed instead.
+    /// A connection that failed, or that is left inside a transaction, is closed instead; after a
+    /// lost connection the idle ones are closed too (a server restart or a cut network has ended
+    /// them all, and each would otherwise cost a failed transaction to find out).
     private func giveBack(_ connection: OpaquePointer) {
         guard PQstatus(connection) == CONNECTION_OK, PQtransactionStatus(connection) == PQTRANS_IDLE else {
             PQfinish(connection)
+            lock.lock()
+            let stale = idle
+            idle = []
+            lock.unlock()
+            stale.forEach { PQfinish($0) }
             return
         }
         lock.lock()
@@ -160,10 +170,21 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
     }
 
     private func transaction<T>(begin: String, _ body: (any StoreConnection) throws -> T) throws -> T {
-        let connection = try take()
+        var (connection, reused) = try take()
+        do { try Connection(connection: connection, location: location).execute(begin) } catch StoreError.unavailable where reused {
+            // An idle connection the server ended meanwhile; nothing ran on it. Once more, anew.
+            giveBack(connection)
+            (connection, reused) = (try connect(), false)
+            do { try Connection(connection: connection, location: location).execute(begin) } catch {
+                giveBack(connection)
+                throw error
+            }
+        } catch {
+            giveBack(connection)
+            throw error
+        }
         defer { giveBack(connection) }
         let c = Connection(connection: connection, location: location)
-        try c.execute(begin)
         do {
             let result = try body(c)
             try c.execute("COMMIT")
@@ -283,10 +304,17 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
             case let .double(d):
                 guard d.isFinite else { return d.isNaN ? "NaN" : (d > 0 ? "Infinity" : "-Infinity") }
                 return "\(d)"
-            // PostgreSQL's text cannot hold U+0000 (a model may emit the byte 0x00): it is stored
-            // as U+FFFD, and the output's token ids, stored beside the text, keep the exact bytes.
+            // PostgreSQL's TEXT cannot hold U+0000. Prompt and output text go in BYTEA columns
+            // (`StoreDialect.text`) and keep it; in a label (a job name, a prompt id, an error)
+            // it is shown as U+FFFD.
             case let .string(s): return s.contains("\u{0}") ? s.replacingOccurrences(of: "\u{0}", with: "\u{FFFD}") : s
-            case .blob: throw StoreError.corrupt("the job store stores no binary values")
+            // bytea's hex input format.
+            case let .blob(data):
+                let digits = Array("0123456789abcdef".utf8)
+                var hex: [UInt8] = [UInt8(ascii: "\\"), UInt8(ascii: "x")]
+                hex.reserveCapacity(2 + 2 * data.count)
+                for b in data { hex += [digits[Int(b >> 4)], digits[Int(b & 15)]] }
+                return String(decoding: hex, as: UTF8.self)
             }
         }
 
@@ -297,10 +325,24 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
             case 20, 21, 23, 26: return Int64(text) ?? 0  // int8, int2, int4, oid
             case 16: return Int64(text == "t" ? 1 : 0)  // bool
             case 700, 701, 1700: return Double(text) ?? .nan  // float4, float8, numeric
+            case 17: return String(decoding: hexBytes(text), as: UTF8.self)  // bytea: prompt and output text
             default: return text
             }
         }
     }
+}
+
+/// bytea's hex output format (`\x` then two hex digits a byte) as bytes.
+private func hexBytes(_ text: String) -> [UInt8] {
+    let digits = Array(text.utf8.dropFirst(2))
+    func nibble(_ c: UInt8) -> UInt8 {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+        default: return c &- UInt8(ascii: "A") &+ 10
+        }
+    }
+    return stride(from: 0, to: digits.count - 1, by: 2).map { nibble(digits[$0]) << 4 | nibble(digits[$0 + 1]) }
 }
 
 /// Passes `strings` to C as a NULL-free array of C strings for the call's duration.

@@ -151,6 +151,13 @@ final class Installation {
     func stop(_ signal: Int32 = SIGTERM) -> Int32 {
         guard let daemon else { return -1 }
         kill(daemon.processIdentifier, signal)
+        // A daemon that does not stop must fail the test, not hang the suite.
+        let deadline = Date().addingTimeInterval(60)
+        while daemon.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        if daemon.isRunning {
+            XCTFail("the daemon did not exit within 60 s of signal \(signal); killed. Log:\n\(lastLog.suffix(3000))")
+            kill(daemon.processIdentifier, SIGKILL)
+        }
         daemon.waitUntilExit()
         self.daemon = nil
         return daemon.terminationReason == .uncaughtSignal ? -daemon.terminationStatus : daemon.terminationStatus

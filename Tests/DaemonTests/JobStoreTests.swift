@@ -173,6 +173,18 @@ class JobStoreTests: XCTestCase {
         XCTAssertThrowsError(try store.cancel(999)) { XCTAssertTrue("\($0)".contains("no job 999")) }
     }
 
+    /// Prompt and output text come back exactly, U+0000 and all (PostgreSQL's TEXT cannot hold it).
+    func testTextWithNULAndAnyUnicodeRoundTrips() throws {
+        let text = "nul:\u{0} bell:\u{7} é 漢字 🙂 \\x41 '?' ?"
+        let id = try submit("model: tiny\nmax_new_tokens: 4\nprompts: [\"nul:\\0 bell:\\a é 漢字 🙂 \\\\x41 '?' ?\"]\n")
+        let job = try XCTUnwrap(try store.claimNext())
+        XCTAssertEqual(job.spec.prompts.map(\.text), [text])
+        try store.commitOutput(job, index: 0, text: text + "\u{0}", tokens: [0, 1], metrics: metrics())
+        let out = try store.outputs(id)
+        XCTAssertEqual(out.map(\.prompt), [text])
+        XCTAssertEqual(out.map(\.text), [text + "\u{0}"])
+    }
+
     /// A lease not renewed in time expires: the next claim (by any worker) puts the job back and
     /// takes it, and the first worker's late writes and renewals are refused.
     func testExpiredLeaseIsTakenOverAndTheStaleWorkerIsRefused() throws {
@@ -365,6 +377,7 @@ final class PostgresJobStoreTests: JobStoreTests {
     }
 
     // XCTest on Linux runs only the test methods a class declares itself, not inherited ones.
+    override func testTextWithNULAndAnyUnicodeRoundTrips() throws { try super.testTextWithNULAndAnyUnicodeRoundTrips() }
     override func testMigrationsAreNamedAndANewerDatabaseIsRefused() throws { try super.testMigrationsAreNamedAndANewerDatabaseIsRefused() }
     override func testCorruptRowsAreErrorsNotDefaults() throws { try super.testCorruptRowsAreErrorsNotDefaults() }
     override func testClaimOrderIsPriorityThenAge() throws { try super.testClaimOrderIsPriorityThenAge() }

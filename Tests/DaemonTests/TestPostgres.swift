@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Daemon
 import Foundation
 import XCTest
@@ -56,11 +59,20 @@ enum TestPostgres {
     /// Stops and starts the server (same port): every open connection is cut.
     static func restartServer() throws {
         guard let dir = clusterDirectory else { throw XCTSkip("LAYERSKIP_TEST_POSTGRES_DIR is not set: cannot restart the test cluster") }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/bash")
-        p.arguments = [Paths.repository.appendingPathComponent("scripts/pg-test-cluster.sh").path, "restart", dir]
-        try p.run()
-        p.waitUntilExit()
-        XCTAssertEqual(p.terminationStatus, 0, "pg-test-cluster.sh restart failed")
+        let script = Paths.repository.appendingPathComponent("scripts/pg-test-cluster.sh").path
+        XCTAssertEqual(try spawnAndWait("/bin/bash", [script, "restart", dir]), 0, "pg-test-cluster.sh restart failed")
+    }
+
+    /// Runs a program to its end with posix_spawn and waitpid. (Foundation's Process can miss the
+    /// exit of a child whose grandchild — here the restarted server — lives on, and wait forever.)
+    static func spawnAndWait(_ path: String, _ arguments: [String]) throws -> Int32 {
+        var pid: pid_t = 0
+        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        let status = posix_spawn(&pid, path, nil, nil, argv, environ)
+        guard status == 0 else { throw NSError(domain: "posix_spawn", code: Int(status)) }
+        var result: Int32 = 0
+        while waitpid(pid, &result, 0) < 0 && errno == EINTR {}
+        return (result & 0x7f) == 0 ? (result >> 8) & 0xff : -(result & 0x7f)
     }
 }
