@@ -85,8 +85,8 @@ public final class JobRunner: @unchecked Sendable {
             self.job = job
             done = job.finished.count
         }
-        var stopsSequences: Bool { closed || failure != nil || cancelled.isSet || leaseLost.isSet }
-        var isHeld: Bool { !closed && !leaseLost.isSet }
+        var stopsSequences: Bool { closed || lost || failure != nil || cancelled.isSet || leaseLost.isSet }
+        var isHeld: Bool { !closed && !lost && !leaseLost.isSet }
     }
 
     public func runAvailable(among ids: [Int64]? = nil) throws -> [Outcome] {
@@ -188,7 +188,7 @@ public final class JobRunner: @unchecked Sendable {
                 flight.open += 1
                 loop.submit(request, strategy: strategy, output: output, priority: job.spec.priority) { [self] completion in
                     flight.open -= 1
-                    guard !flight.closed, !abort.isSet, flight.failure == nil else { return }
+                    guard !flight.closed, !flight.lost, !abort.isSet, flight.failure == nil else { return }
                     if let error = completion.error {
                         flight.failure = "prompt \(promptID): \(error)"
                         return
@@ -201,7 +201,7 @@ public final class JobRunner: @unchecked Sendable {
                     do {
                         try commit(flight, index: index, text: output.text, tokens: output.tokens, metrics: metrics)
                     } catch StoreError.leaseLost {
-                        flight.closed = true
+                        // Its other sequences stop; `settle` drops the job and says so.
                         flight.lost = true
                     } catch StoreError.unavailable(let why) {
                         log.warning("runner: job \(job.id): cannot commit prompt \(index) (\(why)); keeping it until the store is back")

@@ -119,10 +119,12 @@ final class Installation {
 
     /// Starts `serve` and waits until it has scanned the spool (its "serving" line).
     @discardableResult
-    func start(environment: [String: String] = [:], waitReady: Bool = true) throws -> Process {
+    /// - Parameter launcher: a command that runs the daemon for us (e.g. `ip netns exec NS`); it
+    ///   must exec the daemon, so that signals sent to the process reach it.
+    func start(environment: [String: String] = [:], waitReady: Bool = true, launcher: [String] = []) throws -> Process {
         let process = Process()
-        process.executableURL = Paths.binary
-        process.arguments = ["serve", "--config", config.path]
+        process.executableURL = URL(fileURLWithPath: launcher.first ?? Paths.binary.path)
+        process.arguments = Array(launcher.dropFirst()) + (launcher.isEmpty ? [] : [Paths.binary.path]) + ["serve", "--config", config.path]
         var env = ProcessInfo.processInfo.environment
         env["NOTIFY_SOCKET"] = nil
         for (k, v) in environment { env[k] = v }

@@ -140,4 +140,77 @@ final class MultiHostTests: XCTestCase {
         for h in hosts { XCTAssertEqual(h.stop(SIGTERM), 0, h.lastLog) }
         try checkExactlyOnce(url, hosts[0], files: files, prompts: 3)
     }
+
+    /// One daemon in a network namespace of its own (its own "host"), cut off from the database
+    /// by taking its link down: it stops claiming; its jobs' leases expire and the other daemon
+    /// finishes them; when the link is back it drops the work it lost, and rejoins (runs new jobs).
+    func testACutOffDaemonIsReplacedAndRejoins() throws {
+        guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") || FileManager.default.isExecutableFile(atPath: "/sbin/ip") else {
+            throw XCTSkip("needs root and iproute2 (ip netns) for a network namespace")
+        }
+        let ip = FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") ? "/usr/sbin/ip" : "/sbin/ip"
+        let url = try TestPostgres.freshDatabase()
+        guard let port = TestPostgres.port else { throw XCTSkip("LAYERSKIP_TEST_POSTGRES_DIR is not set") }
+        let tag = String(UInt32.random(in: 0..<0xFFFF), radix: 16)
+        let (ns, outside, inside) = ("lsk\(tag)", "lskh\(tag)", "lskn\(tag)")
+        let subnet = Int.random(in: 1...250)
+        let (hostAddress, nsAddress) = ("10.231.\(subnet).1", "10.231.\(subnet).2")
+        func run(_ args: [String]) throws { XCTAssertEqual(try TestPostgres.spawnAndWait(ip, args), 0, "ip \(args.joined(separator: " "))") }
+        try run(["netns", "add", ns])
+        defer {
+            _ = try? TestPostgres.spawnAndWait(ip, ["link", "del", outside])
+            _ = try? TestPostgres.spawnAndWait(ip, ["netns", "del", ns])
+            try? TestPostgres.restartServer()
+        }
+        try run(["link", "add", outside, "type", "veth", "peer", "name", inside])
+        try run(["link", "set", inside, "netns", ns])
+        try run(["addr", "add", "\(hostAddress)/30", "dev", outside])
+        try run(["link", "set", outside, "up"])
+        try run(["netns", "exec", ns, ip, "addr", "add", "\(nsAddress)/30", "dev", inside])
+        try run(["netns", "exec", ns, ip, "link", "set", inside, "up"])
+        try run(["netns", "exec", ns, ip, "link", "set", "lo", "up"])
+        try TestPostgres.allow("10.231.0.0/16")
+        try TestPostgres.restartServer(listen: "127.0.0.1,\(hostAddress)")
+
+        let database = String(url[url.index(after: url.lastIndex(of: "/")!)...])
+        let cutURL = "postgresql://layerskip@\(hostAddress):\(port)/\(database)"
+        let a = try Installation(name: "cutoff-host0", extraConfig: "store: {postgresql: \"\(cutURL)\"}\nlease_seconds: 3\nworker_name: host0\nmax_batch: 2")
+        let b = try hosts(2, url: url, lease: 3, extra: "max_batch: 2")[1]
+        let files = (0..<8).map { i in (name: "job-\(i).yaml", yaml: jobYAML(prompts: 4, tokens: 250, extra: "max_attempts: 20", promptPrefix: "C\(i)")) }
+        try FileManager.default.createDirectory(at: a.incoming, withIntermediateDirectories: true)
+        for f in files.prefix(6) { try a.drop(f.name, f.yaml) }
+        try a.start(launcher: [ip, "netns", "exec", ns])
+        try waitFor("host0 to run jobs", timeout: 60) {
+            try self.count(url, "SELECT COUNT(*) FROM jobs WHERE state = 'running' AND worker = 'host0'") >= 1
+        }
+        try b.start()
+        try run(["link", "set", outside, "down"])
+        let cutAt = Date()
+        let heldByA = try TestPostgres.psql(url, "SELECT id FROM jobs WHERE state = 'running' AND worker = 'host0' ORDER BY id").split(separator: "\n")
+        _ = try waitFor("host1 to finish every job", timeout: 120, interval: 0.25) {
+            try self.count(url, "SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'") == 6
+        }
+        XCTAssertGreaterThan(Date().timeIntervalSince(cutAt), 2.5, "host0's jobs waited for their leases to expire")
+        for id in heldByA {
+            XCTAssertEqual(try TestPostgres.psql(url, "SELECT worker FROM jobs WHERE id = \(id)"), "host1", "job \(id) was finished by host1")
+        }
+        try run(["link", "set", outside, "up"])
+        do {
+            try waitFor("host0 to notice it lost its jobs", timeout: 60) {
+                a.lastLog.contains("lost its lease") || a.lastLog.contains("was taken from this worker")
+            }
+        } catch {
+            XCTFail("\(error); host0's log:\n\(a.lastLog.suffix(4000))")
+            throw error
+        }
+        // Rejoined: with host1 stopped, host0 alone runs the next jobs.
+        XCTAssertEqual(b.stop(SIGTERM), 0, b.lastLog)
+        for f in files.suffix(2) { try a.drop(f.name, f.yaml) }
+        try waitFor("host0 to run the new jobs", timeout: 120, interval: 0.25) {
+            try self.count(url, "SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'") == 8
+        }
+        XCTAssertEqual(try TestPostgres.psql(url, "SELECT DISTINCT worker FROM jobs WHERE source IN ('job-6.yaml', 'job-7.yaml')"), "host0")
+        XCTAssertEqual(a.stop(SIGTERM), 0, a.lastLog)
+        try checkExactlyOnce(url, b, files: files, prompts: 4)
+    }
 }

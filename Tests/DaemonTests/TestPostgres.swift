@@ -57,10 +57,26 @@ enum TestPostgres {
     }
 
     /// Stops and starts the server (same port): every open connection is cut.
-    static func restartServer() throws {
+    /// - Parameter listen: the server's listen_addresses after the restart (default: loopback only).
+    static func restartServer(listen: String? = nil) throws {
         guard let dir = clusterDirectory else { throw XCTSkip("LAYERSKIP_TEST_POSTGRES_DIR is not set: cannot restart the test cluster") }
         let script = Paths.repository.appendingPathComponent("scripts/pg-test-cluster.sh").path
+        if let listen { setenv("PGTEST_LISTEN", listen, 1) } else { unsetenv("PGTEST_LISTEN") }
+        defer { unsetenv("PGTEST_LISTEN") }
         XCTAssertEqual(try spawnAndWait("/bin/bash", [script, "restart", dir]), 0, "pg-test-cluster.sh restart failed")
+    }
+
+    /// Lets hosts on `network` (CIDR) connect: a pg_hba.conf line, read at the next restart.
+    static func allow(_ network: String) throws {
+        guard let dir = clusterDirectory else { throw XCTSkip("LAYERSKIP_TEST_POSTGRES_DIR is not set") }
+        let hba = URL(fileURLWithPath: dir).appendingPathComponent("data/pg_hba.conf")
+        let current = try String(contentsOf: hba, encoding: .utf8)
+        let line = "host all all \(network) trust"
+        if !current.contains(line) { try (current + "\n" + line + "\n").write(to: hba, atomically: false, encoding: .utf8) }
+    }
+
+    static var port: String? {
+        clusterDirectory.flatMap { try? String(contentsOfFile: $0 + "/port", encoding: .utf8) }?.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     /// Runs a program to its end with posix_spawn and waitpid. (Foundation's Process can miss the
