@@ -113,6 +113,12 @@ let package = Package(
             dependencies: ["CKernels", "COpenBLAS"],
             path: "Sources/kernel-bench"
         ),
+        // Job-store benchmark: latency of each operation a prompt needs and queue throughput, SQLite and PostgreSQL.
+        .executableTarget(
+            name: "store-bench",
+            dependencies: ["Daemon", "Decoding", "AutoregressivePlugin"],
+            path: "Sources/store-bench"
+        ),
         .testTarget(name: "InputFilesTests", dependencies: ["InputFiles"], path: "Tests/InputFilesTests"),
         .testTarget(
             name: "TokenizationTests",

@@ -52,7 +52,8 @@ public final class Daemon: @unchecked Sendable {
             log.notice("on the shared queue \(store.location) as \(worker.name); models here: \((worker.models?.keys.sorted() ?? []).joined(separator: ", "))")
         }
         let layout = SpoolLayout(root: config.spoolDirectory)
-        let folders = try SpoolFolders(layout: layout)
+        // On a shared store several daemons may share one spool too (a network filesystem).
+        let folders = try SpoolFolders(layout: layout, sharedAs: store.isShared ? worker.name : nil)
         let intake = SpoolIntake(folders: folders, store: store, config: config, registry: registry, log: log)
         try intake.recover()
         let accepted = intake.scan()

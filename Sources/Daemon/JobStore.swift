@@ -120,11 +120,20 @@ public struct Submission: Sendable {
     public var source: String
     public var contentHash: String
     public var outcome: Result<ResolvedJob, ConfigurationError>
+    /// The file's identity in a spool several daemons share (name, content hash, inode, size and
+    /// modification time: the same for every host that sees the file): unique in the store, so a
+    /// file can become one job only, whatever a network filesystem's renames do.
+    public var intakeKey: String?
+    /// The worker whose spool intake recorded it (its interrupted intakes are its own to finish).
+    public var intakeWorker: String?
 
-    public init(source: String, contentHash: String, outcome: Result<ResolvedJob, ConfigurationError>) {
+    public init(source: String, contentHash: String, outcome: Result<ResolvedJob, ConfigurationError>,
+                intakeKey: String? = nil, intakeWorker: String? = nil) {
         self.source = source
         self.contentHash = contentHash
         self.outcome = outcome
+        self.intakeKey = intakeKey
+        self.intakeWorker = intakeWorker
     }
 }
 
@@ -134,6 +143,13 @@ extension JobStore {
         try read { db in
             try db.fetchOne(JobRow.self, "SELECT * FROM jobs WHERE source = ? AND content_hash = ? ORDER BY intake_pending DESC, id LIMIT 1",
                             [source, contentHash]).map { ($0.id, $0.intakePending) }
+        }
+    }
+
+    /// The job recorded for a spool file's `intakeKey`, if any.
+    public func job(intakeKey: String) throws -> (id: Int64, storedAs: String?)? {
+        try read { db in
+            try db.fetchOne(JobRow.self, "SELECT * FROM jobs WHERE intake_key = ?", [intakeKey]).map { ($0.id, $0.storedAs) }
         }
     }
 
@@ -147,11 +163,11 @@ extension JobStore {
                 let spec = String(decoding: try JSONEncoder().encode(job.spec), as: UTF8.self)
                 let id = try insertedID(db, """
                     INSERT INTO jobs (source, content_hash, state, priority, name, model, model_directory, model_key, strategy, spec,
-                                      max_attempts, intake_pending, stored_as, created_at, updated_at)
-                    VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id
+                                      max_attempts, intake_pending, stored_as, intake_key, intake_worker, created_at, updated_at)
+                    VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id
                     """, [submission.source, submission.contentHash, job.spec.priority, job.spec.name, job.spec.model,
                           job.modelDirectory.path, job.modelKey, job.spec.strategy.name, spec,
-                          job.spec.maxAttempts ?? defaultMaxAttempts, intakePending, storedAs, t, t])
+                          job.spec.maxAttempts ?? defaultMaxAttempts, intakePending, storedAs, submission.intakeKey, submission.intakeWorker, t, t])
                 for (i, p) in job.spec.prompts.enumerated() {
                     try db.execute("INSERT INTO prompts (job_id, idx, prompt_id, text) VALUES (?, ?, ?, ?)", [id, i, p.id, dialect.text(p.text)])
                 }
@@ -162,10 +178,10 @@ extension JobStore {
                 let json = String(decoding: try JSONEncoder().encode(problems), as: UTF8.self)
                 let id = try insertedID(db, """
                     INSERT INTO jobs (source, content_hash, state, problems, error, max_attempts, intake_pending, stored_as,
-                                      created_at, updated_at, finished_at)
-                    VALUES (?, ?, 'rejected', ?, ?, 0, ?, ?, ?, ?, ?) RETURNING id
+                                      intake_key, intake_worker, created_at, updated_at, finished_at)
+                    VALUES (?, ?, 'rejected', ?, ?, 0, ?, ?, ?, ?, ?, ?, ?) RETURNING id
                     """, [submission.source, submission.contentHash, json, "\(error.problems.count) problem(s) in the job file",
-                          intakePending, storedAs, t, t, t])
+                          intakePending, storedAs, submission.intakeKey, submission.intakeWorker, t, t, t])
                 try JobStore.event(db, job: id, from: nil, to: .rejected, note: "rejected \(submission.source)")
                 return id
             }

@@ -130,11 +130,15 @@ enum Migrations {
                   sqlite: "ALTER TABLE jobs ADD COLUMN not_before REAL",
                   postgresql: "ALTER TABLE jobs ADD COLUMN not_before DOUBLE PRECISION"),
         // Leases that expire (several daemons on one queue), which worker ran each attempt, what
-        // each job's model is called where it may run, and the live daemons.
+        // each job's model is called where it may run, the live daemons, and what makes a spool
+        // shared by several daemons safe: one job per file (intake_key) and who took it in.
         Migration(identifier: "2026-12-02-leases-and-workers", sqlite: """
             ALTER TABLE jobs ADD COLUMN worker TEXT;
             ALTER TABLE jobs ADD COLUMN lease_expires_at REAL;
             ALTER TABLE jobs ADD COLUMN model_key TEXT;
+            ALTER TABLE jobs ADD COLUMN intake_key TEXT;
+            ALTER TABLE jobs ADD COLUMN intake_worker TEXT;
+            CREATE UNIQUE INDEX jobs_intake_key ON jobs (intake_key);
             ALTER TABLE events ADD COLUMN worker TEXT;
             CREATE INDEX jobs_leases ON jobs (state, lease_expires_at);
             CREATE TABLE workers (
@@ -155,6 +159,9 @@ enum Migrations {
             ALTER TABLE jobs ADD COLUMN worker TEXT;
             ALTER TABLE jobs ADD COLUMN lease_expires_at DOUBLE PRECISION;
             ALTER TABLE jobs ADD COLUMN model_key TEXT;
+            ALTER TABLE jobs ADD COLUMN intake_key TEXT;
+            ALTER TABLE jobs ADD COLUMN intake_worker TEXT;
+            CREATE UNIQUE INDEX jobs_intake_key ON jobs (intake_key);
             ALTER TABLE events ADD COLUMN worker TEXT;
             CREATE INDEX jobs_leases ON jobs (state, lease_expires_at);
             CREATE TABLE workers (

@@ -54,9 +54,15 @@ public final class SpoolFolders: @unchecked Sendable {
     let incoming: Int32
     let accepted: Int32
     let rejected: Int32
+    /// A shared spool's `claimed/WORKER/`: this daemon's files between claim and intake; -1 when
+    /// the spool is this daemon's alone.
+    let claimed: Int32
 
-    /// - Parameter lock: take the spool's lock (the daemon); tests of the intake alone need not.
-    public init(layout: SpoolLayout, lock: Bool = true) throws {
+    /// - Parameters:
+    ///   - lock: take the spool's lock (the daemon); tests of the intake alone need not.
+    ///   - sharedAs: the spool is shared by the daemons of one job store (a network filesystem):
+    ///     no lock, and each daemon claims a file by renaming it into `claimed/SHAREDAS/` first.
+    public init(layout: SpoolLayout, lock: Bool = true, sharedAs worker: String? = nil) throws {
         self.layout = layout
         try FileManager.default.createDirectory(at: layout.root, withIntermediateDirectories: true)
         // The root is the configured path (the administrator's); the folders in it are not.
@@ -64,21 +70,34 @@ public final class SpoolFolders: @unchecked Sendable {
         guard root >= 0 else { throw DaemonError.io("cannot open the spool \(layout.root.path): \(FileOps.errnoText())") }
         var opened: [Int32] = []
         do {
-            if lock && flock(root, LOCK_EX | LOCK_NB) != 0 {
-                throw DaemonError.io("another layerskip serve already uses the spool \(layout.root.path) (with another state directory); one daemon per spool")
+            if lock && worker == nil && flock(root, LOCK_EX | LOCK_NB) != 0 {
+                throw DaemonError.io("another layerskip serve already uses the spool \(layout.root.path) (with another state directory); one daemon per spool, unless they share a PostgreSQL store")
             }
             for name in ["incoming", "accepted", "rejected"] {
                 opened.append(try Self.openFolder(root, name, layout: layout))
             }
+            if let worker {
+                let claimedRoot = try Self.openFolder(root, "claimed", layout: layout)
+                defer { close(claimedRoot) }
+                opened.append(try Self.openFolder(claimedRoot, Self.folderName(worker), layout: layout))
+            } else {
+                opened.append(-1)
+            }
         } catch {
-            opened.forEach { close($0) }
+            opened.forEach { if $0 >= 0 { close($0) } }
             close(root)
             throw error
         }
-        (incoming, accepted, rejected) = (opened[0], opened[1], opened[2])
+        (incoming, accepted, rejected, claimed) = (opened[0], opened[1], opened[2], opened[3])
     }
 
-    deinit { [incoming, accepted, rejected, root].forEach { close($0) } }
+    deinit { [incoming, accepted, rejected, claimed, root].forEach { if $0 >= 0 { close($0) } } }
+
+    /// A worker name as one folder name: `/` and other awkward bytes replaced, a hash keeps it unique.
+    static func folderName(_ worker: String) -> String {
+        let safe = String(worker.unicodeScalars.map { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "-_.".unicodeScalars.contains($0)) ? Character($0) : "_" }.prefix(80))
+        return safe + "-" + ContentHash.hex(Data(worker.utf8)).prefix(8)
+    }
 
     private static func openFolder(_ root: Int32, _ name: String, layout: SpoolLayout) throws -> Int32 {
         if mkdirat(root, name, 0o777) != 0 && errno != EEXIST {
@@ -163,9 +182,17 @@ public final class SpoolIntake: @unchecked Sendable {
         if lastProblem != nil { log.notice("spool: the spool folders are in order again") }
         lastProblem = nil
         var count = 0
+        if folders.claimed >= 0 {
+            // Files this daemon claimed whose intake failed (the store was away): again first.
+            for name in (try? FileOps.list(folders.claimed)) ?? [] where !SpoolLayout.isIgnored(name) {
+                do { if try process(name, in: folders.claimed) { count += 1 } } catch {
+                    log.error("spool: \(SpoolLayout.displayName(name).0): \(error)")
+                }
+            }
+        }
         for name in names.sorted(by: { $0.lexicographicallyPrecedes($1) }) where !SpoolLayout.isIgnored(name) {
             do {
-                if try process(name) { count += 1 }
+                if try claim(name), try process(name, in: folders.claimed >= 0 ? folders.claimed : folders.incoming) { count += 1 }
             } catch {
                 // One bad file must never stop the intake of the others, nor the daemon.
                 log.error("spool: \(SpoolLayout.displayName(name).0): \(error)")
@@ -174,25 +201,58 @@ public final class SpoolIntake: @unchecked Sendable {
         return count
     }
 
-    /// Clears intake marks of jobs whose file has already moved (a crash after the move).
+    /// Clears intake marks of jobs whose file has already moved (a crash after the move), and on a
+    /// shared spool takes in what this daemon had claimed when it stopped.
     public func recover() throws {
-        let present = Set(try FileOps.list(folders.incoming).map { SpoolLayout.displayName($0).0 })
-        for job in try store.pendingIntake() where !present.contains(job.source) {
+        let shared = folders.claimed >= 0
+        let present = Set(try FileOps.list(shared ? folders.claimed : folders.incoming).map { SpoolLayout.displayName($0).0 })
+        for job in try store.pendingIntake(worker: shared ? config.worker.name : nil) where !present.contains(job.source) {
             try store.markIntakeDone(job: job.id, storedAs: job.storedAs ?? "")
             log.info("spool: job \(job.id): finished the interrupted intake of \(job.source)")
         }
+        if shared {
+            for name in try FileOps.list(folders.claimed).sorted(by: { $0.lexicographicallyPrecedes($1) }) where !SpoolLayout.isIgnored(name) {
+                do { _ = try process(name, in: folders.claimed) } catch {
+                    log.error("spool: \(SpoolLayout.displayName(name).0) (claimed before a stop): \(error)")
+                }
+            }
+        }
     }
 
-    private func process(_ name: [UInt8]) throws -> Bool {
+    /// On a shared spool, takes `name` for this daemon by renaming it into its claimed/ folder:
+    /// of several daemons that try at once, exactly one succeeds; the others find it gone.
+    /// On a spool of its own, there is nothing to take.
+    private func claim(_ name: [UInt8]) throws -> Bool {
+        guard folders.claimed >= 0 else { return true }
+        let source = FileOps.cName(name)
+        if renameat(folders.incoming, source, folders.claimed, source) == 0 {
+            fsync(folders.claimed)
+            return true
+        }
+        // Another daemon took it first.
+        if errno == ENOENT { return false }
+        throw DaemonError.io("cannot claim \(SpoolLayout.displayName(name).0) into \(layout.root.path)/claimed: \(FileOps.errnoText())")
+    }
+
+    /// Takes one file in from `folder` (incoming/, or on a shared spool this daemon's claimed/).
+    private func process(_ name: [UInt8], in from: Int32) throws -> Bool {
         let (display, isUTF8) = SpoolLayout.displayName(name)
         let source = FileOps.cName(name)
-        guard let st = FileOps.lstat(folders.incoming, source) else { return false }  // gone meanwhile
-        let (hash, outcome) = examine(source, stat: st, display: display, isUTF8: isUTF8)
+        guard let st = FileOps.lstat(from, source) else { return false }  // gone meanwhile
+        let (hash, outcome) = examine(source, in: from, stat: st, display: display, isUTF8: isUTF8)
 
-        var submission = Submission(source: display, contentHash: hash, outcome: outcome)
+        let shared = folders.claimed >= 0
+        let intakeKey = shared ? "\(display)\u{1}\(hash)\u{1}\(st.st_ino)\u{1}\(st.st_size)\u{1}\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)" : nil
+        var submission = Submission(source: display, contentHash: hash, outcome: outcome, intakeKey: intakeKey,
+                                    intakeWorker: shared ? config.worker.name : nil)
         var storedAs: String
         let id: Int64
-        if let existing = try store.existingJob(source: display, contentHash: hash) {
+        if let intakeKey, let recorded = try store.job(intakeKey: intakeKey) {
+            // This very file is recorded already (an intake interrupted after the insert).
+            id = recorded.id
+            if let planned = recorded.storedAs { storedAs = planned } else { storedAs = try freeName(display, rejected: try store.job(id)?.state == .rejected) }
+            log.info("spool: job \(id): finishing the interrupted intake of \(display)")
+        } else if let existing = try store.existingJob(source: display, contentHash: hash) {
             if existing.intakePending, let planned = try store.storedName(job: existing.id) {
                 id = existing.id
                 storedAs = planned
@@ -219,7 +279,7 @@ public final class SpoolIntake: @unchecked Sendable {
                 + problems.map { "  \(e($0.path)): expected \(e($0.expected)), found \(e($0.found))\n" }.joined()
             _ = try FileOps.writeAtomically(Data(text.utf8), in: folderFD, name: storedAs + ".error", replace: true)
         }
-        while try !FileOps.renameNoReplace(folders.incoming, source, folderFD, FileOps.cString(storedAs)) {
+        while try !FileOps.renameNoReplace(from, source, folderFD, FileOps.cString(storedAs)) {
             // Someone put a file under the planned name meanwhile: pick another, keep both.
             let next = try freeName(display, rejected: rejected)
             if rejected {
@@ -227,7 +287,7 @@ public final class SpoolIntake: @unchecked Sendable {
             }
             storedAs = next
         }
-        fsync(folders.incoming)
+        fsync(from)
         fsync(folderFD)
         try store.markIntakeDone(job: id, storedAs: storedAs)
         if rejected {
@@ -239,13 +299,13 @@ public final class SpoolIntake: @unchecked Sendable {
     }
 
     /// Hashes and validates one entry of incoming/ without following links or reading huge files.
-    private func examine(_ path: [CChar], stat st: stat, display: String, isUTF8: Bool) -> (String, Result<ResolvedJob, ConfigurationError>) {
+    private func examine(_ path: [CChar], in folder: Int32, stat st: stat, display: String, isUTF8: Bool) -> (String, Result<ResolvedJob, ConfigurationError>) {
         func reject(_ expected: String, _ found: String, hash: String) -> (String, Result<ResolvedJob, ConfigurationError>) {
             (hash, .failure(ConfigurationError([.init(path: "(file)", expected: expected, found: found)])))
         }
         switch st.st_mode & S_IFMT {
         case S_IFLNK:
-            let target = FileOps.readLink(folders.incoming, path)
+            let target = FileOps.readLink(folder, path)
             return reject("a regular file (symbolic links are not followed)", "a symbolic link to \(target)",
                           hash: ContentHash.hex(Data("symlink:\(target)".utf8)))
         case S_IFDIR:
@@ -264,7 +324,7 @@ public final class SpoolIntake: @unchecked Sendable {
         do {
             // Opened without following links or blocking, and checked again on the descriptor:
             // the entry may have been swapped since the lstat above.
-            data = try RegularFile.read(bytes: path, limit: config.maxJobFileBytes, relativeTo: folders.incoming,
+            data = try RegularFile.read(bytes: path, limit: config.maxJobFileBytes, relativeTo: folder,
                                         followSymlinks: false, singleLink: true, displayPath: display)
         } catch {
             return reject("a readable regular file", "a file that \(error.reason)", hash: ContentHash.hex(Data("unreadable:\(st.st_ino)".utf8)))
@@ -315,9 +375,11 @@ extension Submission {
 }
 
 extension JobStore {
-    func pendingIntake() throws -> [(id: Int64, source: String, storedAs: String?)] {
+    /// Jobs whose intake has not finished: all of them, or on a shared spool this worker's.
+    func pendingIntake(worker: String?) throws -> [(id: Int64, source: String, storedAs: String?)] {
         try read { db in
-            try db.fetchAll(JobRow.self, "SELECT * FROM jobs WHERE intake_pending = 1 ORDER BY id").map { ($0.id, $0.source, $0.storedAs) }
+            try db.fetchAll(JobRow.self, "SELECT * FROM jobs WHERE intake_pending = 1\(worker == nil ? "" : " AND intake_worker = ?") ORDER BY id",
+                            worker.map { [$0] } ?? []).map { ($0.id, $0.source, $0.storedAs) }
         }
     }
 }

@@ -40,6 +40,8 @@ struct JobRow: Decodable, FetchableRecord {
     var worker: String?
     var leaseExpiresAt: Double?
     var modelKey: String?
+    var intakeKey: String?
+    var intakeWorker: String?
 
     func jobState() throws -> JobState {
         guard let s = JobState(rawValue: state) else {

@@ -45,7 +45,7 @@ struct Output {
 final class Installation {
     let root: URL
     let config: URL
-    var spool: URL { root.appendingPathComponent("spool") }
+    let spool: URL
     var incoming: URL { spool.appendingPathComponent("incoming") }
     var accepted: URL { spool.appendingPathComponent("accepted") }
     var rejected: URL { spool.appendingPathComponent("rejected") }
@@ -55,12 +55,14 @@ final class Installation {
     private(set) var logs: [URL] = []
 
     /// `tinyEntry`: the config's `models: tiny:` entry (a path, or a mapping with weights:).
-    init(name: String = #function, extraConfig: String = "", tinyEntry: String = Paths.tinyModel.path) throws {
+    /// `spoolDirectory`: another installation's spool, for daemons that share one.
+    init(name: String = #function, extraConfig: String = "", tinyEntry: String = Paths.tinyModel.path, spoolDirectory: URL? = nil) throws {
         root = try Paths.temporaryDirectory(name)
         config = root.appendingPathComponent("layerskip.yaml")
+        spool = spoolDirectory ?? root.appendingPathComponent("spool")
         try """
             state_directory: state
-            spool_directory: spool
+            spool_directory: \(spool.path)
             models:
               tiny: \(tinyEntry)
             scan_interval_seconds: 0.5

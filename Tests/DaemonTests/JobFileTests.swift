@@ -146,6 +146,63 @@ final class JobFileTests: XCTestCase {
         }
     }
 
+    /// `store:` is sqlite or a PostgreSQL URL without a password (the password from a file);
+    /// `lease_seconds`, `worker_name` and `metrics_textfile` are checked; every problem is named.
+    func testStoreKeys() throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("c.yaml")
+        try """
+            state_directory: s
+            store: {postgresql: "postgresql://ls@db.example/q?sslmode=require", password_file: pw}
+            lease_seconds: 20
+            worker_name: rack3-07
+            metrics_textfile: m/layerskip.prom
+            """.write(to: file, atomically: true, encoding: .utf8)
+        let config = try DaemonConfig.load(from: file)
+        XCTAssertEqual(config.store, .postgresql(PostgresLocation(url: "postgresql://ls@db.example/q?sslmode=require",
+                                                                  passwordFile: dir.appendingPathComponent("pw"))))
+        XCTAssertEqual(config.leaseSeconds, 20)
+        XCTAssertEqual(config.worker.name, "rack3-07")
+        XCTAssertEqual(config.worker.leaseSeconds, 20)
+        XCTAssertEqual(config.metricsTextfile?.path, dir.appendingPathComponent("m/layerskip.prom").path)
+        try "state_directory: s\n".write(to: file, atomically: true, encoding: .utf8)
+        let plain = try DaemonConfig.load(from: file)
+        XCTAssertEqual(plain.store, .sqlite)
+        XCTAssertNil(plain.worker.models, "a single-host worker claims any job")
+        XCTAssertTrue(plain.worker.name.hasSuffix(":" + dir.appendingPathComponent("s").path), plain.worker.name)
+        for (bad, needle) in [("store: mysql", "store"), ("store: {postgresql: \"mysql://x\"}", "store.postgresql"),
+                              ("store: {postgresql: \"postgresql://u:secret@h/db\"}", "without a password"),
+                              ("store: {postgresql: \"postgresql://h/db\", pasword_file: x}", "store.pasword_file"),
+                              ("lease_seconds: 1", "lease_seconds"), ("lease_seconds: soon", "lease_seconds"),
+                              ("worker_name: \"\"", "worker_name"), ("metrics_textfile: \"\"", "metrics_textfile")] {
+            try "state_directory: s\n\(bad)\n".write(to: file, atomically: true, encoding: .utf8)
+            XCTAssertThrowsError(try DaemonConfig.load(from: file), bad) { XCTAssertTrue("\($0)".contains(needle), "\(bad): \($0)") }
+        }
+    }
+
+    /// A job's model key is its configured name (or its folder) with the weights it runs with,
+    /// and a worker on a shared store can run exactly the keys its config resolves.
+    func testModelKeysNameTheModelAndItsWeights() throws {
+        var config = DaemonConfig(stateDirectory: URL(fileURLWithPath: "/s"), models: ["tiny": Paths.tinyModel])
+        XCTAssertEqual(config.modelKey(model: "tiny", directory: Paths.tinyModel), "tiny@stored")
+        XCTAssertEqual(config.modelKey(model: Paths.tinyModel.path, directory: Paths.tinyModel), DaemonConfig.modelKey(Paths.tinyModel) + "@stored")
+        config.modelWeights[DaemonConfig.modelKey(Paths.tinyModel)] = .q4
+        XCTAssertEqual(config.modelKey(model: "tiny", directory: Paths.tinyModel), "tiny@q4")
+        config.modelDirectories = [Paths.fixtures]
+        let runnable = config.runnableModels()
+        XCTAssertEqual(runnable["tiny@q4"], Paths.tinyModel)
+        XCTAssertNil(runnable["tiny@stored"])
+        let other = Paths.fixtures.appendingPathComponent("tiny-spm-mha-bf16-sharded")
+        if FileManager.default.fileExists(atPath: other.appendingPathComponent("config.json").path) {
+            XCTAssertEqual(runnable[DaemonConfig.modelKey(other) + "@stored"], other, "a model folder under model_directories, by path")
+        }
+        let job = try JobFileValidator.validate(Data("model: tiny\nprompts: [x]\n".utf8), file: "j",
+                                                context: JobContext(baseDirectory: Paths.fixtures, models: config.models, registry: testRegistry,
+                                                                    modelWeights: config.modelWeights)).get()
+        XCTAssertEqual(job.modelKey, "tiny@q4")
+    }
+
     /// The shipped config parses (its paths need not exist here).
     func testShippedConfigParses() throws {
         let config = try DaemonConfig.load(from: Paths.repository.appendingPathComponent("etc/layerskip.yaml"))
