@@ -369,8 +369,9 @@ final class FlightWatch: @unchecked Sendable {
             let renewing = now.timeIntervalSince(self.lastRenewal) >= renewEvery
             if renewing { self.lastRenewal = now }
             self.lock.unlock()
-            for (id, w) in snapshot where !w.cancelled.isSet {
-                if (try? store.isCancelRequested(id)) ?? false { w.cancelled.set() }
+            let polled = snapshot.filter { !$0.value.cancelled.isSet }
+            if let requested = try? store.cancelRequested(among: polled.keys.sorted()) {
+                for id in requested { polled[id]?.cancelled.set() }
             }
             guard renewing else { return }
             let live = snapshot.values.filter { !$0.leaseLost.isSet }

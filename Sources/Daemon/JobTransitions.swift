@@ -274,6 +274,15 @@ extension JobStore {
         }
     }
 
+    /// Which of `ids` have a cancel request (one read for a whole batch's jobs).
+    public func cancelRequested(among ids: [Int64]) throws -> Set<Int64> {
+        guard !ids.isEmpty else { return [] }
+        return try read { db in
+            Set(try db.values(Int64.self, "SELECT id FROM jobs WHERE cancel_requested = 1 AND id IN (\(ids.map { _ in "?" }.joined(separator: ",")))",
+                              SQLArguments(ids.map(\.databaseValue))))
+        }
+    }
+
     public func isCancelRequested(_ id: Int64) throws -> Bool {
         try read { db in try db.value(Bool.self, "SELECT cancel_requested FROM jobs WHERE id = ?", [id]) ?? true }
     }

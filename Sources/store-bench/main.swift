@@ -105,7 +105,7 @@ func measure(_ backend: String, _ spec: String) throws -> Summary {
     while let job = try timed("claim", { try store.claimNext(worker: worker) }) {
         try timed("commit_output", { try store.commitOutput(job, index: 0, text: "output", tokens: Array(0..<32), metrics: metrics) })
         _ = try timed("renew_lease", { try store.renewLeases([job], worker: worker) })
-        _ = try timed("cancel_poll", { try store.isCancelRequested(job.id) })
+        _ = try timed("cancel_poll", { try store.cancelRequested(among: [job.id]) })
         try timed("heartbeat", { try store.heartbeat(worker, load: WorkerLoad(inFlightJobs: 1, sequences: 1, tokensPerSecond: 1)) })
         try timed("finish", { try store.finish(job, as: .succeeded) })
     }

@@ -248,4 +248,50 @@ final class MultiHostTests: XCTestCase {
         print("shared spool: intake by \(try TestPostgres.psql(url, "SELECT intake_worker, COUNT(*) FROM jobs GROUP BY intake_worker ORDER BY 1").replacingOccurrences(of: "\n", with: "; "))")
         try checkExactlyOnce(url, a, files: files, prompts: 1)
     }
+
+    /// The operator's view: `workers` lists the live daemon (JSON for scripts) and then the
+    /// stopped one; the metrics textfile is well-formed Prometheus text with the job counts.
+    func testWorkersCommandAndMetricsTextfile() throws {
+        let url = try TestPostgres.freshDatabase()
+        let host = try Installation(name: "metrics-host0", extraConfig: """
+            store: {postgresql: "\(url)"}
+            worker_name: host0
+            lease_seconds: 3
+            metrics_textfile: metrics/layerskip.prom
+            """)
+        try FileManager.default.createDirectory(at: host.root.appendingPathComponent("metrics"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: host.incoming, withIntermediateDirectories: true)
+        try host.drop("m.yaml", jobYAML(prompts: 2, tokens: 16))
+        try host.start()
+        _ = try host.waitForJob(1, toBe: ["succeeded"])
+        let metrics = host.root.appendingPathComponent("metrics/layerskip.prom")
+        var text = ""
+        try waitFor("the metrics file to count the job", timeout: 20, interval: 0.2) {
+            text = (try? String(contentsOf: metrics, encoding: .utf8)) ?? ""
+            return text.contains("layerskip_jobs{state=\"succeeded\"} 1")
+        }
+        for name in ["jobs", "queue_depth", "in_flight_jobs", "sequences", "tokens_per_second", "generated_tokens_total",
+                     "acceptance_ratio", "average_batch_size", "lease_renewals_total", "lease_expiries_total"] {
+            XCTAssertTrue(text.contains("# TYPE layerskip_\(name) "), name)
+        }
+        XCTAssertTrue(text.contains("layerskip_generated_tokens_total{worker=\"host0\"} 32"), text)
+        // Every sample line is NAME{LABELS} NUMBER.
+        for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+            XCTAssertNotNil(line.range(of: #"^layerskip_[a-z_]+(\{[a-z_]+="[^"]*"\})? [-+0-9.eEInfNa]+$"#, options: .regularExpression), String(line))
+        }
+        let live = try host.cli(["workers", "--json"])
+        XCTAssertEqual(live.status, 0, live.stderr)
+        let workers = try XCTUnwrap(live.json?["workers"] as? [[String: Any]])
+        XCTAssertEqual(workers.map { $0["name"] as? String }, ["host0"])
+        XCTAssertEqual(workers.first?["status"] as? String, "live")
+        XCTAssertLessThan(workers.first?["heartbeat_age"] as? Double ?? 99, 10)
+        let table = try host.cli(["workers"])
+        XCTAssertTrue(table.stdout.contains("host0") && table.stdout.contains("live"), table.stdout)
+        XCTAssertEqual(host.stop(SIGTERM), 0, host.lastLog)
+        XCTAssertEqual(try host.cli(["workers", "--json"]).json?["workers"] as? [[String: Any]] as? NSArray, [], "a stopped daemon is not live")
+        let all = try XCTUnwrap(try host.cli(["workers", "--all", "--json"]).json?["workers"] as? [[String: Any]])
+        XCTAssertEqual(all.first?["status"] as? String, "stopped")
+        let shown = try host.cli(["show", "1"])
+        XCTAssertTrue(shown.stdout.contains("worker") && shown.stdout.contains("on host0"), shown.stdout)
+    }
 }
