@@ -294,4 +294,28 @@ final class MultiHostTests: XCTestCase {
         let shown = try host.cli(["show", "1"])
         XCTAssertTrue(shown.stdout.contains("worker") && shown.stdout.contains("on host0"), shown.stdout)
     }
+
+    /// `run` against a shared store: a daemon elsewhere may take some of its jobs; `run` waits
+    /// until every one of them is final and reports them all.
+    func testRunOnASharedStoreWaitsForJobsOthersTake() throws {
+        let url = try TestPostgres.freshDatabase()
+        let hosts = try self.hosts(2, url: url, extra: "max_batch: 1")
+        try hosts[1].start()
+        let dir = hosts[0].root.appendingPathComponent("jobs")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        var paths: [String] = []
+        for i in 0..<24 {
+            let file = dir.appendingPathComponent("r\(i).yaml")
+            try jobYAML(prompts: 4, tokens: 250, promptPrefix: "Run \(i)").write(to: file, atomically: true, encoding: .utf8)
+            paths.append(file.path)
+        }
+        let run = try hosts[0].cli(["run", "--json"] + paths)
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let jobs = try XCTUnwrap(run.json?["jobs"] as? [[String: Any]], run.stdout)
+        XCTAssertEqual(jobs.count, 24)
+        XCTAssertTrue(jobs.allSatisfy { $0["state"] as? String == "succeeded" }, run.stdout)
+        XCTAssertEqual(hosts[1].stop(SIGTERM), 0, hosts[1].lastLog)
+        XCTAssertGreaterThanOrEqual(try count(url, "SELECT COUNT(*) FROM jobs WHERE worker = 'host1'"), 1, "the other daemon took some")
+        print("run on a shared store: jobs by worker: \(try TestPostgres.psql(url, "SELECT worker, COUNT(*) FROM jobs GROUP BY worker ORDER BY 1").replacingOccurrences(of: "\n", with: "; "))")
+    }
 }

@@ -71,6 +71,13 @@ struct RunCommand: ParsableCommand {
         }
         defer { sources.forEach { $0.cancel() } }
         while try runner.runNext(among: ids) != .none {}
+        // On a shared store other daemons may have claimed some of these jobs: wait for them too.
+        if store.isShared {
+            while !runner.stopping.isSet, try ids.contains(where: { try !(store.job($0)?.state.isFinal ?? true) }) {
+                _ = try runner.runNext(among: ids)
+                Thread.sleep(forTimeInterval: 0.5)
+            }
+        }
 
         let jobs = try ids.compactMap { try store.job($0) }
         let summaries = try jobs.map { JobSummary(job: $0, outputs: try store.outputs($0.id)) }
