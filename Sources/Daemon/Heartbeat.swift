@@ -9,9 +9,9 @@ import Logging
 /// `metrics_textfile` is set, rewrites the Prometheus text file. A store it cannot reach is logged
 /// once per outage and tried again at the next beat; leases are renewed by the runner's own watch,
 /// not here, so a slow metrics query never costs a lease.
+/// `@unchecked Sendable`: `lastTokens`, `lastBeat` and `failing` are touched by `run`'s thread only;
+/// `stopped` is read and written under `wake`.
 public final class HeartbeatService: DaemonService, @unchecked Sendable {
-    // `@unchecked Sendable`: `stopped` and `lastTokens`/`lastBeat`/`failing` are touched by `run`'s
-    // thread only, except `stopped`, which `shutdown` sets under `wake`.
     public let name = "heartbeat"
     let store: JobStore
     let worker: Worker

@@ -58,13 +58,13 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
     private var idle: [OpaquePointer] = []
     private static let keptIdle = 4
 
-    init(_ where_: PostgresLocation, applicationName: String = "layerskip") throws {
-        location = where_.url
-        if let problem = PostgresLocation.problem(where_.url) {
-            throw DaemonError.io("store.postgresql \(where_.url): expected \(problem)")
+    init(_ target: PostgresLocation, applicationName: String = "layerskip") throws {
+        location = target.url
+        if let problem = PostgresLocation.problem(target.url) {
+            throw DaemonError.io("store.postgresql \(target.url): expected \(problem)")
         }
-        var keywords = ["dbname"], values = [where_.url]
-        if let file = where_.passwordFile {
+        var keywords = ["dbname"], values = [target.url]
+        if let file = target.passwordFile {
             let text: String
             do { text = String(decoding: try RegularFile.read(file.path, limit: 4096), as: UTF8.self) } catch {
                 throw DaemonError.io("store.password_file \(file.path): expected a readable file of at most 4 KiB, found a file that \(error.reason)")

@@ -318,4 +318,39 @@ final class MultiHostTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(try count(url, "SELECT COUNT(*) FROM jobs WHERE worker = 'host1'"), 1, "the other daemon took some")
         print("run on a shared store: jobs by worker: \(try TestPostgres.psql(url, "SELECT worker, COUNT(*) FROM jobs GROUP BY worker ORDER BY 1").replacingOccurrences(of: "\n", with: "; "))")
     }
+
+    /// Models per host: a job is claimed only by a daemon whose config has its model in the same
+    /// weights, whatever spool it came in through; and the content-hash rule holds across hosts.
+    func testJobsGoOnlyToHostsWithTheirModelAndTheHashRuleHoldsAcrossHosts() throws {
+        let url = try TestPostgres.freshDatabase()
+        // host0 runs one sequence at a time, so its jobs sit queued while host1 is idle: host1
+        // would take them if it could.
+        let stored = try Installation(name: "models-host0", extraConfig: "store: {postgresql: \"\(url)\"}\nworker_name: host0\nmax_batch: 1")
+        let int8 = try Installation(name: "models-host1", extraConfig: "store: {postgresql: \"\(url)\"}\nworker_name: host1",
+                                    tinyEntry: "{path: \(Paths.tinyModel.path), weights: int8}")
+        for h in [stored, int8] { try FileManager.default.createDirectory(at: h.incoming, withIntermediateDirectories: true) }
+        for i in 0..<4 {
+            try stored.drop("s\(i).yaml", jobYAML(prompts: 3, tokens: 250, promptPrefix: "S\(i)"))
+            try int8.drop("q\(i).yaml", jobYAML(tokens: 6, promptPrefix: "Q\(i)"))
+        }
+        try int8.start()
+        try waitFor("host1's own jobs", timeout: 60, interval: 0.2) {
+            try self.count(url, "SELECT COUNT(*) FROM jobs WHERE source LIKE 'q%' AND state = 'succeeded'") == 4
+        }
+        try stored.start()
+        try waitFor("host0's jobs", timeout: 120, interval: 0.2) {
+            try self.count(url, "SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'") == 8
+        }
+        XCTAssertEqual(try TestPostgres.psql(url, "SELECT DISTINCT worker FROM jobs WHERE source LIKE 's%'"), "host0")
+        XCTAssertEqual(try TestPostgres.psql(url, "SELECT DISTINCT worker FROM jobs WHERE source LIKE 'q%'"), "host1")
+        XCTAssertEqual(try TestPostgres.psql(url, "SELECT DISTINCT model_key FROM jobs WHERE source LIKE 'q%'"), "tiny@int8")
+        // The same name and content again, on the other host: not run a second time.
+        try int8.drop("s0.yaml", jobYAML(prompts: 3, tokens: 250, promptPrefix: "S0"))
+        try waitFor("the resubmission to be recorded", timeout: 30, interval: 0.2) {
+            try self.count(url, "SELECT COUNT(*) FROM jobs WHERE source = 's0.yaml'") == 2
+        }
+        XCTAssertEqual(try TestPostgres.psql(url, "SELECT state FROM jobs WHERE source = 's0.yaml' ORDER BY id"), "succeeded\nrejected")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: int8.rejected.appendingPathComponent("s0.yaml.error").path))
+        for h in [stored, int8] { XCTAssertEqual(h.stop(SIGTERM), 0, h.lastLog) }
+    }
 }
