@@ -212,7 +212,7 @@ extension JobStore {
             let tokensJSON = String(decoding: try JSONEncoder().encode(tokens), as: UTF8.self)
             let metricsJSON = String(decoding: try JSONEncoder().encode(metrics), as: UTF8.self)
             try db.execute("INSERT INTO outputs (job_id, run, idx, text, tokens, metrics, attempt, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           [job.id, job.run, index, dialect.text(text), tokensJSON, metricsJSON, job.attempt, JobStore.now])
+                           [job.id, job.run, index, storedText(text), tokensJSON, metricsJSON, job.attempt, JobStore.now])
             try db.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", [JobStore.now, job.id])
         }
     }
@@ -281,10 +281,6 @@ extension JobStore {
             Set(try db.values(Int64.self, "SELECT id FROM jobs WHERE cancel_requested = 1 AND id IN (\(ids.map { _ in "?" }.joined(separator: ",")))",
                               SQLArguments(ids.map(\.databaseValue))))
         }
-    }
-
-    public func isCancelRequested(_ id: Int64) throws -> Bool {
-        try read { db in try db.value(Bool.self, "SELECT cancel_requested FROM jobs WHERE id = ?", [id]) ?? true }
     }
 
     public enum CancelOutcome: Equatable, Sendable { case cancelled, requested, alreadyFinal(JobState) }

@@ -5,7 +5,7 @@ import GRDB
 /// text and its PostgreSQL text, which differ only in column types (INTEGER/REAL there, BIGINT/
 /// DOUBLE PRECISION here), in how ids are generated, and in prompt and output text being BYTEA on
 /// PostgreSQL, whose TEXT cannot hold U+0000 (a prompt may contain it, a model may emit it; see
-/// `StoreDialect.text`). Never edit a shipped migration: add one.
+/// `storedText`). Never edit a shipped migration: add one.
 struct Migration: Sendable {
     var identifier: String
     var sqlite: String

@@ -305,7 +305,7 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
                 guard d.isFinite else { return d.isNaN ? "NaN" : (d > 0 ? "Infinity" : "-Infinity") }
                 return "\(d)"
             // PostgreSQL's TEXT cannot hold U+0000. Prompt and output text go in BYTEA columns
-            // (`StoreDialect.text`) and keep it; in a label (a job name, a prompt id, an error)
+            // (`storedText`) and keep it; in a label (a job name, a prompt id, an error)
             // it is shown as U+FFFD.
             case let .string(s): return s.contains("\u{0}") ? s.replacingOccurrences(of: "\u{0}", with: "\u{FFFD}") : s
             // bytea's hex input format.

@@ -61,6 +61,12 @@ extension StoreConnection {
     }
 }
 
+/// A prompt's or an output's text as stored: its UTF-8 bytes, so that U+0000 survives (a prompt
+/// may contain it and a model may emit it). PostgreSQL's TEXT cannot hold it (those columns are
+/// BYTEA there), and a String bound to SQLite ends at it (GRDB binds text NUL-terminated); both
+/// drivers read the bytes back as a String.
+func storedText(_ s: String) -> DatabaseValue { Data(s.utf8).databaseValue }
+
 /// What differs between the two databases in the store's SQL. Everything else is written once.
 enum StoreDialect: Sendable {
     case sqlite, postgresql
@@ -72,12 +78,6 @@ enum StoreDialect: Sendable {
     /// Appended to the claim's SELECT: rows another daemon's open transaction holds are passed
     /// over instead of waited for, so N daemons claim N different jobs at once.
     var skipLocked: String { self == .postgresql ? " FOR UPDATE SKIP LOCKED" : "" }
-
-    /// A prompt's or an output's text as stored: its UTF-8 bytes, so that U+0000 survives (a prompt
-    /// may contain it and a model may emit it). PostgreSQL's TEXT cannot hold it (those columns
-    /// are BYTEA there), and a String bound to SQLite ends at it (GRDB binds text NUL-terminated);
-    /// both drivers read the bytes back as a String.
-    func text(_ s: String) -> DatabaseValue { Data(s.utf8).databaseValue }
 
     /// The database's clock in seconds since 1970. Leases expire by this one clock, so hosts whose
     /// clocks disagree still agree on which lease has run out.
