@@ -8,13 +8,26 @@ import Foundation
 /// cache), so layers 0..<E never run twice for a position. Draft and verification share one KV
 /// cache; rejected positions are dropped by truncating it (a length change, no copy).
 ///
+/// Drafts come from the early exit, from the text itself (prompt lookup: what followed the newest
+/// tokens where they occurred before), or both (`hybrid`, the default: the lookup's span first,
+/// then early-exit drafts after it). A lookup proposal costs nothing to make and is verified in
+/// the same pass as the rest.
+///
 /// Greedy: the longest prefix of drafts equal to the full model's argmax is kept, plus the full
 /// model's own next token — the output is exactly autoregressive decoding's. Sampling: draft x is
 /// kept with probability min(1, p(x)/q(x)); at the first rejection the token is drawn from
-/// normalize(max(0, p − q)); so the output distribution is exactly the full model's.
+/// normalize(max(0, p − q)); so the output distribution is exactly the full model's. A lookup
+/// proposal is a function of the history alone, so its q is one-hot: kept with probability p(x).
 public final class SelfSpeculativeStrategy: DecodingStrategy {
+    public enum Drafter: String, CaseIterable, Sendable {
+        case earlyExit = "early-exit", lookup, hybrid
+        var usesExit: Bool { self != .lookup }
+        var usesLookup: Bool { self != .earlyExit }
+    }
+
     public struct Configuration: StrategyConfiguration {
-        public var exitLayer: Int
+        /// Required unless `drafter: lookup` (which drafts from the text alone and needs no exit).
+        public var exitLayer: Int?
         public var speculations: Int?
         /// `true`: drafting stops when the draft is unsure and d follows the acceptance (up to
         /// `max_speculations`). `false`: d stays exactly `speculations`. Omitted: `speculations` is a
@@ -34,22 +47,39 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
         ///   Costs the copies' bytes in extra memory. A copy never reads more bytes than the model's
         ///   own weights: `int8` drafts on a q4 model read its q4 weights (and are then exact).
         public var draftPrecision: String?
-        public static let keys = ["exit_layer", "speculations", "adaptive", "draft_confidence", "max_speculations", "draft_precision"]
-        public init(exitLayer: Int, speculations: Int? = nil, adaptive: Bool? = nil, draftConfidence: Double? = nil,
-                    maxSpeculations: Int? = nil, draftPrecision: String? = nil) {
+        /// `early-exit`, `lookup` or `hybrid` (default).
+        public var drafter: String?
+        /// The longest n-gram the lookup matches (it tries n, n − 1, …, down to 2; 1 when this is 1).
+        public var lookupNgram: Int?
+        /// The most tokens one lookup proposes.
+        public var lookupSpan: Int?
+        public static let keys = ["exit_layer", "speculations", "adaptive", "draft_confidence", "max_speculations", "draft_precision",
+                                  "drafter", "lookup_ngram", "lookup_span"]
+        public init(exitLayer: Int?, speculations: Int? = nil, adaptive: Bool? = nil, draftConfidence: Double? = nil,
+                    maxSpeculations: Int? = nil, draftPrecision: String? = nil, drafter: String? = nil,
+                    lookupNgram: Int? = nil, lookupSpan: Int? = nil) {
             self.draftPrecision = draftPrecision
             self.exitLayer = exitLayer
             self.speculations = speculations
             self.adaptive = adaptive
             self.draftConfidence = draftConfidence
             self.maxSpeculations = maxSpeculations
+            self.drafter = drafter
+            self.lookupNgram = lookupNgram
+            self.lookupSpan = lookupSpan
         }
-        var d: Int { speculations ?? 6 }
+        var d: Int { kind.usesExit ? speculations ?? 6 : 0 }
         var isAdaptive: Bool { adaptive ?? false }
         /// Drafting stops early when the draft's top probability falls below this (adaptive only).
         var confidence: Double { draftConfidence ?? 0.5 }
-        /// The most drafts a round may hold (adaptive d grows up to here).
+        /// The most early-exit drafts a round may hold (adaptive d grows up to here).
         var dMax: Int { isAdaptive ? (maxSpeculations ?? max(2 * d, 12)) : d }
+        var kind: Drafter { drafter.flatMap(Drafter.init(rawValue:)) ?? .hybrid }
+        var ngram: Int { lookupNgram ?? 3 }
+        var span: Int { kind.usesLookup ? lookupSpan ?? 10 : 0 }
+        /// The most drafts of either kind one round holds: one verification segment stays within a
+        /// sequence's rows.
+        var roundDrafts: Int { min(SelfSpeculativeStrategy.maxDrafts, dMax + span) }
         static let precisions = ["exact", "int8-head", "int8", "q4-head", "q4"]
         var head: WeightPrecision { WeightPrecision(rawValue: String((draftPrecision ?? "exact").prefix { $0 != "-" })) ?? .exact }
         var layers: WeightPrecision { draftPrecision.flatMap(WeightPrecision.init(rawValue:)) ?? .exact }
@@ -71,9 +101,38 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
     public static func problems(_ c: Configuration, model: ModelConfig, path: String) -> [ConfigurationProblem] {
         let L = model.layerCount
         var problems: [ConfigurationProblem] = []
-        if !(1..<L).contains(c.exitLayer) {
-            problems.append(.init(path: "\(path).exit_layer", expected: "an integer in 1...\(L - 1) (the model has \(L) layers; the verifier needs at least one)",
-                                  found: "\(c.exitLayer)"))
+        guard let kind = c.drafter.map(Drafter.init(rawValue:)) ?? .hybrid else {
+            return [.init(path: "\(path).drafter", expected: "one of \(Drafter.allCases.map(\.rawValue).joined(separator: ", "))",
+                          found: "\"\(c.drafter!)\"")]
+        }
+        if kind.usesExit {
+            if let e = c.exitLayer {
+                if !(1..<L).contains(e) {
+                    problems.append(.init(path: "\(path).exit_layer", expected: "an integer in 1...\(L - 1) (the model has \(L) layers; the verifier needs at least one)",
+                                          found: "\(e)"))
+                }
+            } else {
+                problems.append(.init(path: "\(path).exit_layer", expected: "a value (required unless drafter: lookup)", found: "nothing"))
+            }
+        } else {
+            // Lookup drafts come from the text: none of the early exit's settings means anything.
+            let exitKeys: [(String, Bool)] = [("exit_layer", c.exitLayer != nil), ("speculations", c.speculations != nil),
+                                              ("adaptive", c.adaptive != nil), ("draft_precision", c.draftPrecision != nil)]
+            for (key, present) in exitKeys where present {
+                problems.append(.init(path: "\(path).\(key)", expected: "only with drafter: early-exit or hybrid (lookup drafts use no exit)",
+                                      found: "a value"))
+            }
+        }
+        if !kind.usesLookup {
+            for (key, present) in [("lookup_ngram", c.lookupNgram != nil), ("lookup_span", c.lookupSpan != nil)] where present {
+                problems.append(.init(path: "\(path).\(key)", expected: "only with drafter: lookup or hybrid", found: "a value"))
+            }
+        }
+        if let n = c.lookupNgram, !(1...16).contains(n) {
+            problems.append(.init(path: "\(path).lookup_ngram", expected: "an integer in 1...16", found: "\(n)"))
+        }
+        if let span = c.lookupSpan, !(1...maxDrafts).contains(span) {
+            problems.append(.init(path: "\(path).lookup_span", expected: "an integer in 1...\(maxDrafts)", found: "\(span)"))
         }
         if let d = c.speculations, !(1...maxDrafts).contains(d) {
             problems.append(.init(path: "\(path).speculations", expected: "an integer in 1...\(maxDrafts)", found: "\(d)"))
@@ -107,37 +166,54 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
                 draftsReadTheModelsWeights: model.weightsRead(by: configuration.layers) == model.weightsRead(by: .exact))
     }
 
-    /// draft [1 row, layers 0..<E, head] × k  →  verify [the newest input through 0..<E, then the
-    /// round's k + 1 rows through E..<L from the exit-query cache, head]  →  accept → commit.
-    /// The exit-query cache is the sequence's own rows: draft i leaves the state after layer E−1
-    /// in row i, and verification continues from rows 0...k in place.
+    /// lookup [the history proposes m tokens]  →  draft [rows not yet through 0..<E, layers 0..<E,
+    /// head on the newest] × k  →  verify [the newest input through 0..<E, then the round's rows
+    /// through E..<L from the exit-query cache, head]  →  accept → commit.
+    /// The exit-query cache is the sequence's own rows: row i holds input i of the round (the
+    /// pending token, then the drafts), and after a draft pass the state leaving layer E−1;
+    /// verification continues from them in place. A round without early-exit drafts (no exit,
+    /// or lookup alone) runs its rows through every layer in one segment.
     final class Stepper: SequenceStepper {
         let configuration: Configuration
         let promptLayers: Range<Int>
+        /// 0 for `drafter: lookup` (no layer is drafted with).
         let exitLayer: Int
         let layerCount: Int
         let vocabSize: Int
         let reuseExitQueries: Bool
-        var rowsPerStep: Int { configuration.dMax + 2 }
-        var logitsRowsPerStep: Int { configuration.dMax + 1 }
+        var rowsPerStep: Int { configuration.roundDrafts + 2 }
+        var logitsRowsPerStep: Int { configuration.roundDrafts + 1 }
 
-        /// (dMax, vocab): the draft distributions q of the round, for the acceptance test (sampling only).
+        /// (dMax, vocab): the early-exit drafts' distributions q of the round, for the acceptance
+        /// test (sampling only). Lookup proposals need none: their q is one-hot.
         private let q: FloatBuffer?
+        /// The round's proposals: `lookupCount` from the lookup, then the early exit's.
         private var drafts: [Int] = []
+        private var lookupCount = 0
+        /// Rows 0..<ranRows of the round have been through layers 0..<E (exit-query cache).
+        private var ranRows = 0
+        /// The prompt and every committed token (the pending one last), for the lookup.
+        private var history: [Int] = []
         private var d: Int
+        /// The most tokens the next lookup may propose: it doubles (up to `lookup_span`) while every
+        /// proposal is kept and falls to one past the kept ones after a rejection, because every
+        /// rejected row costs verification work (several rows cost more than one on a CPU).
+        private var lookupLimit: Int
+        /// Every proposal of the latest round that had one was kept.
+        private var lookupKeptWhole = false
         private var inRound = false
-        private var budget = 0
+        private var exitBudget = 0
         private var verifying = false
         private var logitsRow = 0
-        private var stats = (drafted: 0, accepted: 0, rounds: 0, draftSeconds: 0.0, verifySeconds: 0.0)
-        /// Running share of drafts accepted (exponential average over rounds), for the loop's choice of d.
+        private var stats = (drafted: 0, accepted: 0, rounds: 0, lookupDrafted: 0, lookupAccepted: 0, draftSeconds: 0.0, verifySeconds: 0.0)
+        /// Running share of early-exit drafts accepted (exponential average over rounds), for the loop's choice of d.
         private var acceptance = 0.7
         /// Rounds the loop held to d = 0 (plain autoregressive steps).
         private var plainRounds = 0
 
         var loadAwareSpeculation: LoadAwareSpeculation? {
-            // `adaptive: false` keeps the job's d whatever the load.
-            guard configuration.adaptive != false else { return nil }
+            // `adaptive: false` keeps the job's d whatever the load; lookup alone has no d to choose.
+            guard configuration.adaptive != false, configuration.kind.usesExit else { return nil }
             return LoadAwareSpeculation(exitLayer: exitLayer, maxDrafts: configuration.dMax, acceptance: acceptance, midRound: inRound)
         }
 
@@ -147,45 +223,70 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
             self.configuration = configuration
             self.layerCount = layerCount
             self.vocabSize = vocabSize
-            exitLayer = configuration.exitLayer
+            exitLayer = configuration.kind.usesExit ? configuration.exitLayer! : 0
             promptLayers = 0..<layerCount
             reuseExitQueries = draftsReadTheModelsWeights
             d = configuration.d
-            q = sampling ? FloatBuffer(count: configuration.dMax * vocabSize) : nil
-            drafts.reserveCapacity(configuration.dMax)
+            lookupLimit = min(configuration.span, 4)
+            q = sampling && configuration.dMax > 0 ? FloatBuffer(count: configuration.dMax * vocabSize) : nil
+            drafts.reserveCapacity(configuration.roundDrafts)
         }
 
-        private func qRow(_ i: Int) -> UnsafeMutableBufferPointer<Float> {
-            UnsafeMutableBufferPointer(start: q!.pointer + i * vocabSize, count: vocabSize)
+        private func qRow(_ j: Int) -> UnsafeMutableBufferPointer<Float> {
+            UnsafeMutableBufferPointer(start: q!.pointer + j * vocabSize, count: vocabSize)
+        }
+
+        /// Input i of the round: the pending token, then the drafts.
+        private func input(_ i: Int, _ sequence: DecodeSequence) -> Int { i == 0 ? sequence.pending : drafts[i - 1] }
+
+        private func startRound(_ sequence: DecodeSequence) {
+            inRound = true
+            drafts.removeAll(keepingCapacity: true)
+            ranRows = 0
+            // Every draft kept plus the full model's own token must fit the output and the cache.
+            let room = min(sequence.remaining - 1, sequence.cache.capacity - sequence.position - 1)
+            if sequence.draftLimit == 0 { plainRounds += 1 }
+            // d = 0 from the loop means the batch's rows already fill the machine (or it waits for
+            // the batch's rounds to align): a proposal's rows would then cost what they save.
+            if configuration.kind.usesLookup, room > 0, sequence.draftLimit != 0 {
+                if history.isEmpty { history = sequence.request.prompt }
+                let tokens = sequence.output.tokens
+                history.append(contentsOf: tokens[(history.count - sequence.request.prompt.count)...])
+                let n = configuration.ngram
+                drafts.append(contentsOf: PromptLookup.proposal(history: history, longestNgram: n, shortestNgram: min(2, n),
+                                                                maxSpan: min(lookupLimit, room)))
+            }
+            lookupCount = drafts.count
+            var exitDrafts = configuration.kind.usesExit ? min(d, sequence.draftLimit ?? d) : 0
+            // Early-exit drafts after a proposal count only if all of it is kept, and each costs a
+            // pass through E layers: they follow one only while proposals are being kept whole.
+            if lookupCount > 0 && !lookupKeptWhole { exitDrafts = 0 }
+            exitBudget = min(exitDrafts, room - lookupCount, configuration.roundDrafts - lookupCount)
+            verifying = exitBudget <= 0
         }
 
         func plan(_ sequence: DecodeSequence, into pass: SequencePass) {
             let P = sequence.position
             let E = exitLayer
-            if !inRound {
-                inRound = true
-                drafts.removeAll(keepingCapacity: true)
-                budget = min(d, sequence.draftLimit ?? d, sequence.remaining - 1, sequence.cache.capacity - P - 1)
-                if sequence.draftLimit == 0 { plainRounds += 1 }
-                verifying = budget <= 0
-            }
+            if !inRound { startRound(sequence) }
             let k = drafts.count
-            let input = k == 0 ? sequence.pending : drafts[k - 1]
+            for r in ranRows...k { sequence.embed(input(r, sequence), row: r) }
             if !verifying {
-                sequence.embed(input, row: k)
-                logitsRow = pass.add(rows: k..<(k + 1), firstPosition: P + k, layers: 0..<E, precision: configuration.layers,
+                logitsRow = pass.add(rows: ranRows..<(k + 1), firstPosition: P + ranRows, layers: 0..<E, precision: configuration.layers,
                                      head: k..<(k + 1), headPrecision: configuration.head)
-            } else if reuseExitQueries {
+                ranRows = k + 1
+            } else if ranRows > 0 && reuseExitQueries {
                 // The newest input still needs layers 0..<E; then every row of the round goes on.
-                sequence.embed(input, row: k)
-                pass.add(rows: k..<(k + 1), firstPosition: P + k, layers: 0..<E)
+                pass.add(rows: ranRows..<(k + 1), firstPosition: P + ranRows, layers: 0..<E)
                 logitsRow = pass.add(rows: 0..<(k + 1), firstPosition: P, layers: E..<layerCount, head: 0..<(k + 1))
             } else {
-                // Drafted with approximate layers: their K/V and states are discarded and the
-                // round's inputs run through every layer with the exact weights, in one segment.
-                for l in 0..<E { sequence.cache.truncate(layer: l, to: P) }
-                sequence.embed(sequence.pending, row: 0)
-                for (i, token) in drafts.enumerated() { sequence.embed(token, row: i + 1) }
+                // Nothing drafted through the exit, or drafted with approximate layers: then their K/V
+                // and states are discarded and the round's inputs run through every layer with the
+                // exact weights, in one segment.
+                if ranRows > 0 {
+                    for l in 0..<E { sequence.cache.truncate(layer: l, to: P) }
+                    for r in 0..<ranRows { sequence.embed(input(r, sequence), row: r) }
+                }
                 logitsRow = pass.add(rows: 0..<(k + 1), firstPosition: P, layers: 0..<layerCount, head: 0..<(k + 1))
             }
         }
@@ -200,17 +301,17 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
             let token: Int
             var confident = true
             if q != nil {
-                let qi = qRow(i)
-                sequence.distribution(row, into: qi)
-                token = sequence.draw(from: qi)
-                if configuration.isAdaptive { confident = Double(qi[token]) >= configuration.confidence }
+                let qj = qRow(i - lookupCount)
+                sequence.distribution(row, into: qj)
+                token = sequence.draw(from: qj)
+                if configuration.isAdaptive { confident = Double(qj[token]) >= configuration.confidence }
             } else {
                 token = Sampler.argmax(row)
                 if configuration.isAdaptive { confident = Double(topProbability(row, best: token)) >= configuration.confidence }
             }
             drafts.append(token)
             stats.draftSeconds += sequence.lastPassSeconds
-            if !confident || drafts.count >= budget { verifying = true }
+            if !confident || drafts.count - lookupCount >= exitBudget { verifying = true }
         }
 
         private func verify(_ sequence: DecodeSequence, _ logits: SequenceLogits) {
@@ -221,14 +322,22 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
             var next = -1
             for i in 0..<k {
                 let row = logits.row(logitsRow + i, forToken: step + i)
-                if q != nil {
+                if !sequence.isGreedy {
                     sequence.distribution(row, into: row)  // p
-                    let qi = qRow(i)
-                    if SpeculativeAcceptance.keeps(drafts[i], p: row, q: qi, u: sequence.uniform()) {
-                        accepted += 1
-                        continue
+                    if i < lookupCount {
+                        if SpeculativeAcceptance.keepsProposal(drafts[i], p: row, u: sequence.uniform()) {
+                            accepted += 1
+                            continue
+                        }
+                        SpeculativeAcceptance.residual(p: row, rejecting: drafts[i])
+                    } else {
+                        let qj = qRow(i - lookupCount)
+                        if SpeculativeAcceptance.keeps(drafts[i], p: row, q: qj, u: sequence.uniform()) {
+                            accepted += 1
+                            continue
+                        }
+                        SpeculativeAcceptance.residual(p: row, q: qj)
                     }
-                    SpeculativeAcceptance.residual(p: row, q: qi)
                     next = sequence.draw(from: row)
                 } else {
                     let target = Sampler.argmax(row)
@@ -244,20 +353,30 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
             stats.verifySeconds += sequence.lastPassSeconds
             stats.drafted += k
             stats.accepted += accepted
+            stats.lookupDrafted += lookupCount
+            stats.lookupAccepted += min(accepted, lookupCount)
+            if lookupCount > 0 {
+                lookupKeptWhole = accepted >= lookupCount
+                lookupLimit = accepted >= lookupCount ? min(configuration.span, 2 * lookupLimit) : max(1, accepted + 1)
+            }
             stats.rounds += 1
-            if k > 0 {
-                acceptance = 0.8 * acceptance + 0.2 * Double(accepted) / Double(k)
-            } else {
+            // The early exit's drafts were judged only if every lookup proposal before them was kept.
+            let exitDrafted = k - lookupCount
+            let exitAccepted = accepted - lookupCount
+            if exitDrafted > 0 && exitAccepted >= 0 {
+                acceptance = 0.8 * acceptance + 0.2 * Double(exitAccepted) / Double(exitDrafted)
+                if configuration.isAdaptive {
+                    // Grow while everything is accepted, shrink on early rejection.
+                    d = exitAccepted == exitDrafted && exitDrafted == d ? min(d + 2, configuration.dMax)
+                                                                        : max(1, min(d - 1, exitAccepted + 1))
+                }
+            } else if exitDrafted == 0 && lookupCount == 0 {
                 // Held to d = 0 nothing is learnt; drift back towards the prior so that a sequence
                 // whose drafts were poor once gets to try again later.
                 acceptance = 0.95 * acceptance + 0.05 * 0.7
             }
             inRound = false
             verifying = false
-            if configuration.isAdaptive {
-                // Grow while everything is accepted, shrink on early rejection.
-                d = accepted == k && k == d ? min(d + 2, configuration.dMax) : max(1, min(d - 1, accepted + 1))
-            }
             for i in 0..<accepted where !sequence.commit(drafts[i]) { return }
             sequence.commit(next)
         }
@@ -273,6 +392,10 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
             metrics.verifyMs = stats.verifySeconds * 1000
             metrics.draftsPerRound = stats.rounds > 0 ? Double(stats.drafted) / Double(stats.rounds) : nil
             metrics.plainRounds = plainRounds
+            if configuration.kind.usesLookup {
+                metrics.lookupDrafted = stats.lookupDrafted
+                metrics.lookupAccepted = stats.lookupAccepted
+            }
         }
 
         private func topProbability(_ row: UnsafeMutableBufferPointer<Float>, best: Int) -> Float {

@@ -28,6 +28,10 @@ public struct GenerationMetrics: Codable, Equatable, Sendable {
     /// the decode loop held to d = 0 (batch full, or waiting for the batch's rounds to align).
     public var draftsPerRound: Double?
     public var plainRounds: Int?
+    /// Self-speculative with prompt lookup: the drafts (of `drafted`) that the lookup proposed,
+    /// and those of them accepted.
+    public var lookupDrafted: Int?
+    public var lookupAccepted: Int?
     /// Early exit: the mean layer count a generated token left after.
     public var averageExitLayer: Double?
     /// Decode loop: mean sequences per pass while this one decoded, mean pass time, and the time
@@ -59,6 +63,7 @@ public struct GenerationMetrics: Codable, Equatable, Sendable {
         case endToEndTokensPerSecond = "end_to_end_tokens_per_second", layerEvaluationsPerToken = "layer_evaluations_per_token"
         case drafted, accepted, acceptanceRate = "acceptance_rate", rounds, tokensPerRound = "tokens_per_round"
         case draftMs = "draft_ms", verifyMs = "verify_ms", draftsPerRound = "drafts_per_round", plainRounds = "plain_rounds"
+        case lookupDrafted = "lookup_drafted", lookupAccepted = "lookup_accepted"
         case averageExitLayer = "average_exit_layer", seed, weights
         case batchSize = "batch_size", stepMs = "step_ms", queueMs = "queue_ms"
     }

@@ -20,6 +20,23 @@ public enum SpeculativeAcceptance {
         Double(q[x]) > 0 && u < min(1, Double(p[x]) / Double(q[x]))
     }
 
+    /// A proposal that is a function of the history alone (prompt lookup): its q is one-hot on x,
+    /// so min(1, p(x)/q(x)) is p(x).
+    public static func keepsProposal(_ x: Int, p: UnsafeMutableBufferPointer<Float>, u: Double) -> Bool {
+        u < Double(p[x])
+    }
+
+    /// `residual` for a one-hot q on x: max(0, p − q) is p with p(x) set to 0, renormalised. (If
+    /// p(x) = 1 the proposal is always kept and this is never reached.)
+    public static func residual(p: UnsafeMutableBufferPointer<Float>, rejecting x: Int) {
+        p[x] = 0
+        var total = 0.0
+        for v in p { total += Double(v) }
+        guard total > 0 else { return }
+        let scale = Float(1 / total)
+        for j in 0..<p.count { p[j] *= scale }
+    }
+
     /// The distribution to draw from at the first rejection: normalize(max(0, p − q)), written
     /// over p. If p ≤ q everywhere (only possible through rounding when p == q), p is left as it
     /// is, which is then the right distribution. Together with `keeps`, the token that comes out

@@ -17,7 +17,7 @@ final class ConfigurationTests: XCTestCase {
                        ["strategy.exit_layer: expected an integer in 1...3 (the model has 4 layers; the verifier needs at least one), found 4"])
         XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "speculations": .int(0)]),
                        ["strategy.speculations: expected an integer in 1...64, found 0"])
-        XCTAssertEqual(problems("self-speculative", [:]), ["strategy.exit_layer: expected a value (required), found nothing"])
+        XCTAssertEqual(problems("self-speculative", [:]), ["strategy.exit_layer: expected a value (required unless drafter: lookup), found nothing"])
         XCTAssertEqual(problems("self-speculative", ["exit_layer": .string("two")]),
                        ["strategy.exit_layer: expected an integer, found the string \"two\""])
         XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "draft_confidence": .double(0.5)]),
@@ -27,9 +27,26 @@ final class ConfigurationTests: XCTestCase {
                        ["strategy.draft_precision: expected one of exact, int8-head, int8, q4-head, q4, found \"fp4\""])
     }
 
+    func testDrafterSettings() {
+        XCTAssertEqual(problems("self-speculative", ["drafter": .string("lookup")]), [], "lookup needs no exit")
+        XCTAssertEqual(problems("self-speculative", ["drafter": .string("lookup"), "lookup_ngram": .int(4), "lookup_span": .int(16)]), [])
+        XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "drafter": .string("medusa")]),
+                       ["strategy.drafter: expected one of early-exit, lookup, hybrid, found \"medusa\""])
+        XCTAssertEqual(problems("self-speculative", ["drafter": .string("lookup"), "exit_layer": .int(2), "speculations": .int(3)]),
+                       ["strategy.exit_layer: expected only with drafter: early-exit or hybrid (lookup drafts use no exit), found a value",
+                        "strategy.speculations: expected only with drafter: early-exit or hybrid (lookup drafts use no exit), found a value"])
+        XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "drafter": .string("early-exit"), "lookup_span": .int(4)]),
+                       ["strategy.lookup_span: expected only with drafter: lookup or hybrid, found a value"])
+        XCTAssertEqual(problems("self-speculative", ["drafter": .string("hybrid")]),
+                       ["strategy.exit_layer: expected a value (required unless drafter: lookup), found nothing"])
+        XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "lookup_ngram": .int(0), "lookup_span": .int(65)]),
+                       ["strategy.lookup_ngram: expected an integer in 1...16, found 0",
+                        "strategy.lookup_span: expected an integer in 1...64, found 65"])
+    }
+
     func testUnknownKeysAndStrategies() {
         XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "speculation": .int(3)]),
-                       ["strategy.speculation: expected one of exit_layer, speculations, adaptive, draft_confidence, max_speculations, draft_precision, found an unknown key"])
+                       ["strategy.speculation: expected one of exit_layer, speculations, adaptive, draft_confidence, max_speculations, draft_precision, drafter, lookup_ngram, lookup_span, found an unknown key"])
         XCTAssertEqual(problems("autoregressive", ["exit_layer": .int(2)]),
                        ["strategy.exit_layer: expected no options, found an unknown key"])
         XCTAssertEqual(problems("medusa", [:]),

@@ -92,6 +92,39 @@ final class SamplingLosslessTests: XCTestCase {
         }
     }
 
+    /// Lookup proposals are drafts with a one-hot q: kept with probability p(x), else a draw from
+    /// p without x. The prompt ends with the model's own greedy continuation of its start, so that
+    /// the tokens sampled have occurred before (n = 1 matches any token seen before) and what
+    /// followed them then is often likely again: proposals come at most rounds, and both outcomes occur.
+    func testLookupAndHybridSamplingMatchTheFullModelDistribution() throws {
+        let model = try LlamaModel(directory: Fixtures.directory("tiny-bytelevel-gqa-f32"))
+        let ids = try Fixtures.expected("tiny-bytelevel-gqa-f32").prompts[1].ids
+        let prompt = ids + (try generate(model, StrategySpec(name: "autoregressive"), prompt: ids, maxNewTokens: 48, minNewTokens: 48).tokens)
+        let exact = exactDistribution(model, prompt: prompt)
+        let (df, bound) = chiSquareBound(exact)
+        let samples = 2500
+        let lookup = StrategySpec(name: "self-speculative", options: ["drafter": .string("lookup"), "lookup_ngram": .int(1)])
+        let hybrid = StrategySpec(name: "self-speculative", options: ["exit_layer": .int(1), "speculations": .int(2), "lookup_ngram": .int(1),
+                                                                      "lookup_span": .int(2)])
+        for spec in [lookup, hybrid] {
+            var counts: [[Int]: Int] = [:]
+            var proposed = 0, kept = 0
+            for seed in 0..<samples {
+                var params = sampling
+                params.seed = UInt64(seed) &* 7919 &+ 11
+                let run = try generate(model, spec, prompt: prompt, maxNewTokens: steps, minNewTokens: steps, sampling: params)
+                counts[run.tokens, default: 0] += 1
+                proposed += run.metrics.lookupDrafted ?? 0
+                kept += run.metrics.lookupAccepted ?? 0
+            }
+            XCTAssertGreaterThan(proposed, samples / 4, "\(spec): the lookup proposed")
+            XCTAssertGreaterThan(kept, samples / 20, "\(spec): some proposals kept")
+            XCTAssertLessThan(kept, proposed - samples / 20, "\(spec): some proposals rejected")
+            let chi = chiSquare(counts, exact, samples: samples)
+            XCTAssertLessThan(chi, bound, "\(spec): chi-square \(chi), df \(df), \(kept)/\(proposed) proposals kept")
+        }
+    }
+
     /// On quantised weights the distribution to reproduce is the quantised model's own: 4-bit
     /// drafts over int8 verification, and exact drafts on a q4 model.
     func testSelfSpeculativeSamplingOnQuantizedWeightsMatchesTheirDistribution() throws {

@@ -20,8 +20,10 @@ func generate(_ model: LlamaModel, _ spec: StrategySpec, prompt: [Int], maxNewTo
     return (output.tokens, output.text, metrics)
 }
 
-func selfSpeculative(_ e: Int, _ d: Int, adaptive: Bool = false) -> StrategySpec {
-    var options: [String: ConfigValue] = ["exit_layer": .int(e), "speculations": .int(d)]
+/// Self-speculation with early-exit drafts only (the tests of the exit's rounds, KV bookkeeping and
+/// load-aware d); `drafter` picks another.
+func selfSpeculative(_ e: Int, _ d: Int, adaptive: Bool = false, drafter: String = "early-exit") -> StrategySpec {
+    var options: [String: ConfigValue] = ["exit_layer": .int(e), "speculations": .int(d), "drafter": .string(drafter)]
     if adaptive { options["adaptive"] = .bool(true) }
     return StrategySpec(name: "self-speculative", options: options)
 }

@@ -10,6 +10,10 @@ public enum Fixtures {
 
     public static func directory(_ name: String) -> URL { root.appendingPathComponent(name) }
 
+    /// The embedded default model committed at models/default (a trained model, unlike the
+    /// fixtures' random ones: its drafts and its copying behave as real ones do).
+    public static let defaultModel = root.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("models/default")
+
     public static func expected(_ name: String) throws -> Expected {
         let data = try Data(contentsOf: directory(name).appendingPathComponent("expected.json"))
         return try JSONDecoder().decode(Expected.self, from: data)

@@ -43,6 +43,9 @@ struct BenchCommand: ParsableCommand {
         valueName: "FILE"))
     var promptFiles: [String] = []
 
+    @Option(help: "Decode from these prompts instead: a JSONL file, per line a JSON string or an object with a \"text\" string (each prompt whole; e.g. scripts/copy-prompts.py's copy-heavy prompts).")
+    var promptsFile: String?
+
     @Option(help: "With --prompt-file: the prompt is the file's first this many tokens.")
     var promptFileTokens: Int = 64
 
@@ -168,9 +171,18 @@ struct BenchCommand: ParsableCommand {
         // The tokenizer first: its parse's garbage is returned before the weights arrive (peak RSS).
         let tokenizer = try? Tokenizer(contentsOf: directory.appendingPathComponent("tokenizer.json"))
         let loadStarted = Date()
-        let llama = try WeightsOption.load(directory, weights: weights, maxPositions: max(promptTokens, promptFileTokens, 256) + newTokens + 80)
+        // Whole prompts from --prompts-file may be long: then the model keeps its own limit.
+        let llama = try WeightsOption.load(directory, weights: weights,
+                                           maxPositions: promptsFile == nil ? max(promptTokens, promptFileTokens, 256) + newTokens + 80 : nil)
         let loadSeconds = Date().timeIntervalSince(loadStarted)
-        let promptIds: [[Int]] = try promptFiles.isEmpty ? builtInPrompts(llama, tokenizer) : promptFiles.map { path in
+        let promptIds: [[Int]] = try promptsFile.map { path in
+            guard let tokenizer else { throw CLIError(message: "--prompts-file needs the model's tokenizer.json") }
+            return try PromptsFile.read(path).enumerated().map { n, text in
+                let ids = try tokenizer.encode(text)
+                guard !ids.isEmpty else { throw CLIError(message: "--prompts-file \(path): prompt \(n + 1) has no tokens") }
+                return ids
+            }
+        } ?? (promptFiles.isEmpty ? builtInPrompts(llama, tokenizer) : promptFiles.map { path in
             guard let tokenizer else { throw CLIError(message: "--prompt-file needs the model's tokenizer.json") }
             let text: String
             do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
@@ -179,7 +191,7 @@ struct BenchCommand: ParsableCommand {
             let ids = Array(try tokenizer.encode(text).prefix(promptFileTokens))
             guard !ids.isEmpty else { throw CLIError(message: "--prompt-file \(path): no tokens") }
             return ids
-        }
+        })
 
         let generators = try specs.map { try Strategies.registry.make($0, model: llama) }
         let sampling = SamplingParameters(temperature: temperature, seed: temperature > 0 ? 1 : nil)

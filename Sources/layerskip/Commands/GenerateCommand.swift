@@ -41,6 +41,15 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Self-speculative: weights the drafts read — exact | int8-head | int8 (verification is always exact).")
     var draftPrecision: String?
 
+    @Option(help: "Self-speculative: where drafts come from — early-exit | lookup (the text itself: what followed the newest tokens before; needs no --exit-layer) | hybrid (lookup, then early exit; the default).")
+    var drafter: String?
+
+    @Option(help: "Self-speculative lookup: the longest n-gram matched (default 3).")
+    var lookupNgram: Int?
+
+    @Option(help: "Self-speculative lookup: the most tokens one lookup proposes (default 10).")
+    var lookupSpan: Int?
+
     @Option(help: "Early exit: leave at the first checked layer whose top probability is at least this.")
     var confidence: Double?
 
@@ -101,6 +110,9 @@ struct GenerateCommand: ParsableCommand {
         if let speculations { options["speculations"] = .int(speculations) }
         if adaptive { options["adaptive"] = .bool(true) }
         if let draftPrecision { options["draft_precision"] = .string(draftPrecision) }
+        if let drafter { options["drafter"] = .string(drafter) }
+        if let lookupNgram { options["lookup_ngram"] = .int(lookupNgram) }
+        if let lookupSpan { options["lookup_span"] = .int(lookupSpan) }
         if let confidence { options["confidence"] = .double(confidence) }
         if let checkEvery { options["check_every"] = .int(checkEvery) }
         return StrategySpec(name: name, options: options)
@@ -159,24 +171,7 @@ struct GenerateCommand: ParsableCommand {
 
     func allPrompts() throws -> [String] {
         var texts = (prompt.map { [$0] } ?? []) + morePrompts
-        if let promptsFile {
-            let data: Data
-            do { data = try Data(contentsOf: URL(fileURLWithPath: promptsFile)) } catch {
-                throw CLIError(message: "--prompts-file \(promptsFile): cannot read it (\(error.localizedDescription))")
-            }
-            for (n, line) in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-                let trimmed = line.trimmingCharacters(in: .whitespaces)
-                if trimmed.isEmpty { continue }
-                let value = try? JSONSerialization.jsonObject(with: Data(trimmed.utf8), options: [.fragmentsAllowed])
-                if let text = value as? String {
-                    texts.append(text)
-                } else if let object = value as? [String: Any], let text = object["text"] as? String {
-                    texts.append(text)
-                } else {
-                    throw CLIError(message: "--prompts-file \(promptsFile) line \(n + 1): expected a JSON string or an object with a \"text\" string")
-                }
-            }
-        }
+        if let promptsFile { texts += try PromptsFile.read(promptsFile) }
         guard !texts.isEmpty else { throw ValidationError("no prompts (--prompts-file \(promptsFile ?? "") has none)") }
         return texts
     }
@@ -219,6 +214,9 @@ struct GenerateCommand: ParsableCommand {
         if let rate = m.acceptanceRate, let rounds = m.rounds, let perRound = m.tokensPerRound {
             parts.append(String(format: "drafted %d, accepted %d (%.1f%%), %d rounds, %.2f tokens per round",
                                 m.drafted ?? 0, m.accepted ?? 0, rate * 100, rounds, perRound))
+        }
+        if let proposed = m.lookupDrafted, let kept = m.lookupAccepted {
+            parts.append("lookup proposed \(proposed), accepted \(kept)")
         }
         if let exit = m.averageExitLayer { parts.append(String(format: "average exit layer %.2f", exit)) }
         if let batch = m.batchSize, let step = m.stepMs { parts.append(String(format: "batch %.1f, step %.1f ms", batch, step)) }
