@@ -1,6 +1,7 @@
 import Daemon
 import Decoding
 import Foundation
+import Logging
 import XCTest
 
 /// A line of an OpenAI batch file for the tiny model, written through JSONSerialization so the
@@ -173,5 +174,63 @@ final class OpenAIBatchFileTests: XCTestCase {
 extension Result where Failure == ConfigurationError {
     var failureProblems: [ConfigurationProblem] {
         if case let .failure(e) = self { return e.problems } else { return [] }
+    }
+}
+
+/// Batch files in the spool's intake: the file's name decides the format, and the YAML job's
+/// rules for what the intake opens apply unchanged.
+final class OpenAIBatchSpoolTests: XCTestCase {
+    var dir: URL!
+    var store: JobStore!
+    var layout: SpoolLayout!
+    var intake: SpoolIntake!
+
+    override func setUpWithError() throws {
+        dir = try Paths.temporaryDirectory()
+        store = try JobStore(url: dir.appendingPathComponent("jobs.sqlite"))
+        layout = SpoolLayout(root: dir.appendingPathComponent("spool"))
+        try layout.create()
+        var config = DaemonConfig(stateDirectory: dir)
+        config.models = ["tiny": Paths.tinyModel]
+        intake = SpoolIntake(folders: try SpoolFolders(layout: layout, lock: false), store: store, config: config,
+                             registry: testRegistry, log: Logger.daemon(level: .error))
+    }
+
+    override func tearDown() {
+        store = nil
+        try? FileManager.default.removeItem(at: dir)
+    }
+
+    func testABatchFileIsOneJobWithItsCustomIds() throws {
+        let ids = ["one", "two", "three"]
+        let text = ids.map { batchLine($0, body: ["model": "tiny", "prompt": "Hello \($0)", "max_tokens": 3]) }.joined(separator: "\n")
+        try text.write(to: layout.incoming.appendingPathComponent("requests.jsonl"), atomically: true, encoding: .utf8)
+        XCTAssertEqual(intake.scan(), 1)
+        let job = try XCTUnwrap(try store.jobs().first)
+        XCTAssertEqual(job.state, .queued, "\(job.problems ?? [])")
+        XCTAssertEqual(job.strategy, JobSpec.defaultStrategy.name)
+        let outputs = try store.outputs(job.id)
+        XCTAssertEqual(outputs.map(\.customId), ids)
+        XCTAssertEqual(outputs.map(\.prompt), ids.map { "Hello \($0)" })
+        XCTAssertTrue(FileManager.default.fileExists(atPath: layout.accepted.appendingPathComponent("requests.jsonl").path))
+
+        // The same lines under a YAML name are read as YAML, and rejected as such.
+        try text.write(to: layout.incoming.appendingPathComponent("requests.yaml"), atomically: true, encoding: .utf8)
+        XCTAssertEqual(intake.scan(), 1)
+        XCTAssertEqual(try store.jobs().first?.state, .rejected)
+    }
+
+    /// A link named *.jsonl is refused without being followed, as a YAML job's would be.
+    func testALinkedBatchFileIsNotFollowed() throws {
+        let outside = dir.appendingPathComponent("outside.jsonl")
+        try batchLine("secret", body: ["model": "tiny", "prompt": "the daemon must not read this"]).write(to: outside, atomically: true, encoding: .utf8)
+        try FileManager.default.createSymbolicLink(atPath: layout.incoming.appendingPathComponent("link.jsonl").path, withDestinationPath: outside.path)
+        XCTAssertEqual(intake.scan(), 1)
+        let job = try XCTUnwrap(try store.jobs().first)
+        XCTAssertEqual(job.state, .rejected)
+        XCTAssertEqual(job.promptCount, 0)
+        let error = try String(contentsOf: layout.rejected.appendingPathComponent("link.jsonl.error"), encoding: .utf8)
+        XCTAssertTrue(error.contains("symbolic link"), error)
+        XCTAssertFalse(error.contains("secret") || error.contains("must not read"), error)
     }
 }
