@@ -146,6 +146,29 @@ final class OpenAIBatchEndToEndTests: XCTestCase {
         XCTAssertEqual(cancelled.jsonLines.first?["custom_id"] as? String, "only")
         XCTAssertTrue(cancelled.jsonLines.first?["response"] is NSNull)
         XCTAssertEqual((cancelled.jsonLines.first?["error"] as? [String: Any])?["code"] as? String, "batch_cancelled")
+        // A job that failed after its first request: that one's output, then an error for the other.
+        let two = [batchLine("done", body: ["model": "tiny", "prompt": "x"]), batchLine("never", body: ["model": "tiny", "prompt": "y"])]
+            .joined(separator: "\n")
+        let failedId = try store.insert(Submission(source: "f.jsonl", contentHash: JobFileValidator.contentHash(Data(two.utf8)),
+                                                   outcome: OpenAIBatchFile.validate(Data(two.utf8), file: "f.jsonl", context: context)),
+                                        defaultMaxAttempts: 3, intakePending: false, storedAs: nil)
+        let claimed = try XCTUnwrap(try store.claimNext(among: [failedId]))
+        let metrics = GenerationMetrics(strategy: "autoregressive", promptTokens: 3, generatedTokens: 2, finishReason: .eos,
+                                        prefillSeconds: 0.001, decodeSeconds: 0.001, layerEvaluations: 8)
+        try store.commitOutput(claimed, index: 0, text: "a \"quoted\"\u{0} text", tokens: [5, 6], metrics: metrics)
+        try store.finish(claimed, as: .failed, error: "the model broke")
+        let failed = try install.cli(["result", "\(failedId)", "--format", "openai"])
+        XCTAssertEqual(failed.status, 0, failed.stderr)
+        XCTAssertEqual(failed.jsonLines.map { $0["custom_id"] as? String }, ["done", "never"])
+        let body = try XCTUnwrap((failed.jsonLines[0]["response"] as? [String: Any])?["body"] as? [String: Any])
+        XCTAssertEqual((body["choices"] as? [[String: Any]])?.first?["text"] as? String, "a \"quoted\"\u{0} text")
+        XCTAssertEqual((body["choices"] as? [[String: Any]])?.first?["finish_reason"] as? String, "stop", "end of sequence is OpenAI's stop")
+        XCTAssertEqual(body["usage"] as? [String: Int], ["prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5])
+        XCTAssertTrue(failed.jsonLines[1]["response"] is NSNull)
+        let error = try XCTUnwrap(failed.jsonLines[1]["error"] as? [String: Any])
+        XCTAssertEqual(error["code"] as? String, "batch_failed")
+        XCTAssertTrue((error["message"] as? String)?.contains("the model broke") ?? false, "\(error)")
+
         let help = try Installation.run(["result", "--help"])
         XCTAssertTrue(help.stdout.contains("--format") && help.stdout.contains("openai"), help.stdout)
     }
