@@ -70,7 +70,7 @@ public enum JobFileValidator {
         let sampling = p.sampling(map["sampling"])
         var strategy: StrategySpec?
         switch map["strategy"] {
-        case nil: strategy = StrategySpec(name: "autoregressive")
+        case nil: strategy = JobSpec.defaultStrategy
         case let .string(s)?: strategy = StrategySpec(name: s)
         case let .object(o)?:
             var options = o

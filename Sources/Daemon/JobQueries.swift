@@ -36,7 +36,7 @@ extension JobStore {
             let byIndex = Dictionary(outputs.map { ($0.idx, $0) }, uniquingKeysWith: { first, _ in first })
             return try prompts.map { p in
                 let o = byIndex[p.idx]
-                return OutputRecord(index: p.idx, promptId: p.promptId, prompt: p.text, text: o?.text, tokens: try o?.tokenList(),
+                return OutputRecord(index: p.idx, promptId: p.promptId, customId: p.customId, prompt: p.text, text: o?.text, tokens: try o?.tokenList(),
                                     metrics: try o?.metricsJSON(), attempt: o?.attempt,
                                     finishedAt: o.map { Date(timeIntervalSince1970: $0.finishedAt) })
             }

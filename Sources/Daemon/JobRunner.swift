@@ -173,9 +173,9 @@ public final class JobRunner: @unchecked Sendable {
                 do { ids = try loaded.tokenizer.encode(prompt.text, addSpecialTokens: true) } catch {
                     return try close(flight, .failed, error: "prompt \(prompt.id): \(error)")
                 }
-                let request = GenerationRequest(prompt: ids, maxNewTokens: job.spec.maxNewTokens, minNewTokens: job.spec.minNewTokens,
-                                                sampling: job.spec.sampling, stopStrings: job.spec.stop,
-                                                eosTokenIds: Set(model.config.eosTokenIds))
+                let request = GenerationRequest(prompt: ids, maxNewTokens: prompt.maxNewTokens ?? job.spec.maxNewTokens,
+                                                minNewTokens: job.spec.minNewTokens, sampling: prompt.sampling ?? job.spec.sampling,
+                                                stopStrings: prompt.stop ?? job.spec.stop, eosTokenIds: Set(model.config.eosTokenIds))
                 if let problem = DecodeError.check(request, model: model, strategy: strategy) {
                     return try close(flight, .failed, error: "prompt \(prompt.id): \(problem)")
                 }

@@ -1,13 +1,31 @@
 import Decoding
 import Foundation
 
-/// One prompt of a job: an id (unique within the job, used in results) and the text.
+/// One prompt of a job: an id (unique within the job, used in results) and the text, and, for a
+/// prompt from an OpenAI batch file (where every request carries its own settings), what it sets
+/// for itself. A setting left nil is the job's.
 public struct PromptSpec: Codable, Equatable, Sendable {
     public var id: String
     public var text: String
-    public init(id: String, text: String) {
+    /// The request's `custom_id` in an OpenAI batch file (also its `id`); nil for YAML prompts.
+    public var customId: String?
+    public var maxNewTokens: Int?
+    public var sampling: SamplingParameters?
+    public var stop: [String]?
+
+    public init(id: String, text: String, customId: String? = nil, maxNewTokens: Int? = nil,
+                sampling: SamplingParameters? = nil, stop: [String]? = nil) {
         self.id = id
         self.text = text
+        self.customId = customId
+        self.maxNewTokens = maxNewTokens
+        self.sampling = sampling
+        self.stop = stop
+    }
+
+    // The optional keys are left out when nil, so a YAML job's stored spec is what it was before.
+    enum CodingKeys: String, CodingKey {
+        case id, text, customId = "custom_id", maxNewTokens = "max_new_tokens", sampling, stop
     }
 }
 
@@ -33,6 +51,8 @@ public struct JobSpec: Codable, Equatable, Sendable {
     public static let keys = ["name", "model", "strategy", "max_new_tokens", "min_new_tokens", "sampling", "stop",
                               "priority", "max_attempts", "prompts", "prompts_file"]
     public static let defaultMaxNewTokens = 128
+    /// What a job that names no strategy runs with (a YAML job without `strategy:`, every OpenAI batch file).
+    public static let defaultStrategy = StrategySpec(name: "autoregressive")
 
     enum CodingKeys: String, CodingKey {
         case name, model, strategy, maxNewTokens = "max_new_tokens", minNewTokens = "min_new_tokens", sampling, stop

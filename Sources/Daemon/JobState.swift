@@ -51,6 +51,8 @@ public struct ProblemRecord: Codable, Sendable, Equatable {
 public struct OutputRecord: Codable, Sendable, Equatable {
     public var index: Int
     public var promptId: String
+    /// The request's `custom_id`, for a job that came from an OpenAI batch file.
+    public var customId: String?
     public var prompt: String
     public var text: String?
     public var tokens: [Int]?

@@ -169,7 +169,8 @@ extension JobStore {
                           job.modelDirectory.path, job.modelKey, job.spec.strategy.name, spec,
                           job.spec.maxAttempts ?? defaultMaxAttempts, intakePending, storedAs, submission.intakeKey, submission.intakeWorker, t, t])
                 for (i, p) in job.spec.prompts.enumerated() {
-                    try db.execute("INSERT INTO prompts (job_id, idx, prompt_id, text) VALUES (?, ?, ?, ?)", [id, i, p.id, storedText(p.text)])
+                    try db.execute("INSERT INTO prompts (job_id, idx, prompt_id, text, custom_id) VALUES (?, ?, ?, ?, ?)",
+                                   [id, i, p.id, storedText(p.text), p.customId.map(storedText)])
                 }
                 try JobStore.event(db, job: id, from: nil, to: .queued, note: "accepted \(submission.source)")
                 return id

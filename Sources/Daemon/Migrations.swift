@@ -179,6 +179,12 @@ enum Migrations {
               leases_expired BIGINT NOT NULL DEFAULT 0
             );
             """),
+        // The `custom_id` of each request of a job that came from an OpenAI batch file, which
+        // `result --format openai` gives back: exactly as written, so BYTEA on PostgreSQL like the
+        // prompt text (an id is the submitter's string, U+0000 included). NULL for YAML prompts.
+        Migration(identifier: "2026-12-06-openai-batch-custom-ids",
+                  sqlite: "ALTER TABLE prompts ADD COLUMN custom_id TEXT",
+                  postgresql: "ALTER TABLE prompts ADD COLUMN custom_id BYTEA"),
     ]
 
     /// GRDB's migrator over the SQLite texts (its `grdb_migrations` table records the names).

@@ -333,12 +333,15 @@ public final class SpoolIntake: @unchecked Sendable {
         if !isUTF8 {
             return reject("a file name in UTF-8", "the name \(display) (bytes shown as %XX)", hash: hash)
         }
+        let batchFile = OpenAIBatchFile.isBatchFile(display)
         if data.isEmpty {
-            return (hash, .failure(ConfigurationError([.init(path: "(file)", expected: "a YAML job (model:, strategy:, prompts:, …)",
-                                                            found: "an empty file")])))
+            return (hash, .failure(ConfigurationError([.init(
+                path: "(file)", expected: batchFile ? "an OpenAI batch file (one request per line)" : "a YAML job (model:, strategy:, prompts:, …)",
+                found: "an empty file")])))
         }
         let context = JobContext(baseDirectory: layout.incoming, models: config.models, modelDirectories: config.modelDirectories,
                                  registry: registry, origin: .spool(folder: folders.incoming), modelWeights: config.modelWeights)
+        if batchFile { return (hash, OpenAIBatchFile.validate(data, file: display, context: context)) }
         return (hash, JobFileValidator.validate(data, file: "(file)", context: context))
     }
 

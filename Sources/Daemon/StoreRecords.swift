@@ -105,6 +105,8 @@ struct PromptRow: Decodable, FetchableRecord {
     var idx: Int
     var promptId: String
     var text: String
+    /// The request's `custom_id` when the job came from an OpenAI batch file.
+    var customId: String?
 }
 
 /// A row of `outputs`: one finished prompt of one run; tokens and metrics as JSON text.

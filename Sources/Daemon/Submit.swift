@@ -26,15 +26,33 @@ extension SpoolLayout {
                 throw DaemonError.io("\(url.path): the job could not be written faithfully for the spool (please report this)")
             }
         }
+        return .success(try drop(content, from: url))
+    }
+
+    /// Drops an OpenAI batch file (`*.jsonl`) as it is: it names no path to resolve, and its
+    /// lines are what the daemon reads. It is checked first against the daemon's rules for
+    /// spooled files, so a model the daemon would refuse is refused here with its message.
+    public func submitBatchFile(_ data: Data, from url: URL, config: DaemonConfig, registry: StrategyRegistry) throws
+        -> Result<(name: String, contentHash: String), ConfigurationError> {
+        let context = JobContext(baseDirectory: incoming, models: config.models, modelDirectories: config.modelDirectories,
+                                 registry: registry, origin: .spool(folder: -1), modelWeights: config.modelWeights)
+        if case let .failure(error) = OpenAIBatchFile.validate(data, file: url.lastPathComponent, context: context) { return .failure(error) }
+        return .success(try drop(data, from: url))
+    }
+
+    /// Writes `content` into incoming/ under a fresh name (time, random, the file's own name).
+    private func drop(_ content: Data, from url: URL) throws -> (name: String, contentHash: String) {
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "UTC")
         formatter.dateFormat = "yyyyMMdd'T'HHmmss"
         while true {
-            let name = SpoolIntake.storableName(
+            var name = SpoolIntake.storableName(
                 "\(formatter.string(from: Date()))-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))-\(url.lastPathComponent)")
+            // The spool tells a batch file by its name, which shortening must not take away.
+            if OpenAIBatchFile.isBatchFile(url.lastPathComponent) && !OpenAIBatchFile.isBatchFile(name) { name += ".jsonl" }
             if try FileOps.writeAtomically(content, to: incoming.appendingPathComponent(name)) {
-                return .success((name, JobFileValidator.contentHash(content)))
+                return (name, JobFileValidator.contentHash(content))
             }
         }
     }
@@ -63,7 +81,8 @@ extension SpoolLayout {
 }
 
 extension JobFileValidator {
-    /// Validates a job file where it lies (relative paths from its folder), as `submit` and `run` do.
+    /// Validates a job file where it lies (relative paths from its folder), as `submit` and `run`
+    /// do: YAML, or an OpenAI batch file when it is named `*.jsonl`.
     public static func validate(fileAt url: URL, config: DaemonConfig, registry: StrategyRegistry) -> (Data, Result<ResolvedJob, ConfigurationError>) {
         let data: Data
         do { data = try RegularFile.read(url.path, limit: config.maxJobFileBytes) } catch {
@@ -72,6 +91,9 @@ extension JobFileValidator {
         }
         let context = JobContext(baseDirectory: url.deletingLastPathComponent(), models: config.models,
                                  modelDirectories: config.modelDirectories, registry: registry, modelWeights: config.modelWeights)
+        if OpenAIBatchFile.isBatchFile(url.lastPathComponent) {
+            return (data, OpenAIBatchFile.validate(data, file: url.lastPathComponent, context: context))
+        }
         return (data, validate(data, file: url.path, context: context))
     }
 

@@ -191,6 +191,16 @@ public struct JSONScanner {
         return value
     }
 
+    /// A number of any form RFC 8259 allows, as written (its syntax checked), for callers that
+    /// decide themselves between integer and floating point; nil (nothing consumed) when the next
+    /// value is not a number.
+    public mutating func readNumberText() throws -> String? {
+        guard let c = peek(), c == UInt8(ascii: "-") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(c) else { return nil }
+        let start = offset
+        try skipNumber()
+        return String(decoding: bytes[start..<offset], as: UTF8.self)
+    }
+
     private func text(_ range: Range<Int>) -> String {
         String(decoding: bytes[range.clamped(to: 0..<bytes.count)].prefix(40), as: UTF8.self)
     }

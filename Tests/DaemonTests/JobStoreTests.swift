@@ -33,6 +33,8 @@ class JobStoreTests: XCTestCase {
 
     func recordMigration(_ identifier: String) throws { try raw("INSERT INTO grdb_migrations (identifier) VALUES ('\(identifier)')") }
 
+    func forgetMigration(_ identifier: String) throws { try raw("DELETE FROM grdb_migrations WHERE identifier = '\(identifier)'") }
+
     /// Sets a job's state to a value outside the schema's CHECK list.
     func forceState(_ id: Int64, _ state: String) throws {
         try raw("PRAGMA ignore_check_constraints = ON; UPDATE jobs SET state = '\(state)' WHERE id = \(id)")
@@ -56,7 +58,8 @@ class JobStoreTests: XCTestCase {
     }
 
     func testMigrationsAreNamedAndANewerDatabaseIsRefused() throws {
-        XCTAssertEqual(try appliedMigrations().sorted(), ["2026-11-29-jobs", "2026-12-01-not-before", "2026-12-02-leases-and-workers"])
+        XCTAssertEqual(try appliedMigrations().sorted(), ["2026-11-29-jobs", "2026-12-01-not-before", "2026-12-02-leases-and-workers",
+                                                          "2026-12-06-openai-batch-custom-ids"])
         store = nil
         XCTAssertNoThrow(store = try openStore(), "reopening an up-to-date database")
         store = nil
@@ -65,6 +68,34 @@ class JobStoreTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("newer layerskip"), "\(error)")
             XCTAssertTrue("\(error)".contains("2099-01-01-from-the-future"), "\(error)")
         }
+    }
+
+    /// The custom-id migration on a database the previous release left with jobs in it: it is
+    /// applied when the store opens, the old prompts read as before with no custom id, and a batch
+    /// job stored afterwards keeps its custom ids exactly (U+0000 included).
+    func testCustomIdMigrationRunsOnAnExistingDatabase() throws {
+        let migration = "2026-12-06-openai-batch-custom-ids"
+        let old = try submit(jobYAML(prompts: 2))
+        store = nil
+        try raw("ALTER TABLE prompts DROP COLUMN custom_id")
+        try forgetMigration(migration)
+        XCTAssertFalse(try appliedMigrations().contains(migration))
+        store = try openStore()
+        XCTAssertTrue(try appliedMigrations().contains(migration))
+        let before = try store.outputs(old)
+        XCTAssertEqual(before.map(\.promptId), ["p0", "p1"])
+        XCTAssertEqual(before.map(\.prompt), ["Hello 0", "Hello 1"])
+        XCTAssertEqual(before.map(\.customId), [nil, nil])
+
+        let ids = ["a\u{0}b", "plain", "ünï \"q\" \\"]
+        let yaml = jobYAML(prompts: 3)
+        let context = JobContext(baseDirectory: dir, models: ["tiny": Paths.tinyModel], registry: testRegistry)
+        var job = try JobFileValidator.validate(Data(yaml.utf8), file: "b", context: context).get()
+        for i in ids.indices { job.spec.prompts[i].customId = ids[i] }
+        let id = try store.insert(Submission(source: "b", contentHash: JobFileValidator.contentHash(Data(yaml.utf8)), outcome: .success(job)),
+                                  defaultMaxAttempts: 3, intakePending: false, storedAs: nil)
+        XCTAssertEqual(try store.outputs(id).map(\.customId), ids)
+        XCTAssertEqual(try store.outputs(id).map(\.promptId), ["p0", "p1", "p2"])
     }
 
     /// A row the daemon cannot read (a state outside the schema's list, written past the CHECK
@@ -372,6 +403,8 @@ final class PostgresJobStoreTests: JobStoreTests {
         try raw("INSERT INTO layerskip_migrations (identifier, applied_at) VALUES ('\(identifier)', 0)")
     }
 
+    override func forgetMigration(_ identifier: String) throws { try raw("DELETE FROM layerskip_migrations WHERE identifier = '\(identifier)'") }
+
     override func forceState(_ id: Int64, _ state: String) throws {
         try raw("ALTER TABLE jobs DROP CONSTRAINT IF EXISTS jobs_state_check; UPDATE jobs SET state = '\(state)' WHERE id = \(id)")
     }
@@ -379,6 +412,7 @@ final class PostgresJobStoreTests: JobStoreTests {
     // XCTest on Linux runs only the test methods a class declares itself, not inherited ones.
     override func testTextWithNULAndAnyUnicodeRoundTrips() throws { try super.testTextWithNULAndAnyUnicodeRoundTrips() }
     override func testMigrationsAreNamedAndANewerDatabaseIsRefused() throws { try super.testMigrationsAreNamedAndANewerDatabaseIsRefused() }
+    override func testCustomIdMigrationRunsOnAnExistingDatabase() throws { try super.testCustomIdMigrationRunsOnAnExistingDatabase() }
     override func testCorruptRowsAreErrorsNotDefaults() throws { try super.testCorruptRowsAreErrorsNotDefaults() }
     override func testClaimOrderIsPriorityThenAge() throws { try super.testClaimOrderIsPriorityThenAge() }
     override func testStaleLeaseCannotCommitOrFinish() throws { try super.testStaleLeaseCannotCommitOrFinish() }

@@ -17,6 +17,10 @@ struct SubmitCommand: ParsableCommand {
             now and its prompts go into the spooled job, and a model folder is written as an absolute
             path. The daemon reads nothing a spooled job names outside the spool, so a model folder
             must be a configured model name or lie under the config's model_directories.
+
+            A file named *.jsonl is an OpenAI Batch API input file: one {"custom_id", "method": "POST",
+            "url": "/v1/completions", "body": {"model", "prompt", …}} per line, all one job; it is
+            spooled as it is. `layerskip result ID --format openai` gives the Batch API's output lines.
             """)
 
     @OptionGroup var options: DaemonOptions
@@ -27,7 +31,7 @@ struct SubmitCommand: ParsableCommand {
     @Flag(help: "Print JSON.")
     var json = false
 
-    @Argument(help: "Job files (YAML).")
+    @Argument(help: "Job files: YAML, or OpenAI batch files (*.jsonl, one /v1/completions request per line).")
     var files: [String]
 
     struct Submitted: Encodable {
@@ -44,15 +48,16 @@ struct SubmitCommand: ParsableCommand {
     func run() throws {
         let config = try options.load()
         var invalid = false
-        var ready: [(URL, ResolvedJob)] = []
+        var ready: [(URL, Data, ResolvedJob)] = []
         for file in files {
             let url = URL(fileURLWithPath: file).standardizedFileURL
-            switch JobFileValidator.validate(fileAt: url, config: config, registry: Strategies.registry).1 {
+            let (data, outcome) = JobFileValidator.validate(fileAt: url, config: config, registry: Strategies.registry)
+            switch outcome {
             case let .failure(error):
                 standardError("\(file): not submitted:\n\(formatProblems(error.problems))")
                 invalid = true
             case let .success(job):
-                ready.append((url, job))
+                ready.append((url, data, job))
             }
         }
         if invalid { throw ExitCode(1) }
@@ -61,8 +66,12 @@ struct SubmitCommand: ParsableCommand {
             throw CLIError(message: "no spool at \(layout.incoming.path): is the daemon configured with this config (--config)?")
         }
         var submitted: [Submitted] = []
-        for (url, job) in ready {
-            switch try layout.submit(job, from: url, config: config, registry: Strategies.registry) {
+        for (url, data, job) in ready {
+            // A batch file goes in as the bytes just validated; a YAML job as resolved.
+            let outcome = OpenAIBatchFile.isBatchFile(url.lastPathComponent)
+                ? try layout.submitBatchFile(data, from: url, config: config, registry: Strategies.registry)
+                : try layout.submit(job, from: url, config: config, registry: Strategies.registry)
+            switch outcome {
             case let .failure(error):
                 standardError("\(url.path): not submitted (the daemon would refuse it):\n\(formatProblems(error.problems))")
                 invalid = true
