@@ -26,7 +26,9 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
     }
 
     public struct Configuration: StrategyConfiguration {
-        /// Required unless `drafter: lookup` (which drafts from the text alone and needs no exit).
+        /// Omitted: the daemon fills it (with `speculations`, `drafter`, `lookup_span`) from the
+        /// model's `layerskip tune` result when there is one; otherwise L/2. Meaningless with
+        /// `drafter: lookup`, which drafts from the text alone.
         public var exitLayer: Int?
         public var speculations: Int?
         /// `true`: drafting stops when the draft is unsure and d follows the acceptance (up to
@@ -74,6 +76,8 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
         var confidence: Double { draftConfidence ?? 0.5 }
         /// The most early-exit drafts a round may hold (adaptive d grows up to here).
         var dMax: Int { isAdaptive ? (maxSpeculations ?? max(2 * d, 12)) : d }
+        /// The exit an untuned job without `exit_layer` drafts with: half the layers.
+        public static func untunedExit(layers: Int) -> Int { max(1, layers / 2) }
         var kind: Drafter { drafter.flatMap(Drafter.init(rawValue:)) ?? .hybrid }
         var ngram: Int { lookupNgram ?? 3 }
         var span: Int { kind.usesLookup ? lookupSpan ?? 10 : 0 }
@@ -111,8 +115,6 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
                     problems.append(.init(path: "\(path).exit_layer", expected: "an integer in 1...\(L - 1) (the model has \(L) layers; the verifier needs at least one)",
                                           found: "\(e)"))
                 }
-            } else {
-                problems.append(.init(path: "\(path).exit_layer", expected: "a value (required unless drafter: lookup)", found: "nothing"))
             }
         } else {
             // Lookup drafts come from the text: none of the early exit's settings means anything.
@@ -223,7 +225,7 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
             self.configuration = configuration
             self.layerCount = layerCount
             self.vocabSize = vocabSize
-            exitLayer = configuration.kind.usesExit ? configuration.exitLayer! : 0
+            exitLayer = configuration.kind.usesExit ? configuration.exitLayer ?? Configuration.untunedExit(layers: layerCount) : 0
             promptLayers = 0..<layerCount
             reuseExitQueries = draftsReadTheModelsWeights
             d = configuration.d

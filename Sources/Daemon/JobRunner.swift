@@ -164,8 +164,17 @@ public final class JobRunner: @unchecked Sendable {
             watch.add(job, cancelled: flight.cancelled, leaseLost: flight.leaseLost)
             let model = loaded.model
             let strategy: ConfiguredStrategy
-            do { strategy = try registry.make(job.spec.strategy, model: model) } catch {
-                return try close(flight, .failed, error: "strategy: \(error)")
+            let resolved: ResolvedStrategy
+            do {
+                let tuning = try loaded.tuningKey.flatMap { try store.tuning(modelKey: $0) }
+                resolved = ResolvedStrategy.resolve(job.spec.strategy, tuning: tuning)
+            } catch {
+                // Without the tune result the job still runs, on the untuned defaults.
+                log.warning("runner: job \(job.id): cannot read the model's tune result (\(error))")
+                resolved = ResolvedStrategy.resolve(job.spec.strategy, tuning: nil)
+            }
+            do { strategy = try registry.make(resolved.spec, model: model) } catch {
+                return try close(flight, .failed, error: "strategy (\(resolved.settings), from \(resolved.source)): \(error)")
             }
             var requests: [(Int, GenerationRequest)] = []
             for (index, prompt) in job.spec.prompts.enumerated() where !job.finished.contains(index) {
@@ -194,7 +203,9 @@ public final class JobRunner: @unchecked Sendable {
                         return
                     }
                     // An interrupted prompt is not an output: it runs again from its start.
-                    guard let metrics = completion.metrics, output.finishReason != .cancelled else { return }
+                    guard var metrics = completion.metrics, output.finishReason != .cancelled else { return }
+                    metrics.strategySettings = resolved.settings
+                    metrics.settingsSource = resolved.source
                     guard flight.pendingOutputs.isEmpty else {
                         return flight.pendingOutputs.append((index, output.text, output.tokens, metrics))
                     }

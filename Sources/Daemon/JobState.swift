@@ -85,4 +85,5 @@ public enum JSONScalar: Codable, Sendable, Equatable {
     }
 
     public var number: Double? { if case let .number(d) = self { return d } else { return nil } }
+    public var string: String? { if case let .string(s) = self { return s } else { return nil } }
 }

@@ -185,6 +185,27 @@ enum Migrations {
         Migration(identifier: "2026-12-06-openai-batch-custom-ids",
                   sqlite: "ALTER TABLE prompts ADD COLUMN custom_id TEXT",
                   postgresql: "ALTER TABLE prompts ADD COLUMN custom_id BYTEA"),
+        Migration(identifier: "2026-12-07-tunings", sqlite: """
+            CREATE TABLE tunings (
+              model_key TEXT PRIMARY KEY,
+              model TEXT NOT NULL,
+              weights TEXT NOT NULL,
+              tuned_at REAL NOT NULL,
+              machine TEXT NOT NULL,
+              settings TEXT NOT NULL,
+              report TEXT NOT NULL
+            );
+            """, postgresql: """
+            CREATE TABLE tunings (
+              model_key TEXT PRIMARY KEY,
+              model TEXT NOT NULL,
+              weights TEXT NOT NULL,
+              tuned_at DOUBLE PRECISION NOT NULL,
+              machine TEXT NOT NULL,
+              settings TEXT NOT NULL,
+              report TEXT NOT NULL
+            );
+            """),
     ]
 
     /// GRDB's migrator over the SQLite texts (its `grdb_migrations` table records the names).

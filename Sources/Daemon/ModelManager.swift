@@ -13,6 +13,9 @@ public final class LoadedModel: @unchecked Sendable {
     public var byteCount: Int { model.weightBytes }
     /// The manager's key: the folder and its format.
     let key: String
+    /// `ModelIdentity.key` of the folder and its weights: which tune result applies (nil when
+    /// the folder could not be fingerprinted; then none does).
+    public let tuningKey: String?
 
     init(directory: URL, format: WeightFormat, key: String) throws {
         self.directory = directory
@@ -20,6 +23,7 @@ public final class LoadedModel: @unchecked Sendable {
         // The tokenizer first: its parse's garbage is returned before the weights arrive (peak RSS).
         tokenizer = try Tokenizer(contentsOf: directory.appendingPathComponent("tokenizer.json"))
         model = try LlamaModel(directory: directory, format: format)
+        tuningKey = (try? ModelIdentity.fingerprint(directory: directory)).map { ModelIdentity.key(fingerprint: $0, weights: format.rawValue) }
     }
 }
 

@@ -177,3 +177,17 @@ struct WorkerRow: Decodable, FetchableRecord {
     /// Seconds since the heartbeat by the database's clock (a computed column of the query).
     var heartbeatAge: Double
 }
+
+/// A row of `tunings`: one model's `layerskip tune` result (the latest one wins).
+struct TuningRow: Decodable, FetchableRecord {
+    static let databaseColumnDecodingStrategy = DatabaseColumnDecodingStrategy.convertFromSnakeCase
+    var modelKey: String
+    var model: String
+    var weights: String
+    var tunedAt: Double
+    var machine: String
+    /// JSON object of strategy options (`exit_layer`, `speculations`, `drafter`, …).
+    var settings: String
+    /// JSON: what was measured (the E × d grid, the finalists' speeds).
+    var report: String
+}

@@ -43,6 +43,10 @@ public struct GenerationMetrics: Codable, Equatable, Sendable {
     public var seed: UInt64?
     /// The weights the model ran (`stored`, `int8`): the output is exactly that of decoding them.
     public var weights: String?
+    /// The daemon: the strategy options the prompt ran with (`key=value, …`, after the model's
+    /// tune result filled what the job left out) and where they came from.
+    public var strategySettings: String?
+    public var settingsSource: String?
 
     public init(strategy: String, promptTokens: Int, generatedTokens: Int, finishReason: FinishReason,
                 prefillSeconds: Double, decodeSeconds: Double, layerEvaluations: Int) {
@@ -65,6 +69,7 @@ public struct GenerationMetrics: Codable, Equatable, Sendable {
         case draftMs = "draft_ms", verifyMs = "verify_ms", draftsPerRound = "drafts_per_round", plainRounds = "plain_rounds"
         case lookupDrafted = "lookup_drafted", lookupAccepted = "lookup_accepted"
         case averageExitLayer = "average_exit_layer", seed, weights
+        case strategySettings = "strategy_settings", settingsSource = "settings_source"
         case batchSize = "batch_size", stepMs = "step_ms", queueMs = "queue_ms"
     }
 }

@@ -36,8 +36,29 @@ public enum Evaluator {
     /// the engine.
     public static func evaluate(model: LlamaModel, sequences: [[Int32]], speculations: Int, name: String,
                                 useEngine: Bool = false) -> ExitEvaluation {
+        var stats = Statistics(layers: model.layerCount)
+        forEachSequence(model: model, sequences: sequences, useEngine: useEngine) { seq, top, ce in
+            stats.add(top: top, ce: ce, targets: seq[1...].map(Int.init), speculations: speculations)
+        }
+        return stats.result(name: name, sequences: sequences.count, speculations: speculations)
+    }
+
+    /// Per exit E = 1...L−1 and text, whether exit E's top-1 equals the last layer's at each
+    /// position (teacher-forced): `[E − 1][text][position]`, what `tune` simulates rounds on.
+    public static func exitAgreement(model: LlamaModel, sequences: [[Int32]], useEngine: Bool = false) -> [[[Bool]]] {
         let L = model.layerCount
-        var stats = Statistics(layers: L)
+        var agreement = [[[Bool]]](repeating: [], count: L - 1)
+        forEachSequence(model: model, sequences: sequences, useEngine: useEngine) { _, top, _ in
+            for l in 0..<(L - 1) { agreement[l].append(zip(top[l], top[L - 1]).map { $0 == $1 }) }
+        }
+        return agreement
+    }
+
+    /// Calls `body(sequence, top, ce)` for every sequence, in order: top[l][r] and ce[l][r] are exit
+    /// l's top-1 and cross-entropy at position r.
+    static func forEachSequence(model: LlamaModel, sequences: [[Int32]], useEngine: Bool,
+                                _ body: ([Int32], [[Int]], [[Double]]) -> Void) {
+        let L = model.layerCount
         let sameLength = Set(sequences.map(\.count)).count == 1
         if !useEngine, model.format == .stored, model.config.rope.kind == .default, sameLength, let first = sequences.first, first.count > 1 {
             let layout = ParameterLayout(config: model.config)
@@ -62,15 +83,13 @@ public enum Evaluator {
                 }
                 for (b, seq) in group.enumerated() {
                     let rows = (b * net.length)..<((b + 1) * net.length)
-                    stats.add(top: tops.map { $0[rows].map(Int.init) }, ce: ces.map { Array($0[rows]) },
-                              targets: seq[1...].map(Int.init), speculations: speculations)
+                    body(seq, tops.map { $0[rows].map(Int.init) }, ces.map { Array($0[rows]) })
                 }
                 i += batch
             }
         } else {
-            engineStatistics(model: model, sequences: sequences, speculations: speculations, into: &stats)
+            engineTops(model: model, sequences: sequences, body)
         }
-        return stats.result(name: name, sequences: sequences.count, speculations: speculations)
     }
 
     /// Per-layer sums over all evaluated positions.
@@ -123,8 +142,8 @@ public enum Evaluator {
         }
     }
 
-    /// The same statistics through the engine's own layer-range forward and exit head.
-    static func engineStatistics(model: LlamaModel, sequences: [[Int32]], speculations: Int, into stats: inout Statistics) {
+    /// The same tops and cross-entropies through the engine's own layer-range forward and exit head.
+    static func engineTops(model: LlamaModel, sequences: [[Int32]], _ body: ([Int32], [[Int]], [[Double]]) -> Void) {
         let L = model.layerCount, V = model.config.vocabSize
         for seq in sequences {
             let n = seq.count - 1
@@ -148,7 +167,7 @@ public enum Evaluator {
                     ce[l][r] = mx + Foundation.log(sum) - Double(row[Int(seq[r + 1])])
                 }
             }
-            stats.add(top: top, ce: ce, targets: seq[1...].map(Int.init), speculations: speculations)
+            body(seq, top, ce)
         }
     }
 

@@ -36,6 +36,7 @@ struct LayerSkip: ParsableCommand {
                 TrainCommand.self,
                 TrainTokenizerCommand.self,
                 EvalCommand.self,
+                TuneCommand.self,
                 QuantizeCommand.self,
             ]
         )

@@ -139,13 +139,18 @@ final class Installation {
         try process.run()
         daemon = process
         logs.append(log)
-        if waitReady {
-            try waitFor("the daemon to be ready", timeout: 30) {
-                (try? String(contentsOf: log, encoding: .utf8))?.contains("serving ") ?? false || !process.isRunning
-            }
-            XCTAssertTrue(process.isRunning, "serve exited: \(lastLog)")
-        }
+        if waitReady { try waitUntilReady() }
         return process
+    }
+
+    /// Waits until the running daemon has scanned the spool (its "serving" line): before that a
+    /// SIGTERM may arrive ahead of its signal handlers and kill it outright.
+    func waitUntilReady() throws {
+        guard let process = daemon, let log = logs.last else { return }
+        try waitFor("the daemon to be ready", timeout: 30) {
+            (try? String(contentsOf: log, encoding: .utf8))?.contains("serving ") ?? false || !process.isRunning
+        }
+        XCTAssertTrue(process.isRunning, "serve exited: \(lastLog)")
     }
 
     var lastLog: String { logs.last.flatMap { try? String(contentsOf: $0, encoding: .utf8) } ?? "" }

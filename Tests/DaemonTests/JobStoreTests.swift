@@ -59,7 +59,7 @@ class JobStoreTests: XCTestCase {
 
     func testMigrationsAreNamedAndANewerDatabaseIsRefused() throws {
         XCTAssertEqual(try appliedMigrations().sorted(), ["2026-11-29-jobs", "2026-12-01-not-before", "2026-12-02-leases-and-workers",
-                                                          "2026-12-06-openai-batch-custom-ids"])
+                                                          "2026-12-06-openai-batch-custom-ids", "2026-12-07-tunings"])
         store = nil
         XCTAssertNoThrow(store = try openStore(), "reopening an up-to-date database")
         store = nil
@@ -318,6 +318,28 @@ class JobStoreTests: XCTestCase {
         XCTAssertEqual(workers[0].sequences, 0)
     }
 
+    /// A tune result is stored under its model key, replaced by the next one, and read back whole.
+    func testTuningsAreStoredReplacedAndRead() throws {
+        XCTAssertNil(try store.tuning(modelKey: "abc@stored"))
+        let first = TuningRecord(modelKey: "abc@stored", model: "/models/a", weights: "stored", tunedAt: Date(timeIntervalSince1970: 1_800_000_000),
+                                 machine: "AMD EPYC, 2 CPUs", settings: ["exit_layer": .int(3), "speculations": .int(2), "drafter": .string("hybrid")],
+                                 report: "{\"grid\": []}")
+        try store.saveTuning(first)
+        XCTAssertEqual(try store.tuning(modelKey: "abc@stored"), first)
+        var second = first
+        second.settings = ["exit_layer": .int(5), "speculations": .int(4), "drafter": .string("lookup")]
+        second.tunedAt = Date(timeIntervalSince1970: 1_800_000_100)
+        try store.saveTuning(second)
+        var other = first
+        other.modelKey = "abc@int8"
+        other.weights = "int8"
+        try store.saveTuning(other)
+        XCTAssertEqual(try store.tuning(modelKey: "abc@stored"), second, "the newer result replaces the older")
+        XCTAssertEqual(try store.tunings().map(\.modelKey), ["abc@stored", "abc@int8"], "one per model key, newest first")
+        try raw("UPDATE tunings SET settings = 'not json' WHERE model_key = 'abc@int8'")
+        XCTAssertThrowsError(try store.tuning(modelKey: "abc@int8")) { XCTAssertTrue("\($0)".contains("tunings.settings"), "\($0)") }
+    }
+
     /// The runner commits each prompt as it finishes and resumes a job without redoing them.
     func testRunnerResumesWithoutRedoingFinishedPrompts() throws {
         let id = try submit(jobYAML(prompts: 3, tokens: 4))
@@ -413,6 +435,7 @@ final class PostgresJobStoreTests: JobStoreTests {
     override func testTextWithNULAndAnyUnicodeRoundTrips() throws { try super.testTextWithNULAndAnyUnicodeRoundTrips() }
     override func testMigrationsAreNamedAndANewerDatabaseIsRefused() throws { try super.testMigrationsAreNamedAndANewerDatabaseIsRefused() }
     override func testCustomIdMigrationRunsOnAnExistingDatabase() throws { try super.testCustomIdMigrationRunsOnAnExistingDatabase() }
+    override func testTuningsAreStoredReplacedAndRead() throws { try super.testTuningsAreStoredReplacedAndRead() }
     override func testCorruptRowsAreErrorsNotDefaults() throws { try super.testCorruptRowsAreErrorsNotDefaults() }
     override func testClaimOrderIsPriorityThenAge() throws { try super.testClaimOrderIsPriorityThenAge() }
     override func testStaleLeaseCannotCommitOrFinish() throws { try super.testStaleLeaseCannotCommitOrFinish() }

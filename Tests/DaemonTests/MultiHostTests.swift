@@ -83,7 +83,11 @@ final class MultiHostTests: XCTestCase {
             let jobs = try hosts[0].jobs()
             return jobs.count == files.count && jobs.allSatisfy { ["succeeded", "failed", "cancelled", "rejected"].contains($0["state"] as? String ?? "") }
         }
-        for h in hosts { XCTAssertEqual(h.stop(SIGTERM), 0, h.lastLog) }
+        for h in hosts {
+            // The last one restarted may still be starting (it was not waited for).
+            try h.waitUntilReady()
+            XCTAssertEqual(h.stop(SIGTERM), 0, h.lastLog)
+        }
         try checkExactlyOnce(url, hosts[1], files: files, prompts: 3)
         let ran = try TestPostgres.psql(url, "SELECT DISTINCT worker FROM events WHERE to_state = 'running' ORDER BY worker")
         XCTAssertEqual(ran.split(separator: "\n"), ["host0", "host1", "host2"], "every host ran jobs")

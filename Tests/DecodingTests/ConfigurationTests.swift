@@ -17,7 +17,7 @@ final class ConfigurationTests: XCTestCase {
                        ["strategy.exit_layer: expected an integer in 1...3 (the model has 4 layers; the verifier needs at least one), found 4"])
         XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "speculations": .int(0)]),
                        ["strategy.speculations: expected an integer in 1...64, found 0"])
-        XCTAssertEqual(problems("self-speculative", [:]), ["strategy.exit_layer: expected a value (required unless drafter: lookup), found nothing"])
+        XCTAssertEqual(problems("self-speculative", [:]), [], "exit_layer comes from tune, or is L/2")
         XCTAssertEqual(problems("self-speculative", ["exit_layer": .string("two")]),
                        ["strategy.exit_layer: expected an integer, found the string \"two\""])
         XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "draft_confidence": .double(0.5)]),
@@ -37,8 +37,6 @@ final class ConfigurationTests: XCTestCase {
                         "strategy.speculations: expected only with drafter: early-exit or hybrid (lookup drafts use no exit), found a value"])
         XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "drafter": .string("early-exit"), "lookup_span": .int(4)]),
                        ["strategy.lookup_span: expected only with drafter: lookup or hybrid, found a value"])
-        XCTAssertEqual(problems("self-speculative", ["drafter": .string("hybrid")]),
-                       ["strategy.exit_layer: expected a value (required unless drafter: lookup), found nothing"])
         XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "lookup_ngram": .int(0), "lookup_span": .int(65)]),
                        ["strategy.lookup_ngram: expected an integer in 1...16, found 0",
                         "strategy.lookup_span: expected an integer in 1...64, found 65"])

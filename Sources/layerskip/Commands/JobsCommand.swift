@@ -68,10 +68,15 @@ struct ShowCommand: ParsableCommand {
         var lines: [(String, String)] = [
             ("job", String(job.id)), ("state", job.state.rawValue), ("source", job.source),
             ("stored as", job.storedAs ?? "-"), ("model", job.model.map { "\($0) (\(job.modelDirectory ?? "?"))" } ?? "-"),
-            ("strategy", job.strategy ?? "-"), ("priority", String(job.priority)),
+            ("strategy", job.strategy ?? "-"),
             ("prompts", "\(job.finishedPrompts) of \(job.promptCount) finished (run \(job.run))"),
             ("attempts", "\(job.attempts) of \(job.maxAttempts)"), ("created", job.createdAt.shortTime),
         ]
+        if let settings = summary.strategySettings {
+            lines.append(("settings", settings.isEmpty ? "(none)" : settings))
+            if let source = summary.settingsSource { lines.append(("settings from", source)) }
+        }
+        lines.append(("priority", String(job.priority)))
         if let worker = job.worker { lines.append(("worker", worker)) }
         if let started = job.startedAt { lines.append(("started", started.shortTime)) }
         if let finished = job.finishedAt { lines.append(("finished", finished.shortTime)) }

@@ -120,6 +120,9 @@ struct JobSummary: Encodable {
     /// Mean sequences per decode pass and mean pass time, weighted by generated tokens.
     var batchSize: Double?
     var stepMs: Double?
+    /// The strategy options the prompts ran with and where they came from (job file, tune).
+    var strategySettings: String?
+    var settingsSource: String?
     var error: String?
 
     init(job: JobRecord, outputs: [OutputRecord]) {
@@ -155,6 +158,8 @@ struct JobSummary: Encodable {
         }
         batchSize = weighted("batch_size")
         stepMs = weighted("step_ms")
+        strategySettings = metrics.last?["strategy_settings"]?.string
+        settingsSource = metrics.last?["settings_source"]?.string
         error = job.error
     }
 }

@@ -1,0 +1,263 @@
+import ArgumentParser
+import Daemon
+import Decoding
+import Engine
+import Foundation
+import Tokenization
+import Training
+
+/// `layerskip tune`: the self-speculative settings that are fastest for one model on this machine,
+/// stored in the job store for jobs that leave them out.
+struct TuneCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tune",
+        abstract: "Measure which exit layer, draft length and drafter make self-speculation fastest for a model here; store it.",
+        discussion: """
+            1. Acceptance: every exit's top-1 agreement with the last layer, teacher-forced, on --data (or,
+               without it, on the model's own greedy continuations of built-in prompts: what decoding sees).
+            2. Costs: one decoder layer and the exit head over 1, 2, … rows on this machine (medians).
+            3. The E × d grid: greedy rounds simulated on the agreement, timed with the costs, as the predicted
+               speed-up over autoregressive decoding; written as an SVG heat-map and a CSV (--out).
+            4. Finalists, measured (--runs, interleaved, medians of per-run ratios to autoregressive): the best
+               (E, d) with early-exit drafts, prompt lookup alone, and hybrid at that (E, d).
+            The fastest finalist is stored in the job store under the model's identity (config + weight
+            fingerprint) and weights format: a job with `strategy: self-speculative` and no `exit_layer` then
+            runs with it, and `layerskip show` says so. Run it again after a model or machine change.
+            """)
+
+    @Option(help: "Model folder, or a model name (`default`).")
+    var model = "default"
+
+    @Option(name: .customLong("data"), help: "Text files, folders or globs to measure acceptance on (repeatable).")
+    var data: [String] = []
+
+    @Option(name: .customLong("extension"), help: "With folders in --data: only files ending so (repeatable).")
+    var extensions: [String] = []
+
+    @Option(help: WeightsOption.help)
+    var weights = "stored"
+
+    @Option(help: "Tokens per teacher-forced sequence.")
+    var length = 256
+
+    @Option(help: "Teacher-forced tokens in all.")
+    var maxTokens = 4096
+
+    @Option(help: "The largest d in the grid.")
+    var maxDrafts = 8
+
+    @Option(help: "Measured runs of the finalists (after a warm-up); 0 chooses from the prediction alone (then hybrid at the best E, d).")
+    var runs = 3
+
+    @Option(help: "Finalist runs: tokens generated per prompt.")
+    var newTokens = 64
+
+    @Option(help: "Finalist runs: prompts of this many tokens (the starts of the data's sequences), at most 4.")
+    var promptTokens = 64
+
+    @Option(help: ArgumentHelp("Use these pass costs instead of measuring them: a JSON object {\"layer\": [s, …], \"head\": [s, …]} of seconds for 1, 2, … rows (at least max-drafts + 1 each).", valueName: "FILE"))
+    var passCosts: String?
+
+    @Option(help: "Folder for the heat-map files (tune-MODEL-WEIGHTS.svg / .csv).")
+    var out = "."
+
+    @Flag(help: "Measure and print, but do not store the result.")
+    var noStore = false
+
+    @Flag(help: "Print one JSON object.")
+    var json = false
+
+    @Option(help: "Compute threads (default: LAYERSKIP_THREADS or all CPUs).")
+    var threads: Int?
+
+    @OptionGroup var options: DaemonOptions
+
+    struct Finalist: Codable {
+        var drafter: String
+        var settings: [String: ConfigValue]
+        var ratios: [Double]
+        var medianRatio: Double
+        var identical: Bool
+    }
+
+    struct Report: Codable {
+        var model: String
+        var modelKey: String
+        var weights: String
+        var machine: String
+        var tokens: Int
+        var agreement: [Double]
+        var costs: SpeculationTuner.PassCosts
+        var grid: [SpeculationTuner.Cell]
+        var best: SpeculationTuner.Cell
+        var finalists: [Finalist]
+        var chosen: [String: ConfigValue]
+        var stored: Bool
+        var svg: String
+        var csv: String
+    }
+
+    func validate() throws {
+        guard length > 8, maxTokens >= length, (1...32).contains(maxDrafts), runs >= 0, newTokens >= 1, promptTokens >= 1 else {
+            throw ValidationError("--length must be > 8, --max-tokens ≥ --length, --max-drafts in 1...32, --runs ≥ 0, --new-tokens and --prompt-tokens ≥ 1")
+        }
+    }
+
+    func run() throws {
+        ThreadSettings.apply(threads)
+        let dir = try ModelLocator.resolve(model)
+        let llama = try WeightsOption.load(dir, weights: weights)
+        guard llama.layerCount >= 2 else { throw CLIError(message: "\(dir.path): a model of one layer has no exit to draft with") }
+        let tokenizer = try Tokenizer(contentsOf: dir.appendingPathComponent("tokenizer.json"))
+        let fingerprint = try ModelIdentity.fingerprint(directory: dir)
+        let key = ModelIdentity.key(fingerprint: fingerprint, weights: llama.format.rawValue)
+        func progress(_ s: String) { if !json { standardError("tune: " + s) } }
+
+        let sequences = try textSequences(llama, tokenizer, progress: progress)
+        let tokens = sequences.reduce(0) { $0 + $1.count - 1 }
+        progress("exit agreement on \(tokens) teacher-forced tokens")
+        let agreement = Evaluator.exitAgreement(model: llama, sequences: sequences)
+        let shares = agreement.map { traces in
+            Double(traces.reduce(0) { $0 + $1.filter { $0 }.count }) / Double(max(1, traces.reduce(0) { $0 + $1.count }))
+        }
+        let costs: SpeculationTuner.PassCosts
+        if let passCosts {
+            do { costs = try JSONDecoder().decode(SpeculationTuner.PassCosts.self, from: Data(contentsOf: URL(fileURLWithPath: passCosts))) } catch {
+                throw CLIError(message: "--pass-costs \(passCosts): expected {\"layer\": [seconds…], \"head\": [seconds…]} (\(error))", exitCode: 2)
+            }
+            guard costs.maxRows > maxDrafts, costs.layer.count == costs.head.count, (costs.layer + costs.head).allSatisfy({ $0 > 0 && $0.isFinite }) else {
+                throw CLIError(message: "--pass-costs \(passCosts): expected \(maxDrafts + 1) or more positive seconds in both \"layer\" and \"head\"", exitCode: 2)
+            }
+        } else {
+            progress("pass costs for 1...\(maxDrafts + 1) rows")
+            costs = SpeculationTuner.measureCosts(model: llama, maxRows: maxDrafts + 1, repetitions: 5, context: 64)
+        }
+        let grid = SpeculationTuner.grid(agreement: agreement, costs: costs, layers: llama.layerCount, maxDrafts: maxDrafts)
+        guard let best = SpeculationTuner.best(grid) else { throw CLIError(message: "no text to measure on") }
+        progress(String(format: "predicted best: exit_layer %d, speculations %d: %.2f× autoregressive", best.exitLayer, best.drafts, best.speedup))
+
+        let exitSettings: [String: ConfigValue] = ["exit_layer": .int(best.exitLayer), "speculations": .int(best.drafts)]
+        var finalists: [Finalist] = []
+        var chosen = exitSettings.merging(["drafter": .string("hybrid")]) { a, _ in a }
+        if runs > 0 {
+            let candidates: [(String, [String: ConfigValue])] = [
+                ("early-exit", exitSettings.merging(["drafter": .string("early-exit")]) { a, _ in a }),
+                ("lookup", ["drafter": .string("lookup")]),
+                ("hybrid", exitSettings.merging(["drafter": .string("hybrid")]) { a, _ in a }),
+            ]
+            let prompts = sequences.prefix(4).map { $0.prefix(promptTokens).map(Int.init) }
+            finalists = try measureFinalists(llama, prompts: prompts, candidates: candidates, progress: progress)
+            if let fastest = finalists.max(by: { $0.medianRatio < $1.medianRatio }) {
+                // The exit's settings stay with a lookup choice: a job that sets early-exit keys uses them.
+                chosen = fastest.drafter == "lookup" ? exitSettings.merging(["drafter": .string("lookup")]) { a, _ in a } : fastest.settings
+                if fastest.medianRatio < 1 { progress(String(format: "nothing beat autoregressive decoding here (best %.2f×)", fastest.medianRatio)) }
+            }
+        }
+
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        let base = URL(fileURLWithPath: out).appendingPathComponent("tune-\(dir.lastPathComponent)-\(llama.format.rawValue)")
+        let svgPath = base.appendingPathExtension("svg").path, csvPath = base.appendingPathExtension("csv").path
+        let machine = Self.machine()
+        try SpeculationTuner.svg(grid, title: "\(dir.lastPathComponent) (\(llama.format.rawValue)) on \(machine), \(tokens) tokens")
+            .write(toFile: svgPath, atomically: true, encoding: .utf8)
+        try SpeculationTuner.csv(grid).write(toFile: csvPath, atomically: true, encoding: .utf8)
+
+        var report = Report(model: dir.path, modelKey: key, weights: llama.format.rawValue, machine: machine, tokens: tokens,
+                            agreement: shares, costs: costs, grid: grid, best: best, finalists: finalists, chosen: chosen,
+                            stored: false, svg: svgPath, csv: csvPath)
+        if !noStore {
+            let (_, store) = try options.openStore(create: true)
+            let reportJSON = String(decoding: try JSONEncoder().encode(report), as: UTF8.self)
+            try store.saveTuning(TuningRecord(modelKey: key, model: dir.path, weights: llama.format.rawValue, tunedAt: Date(),
+                                              machine: machine, settings: chosen, report: reportJSON))
+            report.stored = true
+        }
+        if json { return try printJSON(report) }
+        for f in finalists {
+            print(String(format: "%-10@ %@: %.2f× autoregressive (median of %d runs: %@)%@", f.drafter, Self.describe(f.settings), f.medianRatio,
+                         f.ratios.count, f.ratios.map { String(format: "%.2f", $0) }.joined(separator: " "), f.identical ? "" : "  OUTPUT DIFFERS"))
+        }
+        print("chosen: \(Self.describe(chosen))")
+        print("heat-map: \(svgPath), \(csvPath)")
+        print(report.stored ? "stored for \(dir.lastPathComponent) (\(llama.format.rawValue)), model key \(key.prefix(16))…" : "not stored (--no-store)")
+    }
+
+    static func describe(_ settings: [String: ConfigValue]) -> String {
+        settings.keys.sorted().map { "\($0)=\(settings[$0]!.description.replacingOccurrences(of: "the string ", with: "").replacingOccurrences(of: "the integer ", with: ""))" }
+            .joined(separator: ", ")
+    }
+
+    /// The CPU's model name (tune results hold for the machine they were measured on).
+    static func machine() -> String {
+        let info = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        let name = info.split(separator: "\n").first { $0.hasPrefix("model name") }?.split(separator: ":", maxSplits: 1).last
+        return "\(name.map { $0.trimmingCharacters(in: .whitespaces) } ?? "unknown CPU"), \(ProcessInfo.processInfo.activeProcessorCount) CPUs"
+    }
+
+    /// --data cut into sequences of `length`, or the model's own greedy continuations of the
+    /// built-in prompts.
+    func textSequences(_ llama: LlamaModel, _ tokenizer: Tokenizer, progress: (String) -> Void) throws -> [[Int32]] {
+        let n = min(length, llama.maxPositions - 1)
+        if !data.isEmpty {
+            let files: [String]
+            do { files = try Corpus(paths: data, extensions: extensions, validationFraction: 0, source: "--data").trainFiles } catch let e as TrainingError {
+                throw CLIError.notFound(e.description)
+            }
+            let stream = TokenStream(files: files, tokenizer: tokenizer, separator: llama.config.eosTokenIds.first, shuffleSeed: nil)
+            var sequences: [[Int32]] = []
+            while sequences.count * n < maxTokens {
+                let s = stream.nextSequence(length: n)
+                if stream.position.epoch > 0 && !sequences.isEmpty { break }
+                sequences.append(s)
+            }
+            return sequences
+        }
+        progress("no --data: the model's own continuations of \(BenchCommand.texts.count) built-in prompts")
+        let strategy = try Strategies.registry.make(StrategySpec(name: "autoregressive"), model: llama)
+        let perPrompt = max(16, min(n, maxTokens / BenchCommand.texts.count))
+        return try BenchCommand.texts.map { text in
+            let prompt = Array(try tokenizer.encode(text).prefix(perPrompt / 2))
+            let new = perPrompt - prompt.count
+            let request = GenerationRequest(prompt: prompt, maxNewTokens: new, minNewTokens: new, eosTokenIds: Set(llama.config.eosTokenIds))
+            let output = GenerationOutput(request: request, tokenizer: nil)
+            _ = try DecodeLoop.generate(model: llama, strategy: strategy, request: request, output: output)
+            return (prompt + output.tokens).map(Int32.init)
+        }
+    }
+
+    /// Greedy tokens/s of each candidate ÷ autoregressive decoding's in the same run, interleaved;
+    /// run 0 warms up.
+    func measureFinalists(_ llama: LlamaModel, prompts: [[Int]], candidates: [(String, [String: ConfigValue])],
+                          progress: (String) -> Void) throws -> [Finalist] {
+        let specs = [StrategySpec(name: "autoregressive")] + candidates.map { StrategySpec(name: "self-speculative", options: $0.1) }
+        let strategies = try specs.map { try Strategies.registry.make($0, model: llama) }
+        var ratios = [[Double]](repeating: [], count: candidates.count)
+        var outputs = [[[Int]]](repeating: [], count: specs.count)
+        for run in 0...runs {
+            var rates: [Double] = []
+            for (i, strategy) in strategies.enumerated() {
+                var tokens = 0, seconds = 0.0
+                outputs[i] = []
+                for ids in prompts {
+                    let request = GenerationRequest(prompt: ids, maxNewTokens: newTokens, minNewTokens: newTokens, eosTokenIds: Set(llama.config.eosTokenIds))
+                    let output = GenerationOutput(request: request, tokenizer: nil)
+                    let m = try DecodeLoop.generate(model: llama, strategy: strategy, request: request, output: output)
+                    tokens += m.generatedTokens
+                    seconds += m.decodeMs / 1000
+                    outputs[i].append(output.tokens)
+                }
+                rates.append(Double(tokens) / max(seconds, 1e-9))
+            }
+            if run > 0 {
+                for c in candidates.indices { ratios[c].append(rates[c + 1] / rates[0]) }
+                progress("finalists, run \(run) of \(runs): " + candidates.indices.map { String(format: "%@ %.2f×", candidates[$0].0, ratios[$0].last!) }.joined(separator: ", "))
+            }
+        }
+        return candidates.indices.map { c in
+            let sorted = ratios[c].sorted()
+            let median = sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+            return Finalist(drafter: candidates[c].0, settings: candidates[c].1, ratios: ratios[c], medianRatio: median,
+                            identical: outputs[c + 1] == outputs[0])
+        }
+    }
+}
