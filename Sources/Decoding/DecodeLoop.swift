@@ -355,11 +355,7 @@ public final class DecodeLoop {
                 ratios[n, default: []].append(t / one)
             }
         }
-        func median(_ v: [Double]) -> Double {
-            let s = v.sorted()
-            return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
-        }
-        return rowCounts.map { ($0, median(times[$0]!), median(ratios[$0]!)) }
+        return rowCounts.map { ($0, SpeculationTuner.median(times[$0]!), SpeculationTuner.median(ratios[$0]!)) }
     }
 
     /// A batch size for this model from its pass-cost curve: the smallest n ≤ 32 whose throughput

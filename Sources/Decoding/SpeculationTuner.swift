@@ -132,6 +132,13 @@ public enum SpeculationTuner {
         return svg + "</svg>\n"
     }
 
+    /// The median (of measured times or ratios; the mean of the middle two for an even count).
+    public static func median(_ v: [Double]) -> Double {
+        precondition(!v.isEmpty)
+        let s = v.sorted()
+        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
+
     static func escape(_ s: String) -> String {
         s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
     }
@@ -166,10 +173,6 @@ extension SpeculationTuner {
             let start = clock.now
             model.run(plan, scratch: scratch, logits: logits)
             return (clock.now - start).seconds
-        }
-        func median(_ v: [Double]) -> Double {
-            let s = v.sorted()
-            return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
         }
         var layer: [Double] = [], head: [Double] = []
         for n in 1...maxRows {

@@ -254,10 +254,8 @@ struct TuneCommand: ParsableCommand {
             }
         }
         return candidates.indices.map { c in
-            let sorted = ratios[c].sorted()
-            let median = sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
-            return Finalist(drafter: candidates[c].0, settings: candidates[c].1, ratios: ratios[c], medianRatio: median,
-                            identical: outputs[c + 1] == outputs[0])
+            Finalist(drafter: candidates[c].0, settings: candidates[c].1, ratios: ratios[c], medianRatio: SpeculationTuner.median(ratios[c]),
+                     identical: outputs[c + 1] == outputs[0])
         }
     }
 }
