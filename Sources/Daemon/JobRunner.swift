@@ -164,7 +164,7 @@ public final class JobRunner: @unchecked Sendable {
             watch.add(job, cancelled: flight.cancelled, leaseLost: flight.leaseLost)
             let model = loaded.model
             let strategy: ConfiguredStrategy
-            do { strategy = try registry.make(job.spec.strategy, model: model) } catch {
+            do { strategy = try registry.make(job.spec.strategy, model: model, context: StrategyContext(tokenizer: loaded.tokenizer)) } catch {
                 return try close(flight, .failed, error: "strategy: \(error)")
             }
             var requests: [(Int, GenerationRequest)] = []
