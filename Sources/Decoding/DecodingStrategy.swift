@@ -77,7 +77,11 @@ public struct StrategyContext: Sendable {
     /// The ranking a pruned draft head of `model` keeps tokens by: the given one, else the
     /// tokenizer's merge order (ids past the model's vocabulary dropped), else token-id order.
     public func ranking(for model: ModelConfig) -> TokenRanking {
-        if let tokenRanking { return tokenRanking }
+        if let tokenRanking {
+            precondition(tokenRanking.vocabularySize == model.vocabSize,
+                         "a ranking of a \(tokenRanking.vocabularySize)-token vocabulary for a model of \(model.vocabSize)")
+            return tokenRanking
+        }
         guard let tokenizer else { return .tokenIdOrder(vocabularySize: model.vocabSize) }
         // Distinct and in range once the ids the model has no row for are dropped.
         return try! TokenRanking(tokenizer.mergeRanking.filter { $0 < model.vocabSize }, vocabularySize: model.vocabSize)

@@ -9,8 +9,8 @@ import Glibc
 ///
 /// Unsupported components are rejected when loading (with the JSON path of the component)
 /// rather than approximated. Immutable after `init` apart from an internal, locked word
-/// cache, so one instance can be shared between threads.
-// `@unchecked Sendable`: immutable after init; the word cache inside is locked (see above).
+/// cache and the merge ranking kept once computed, so one instance can be shared between threads.
+// `@unchecked Sendable`: immutable after init; the word cache and the ranking are locked (see above).
 public final class Tokenizer: @unchecked Sendable {
     /// Name used in error messages (the file path when loaded from a file).
     public let source: String

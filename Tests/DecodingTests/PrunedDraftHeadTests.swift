@@ -208,4 +208,46 @@ final class PrunedDraftHeadTests: XCTestCase {
             }
         }
     }
+
+    /// Sequences whose drafts read different heads (pruned or not, different K, int8) share the
+    /// passes of one decode loop: each gets the drafts, and so the drafted and accepted counts, of a
+    /// run of its own (the engine packs only rows of the same head copy into one product), and the
+    /// full model's tokens.
+    func testABatchMixingDraftHeadsGivesEachSequenceItsOwnDrafts() throws {
+        for name in Fixtures.models {
+            let model = try LlamaModel(directory: Fixtures.directory(name))
+            let ctx = try context(name)
+            let prompts = try Fixtures.expected(name).prompts
+            var specs: [StrategySpec] = []
+            for (vocab, precision) in [(16, nil), (nil, nil), (64, "int8-head"), (16, nil), (nil, "int8-head"), (64, nil)] as [(Int?, String?)] {
+                var s = spec(2, 3, vocab: vocab, precision: precision)
+                s.options["adaptive"] = .bool(false)
+                specs.append(s)
+            }
+            let n = 20
+            var alone: [(tokens: [Int], drafted: Int?, accepted: Int?)] = []
+            for (i, s) in specs.enumerated() {
+                let run = try generate(model, s, prompt: prompts[i % prompts.count].ids, maxNewTokens: n, minNewTokens: n, context: ctx)
+                alone.append((run.tokens, run.metrics.drafted, run.metrics.accepted))
+            }
+            let loop = DecodeLoop(model: model, caches: KVCachePool(config: model.config, budget: 1 << 26), maxBatch: specs.count)
+            var together: [Int: (tokens: [Int], drafted: Int?, accepted: Int?)] = [:]
+            for (i, s) in specs.enumerated() {
+                let request = GenerationRequest(prompt: prompts[i % prompts.count].ids, maxNewTokens: n, minNewTokens: n,
+                                                eosTokenIds: Set(model.config.eosTokenIds))
+                let output = GenerationOutput(request: request, tokenizer: nil)
+                loop.submit(request, strategy: try registry.make(s, model: model, context: ctx), output: output) {
+                    together[i] = (output.tokens, $0.metrics?.drafted, $0.metrics?.accepted)
+                }
+            }
+            loop.run()
+            for i in specs.indices {
+                let got = try XCTUnwrap(together[i])
+                XCTAssertEqual(got.tokens, alone[i].tokens, "\(name) sequence \(i)")
+                XCTAssertEqual(got.drafted, alone[i].drafted, "\(name) sequence \(i)")
+                XCTAssertEqual(got.accepted, alone[i].accepted, "\(name) sequence \(i) \(specs[i])")
+            }
+            XCTAssertNotEqual(alone[0].accepted, alone[1].accepted, "\(name): the heads' drafts differ, or the test proves nothing")
+        }
+    }
 }
