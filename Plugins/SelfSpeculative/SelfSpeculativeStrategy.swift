@@ -55,11 +55,19 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
         public var lookupNgram: Int?
         /// The most tokens one lookup proposes.
         public var lookupSpan: Int?
+        /// K (1...vocab_size): early-exit drafts score only the K most frequent tokens (the
+        /// context's `TokenRanking`: a corpus count, else the tokenizer's merge order, else id order;
+        /// the end-of-sequence ids always among them), through a copy of those rows of the LM head
+        /// in the draft head's precision — about K/vocab of the head's bytes per draft step.
+        /// Verification scores every token, so the output is unchanged. `"full"` or omitted: no
+        /// pruning. (K = vocab_size still reads a pruned copy: every row, in token order.)
+        public var draftVocab: ConfigValue?
         public static let keys = ["exit_layer", "speculations", "adaptive", "draft_confidence", "max_speculations", "draft_precision",
-                                  "drafter", "lookup_ngram", "lookup_span"]
+                                  "drafter", "lookup_ngram", "lookup_span", "draft_vocab"]
         public init(exitLayer: Int?, speculations: Int? = nil, adaptive: Bool? = nil, draftConfidence: Double? = nil,
                     maxSpeculations: Int? = nil, draftPrecision: String? = nil, drafter: String? = nil,
-                    lookupNgram: Int? = nil, lookupSpan: Int? = nil) {
+                    lookupNgram: Int? = nil, lookupSpan: Int? = nil, draftVocab: ConfigValue? = nil) {
+            self.draftVocab = draftVocab
             self.draftPrecision = draftPrecision
             self.exitLayer = exitLayer
             self.speculations = speculations
@@ -87,6 +95,8 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
         static let precisions = ["exact", "int8-head", "int8", "q4-head", "q4"]
         var head: WeightPrecision { WeightPrecision(rawValue: String((draftPrecision ?? "exact").prefix { $0 != "-" })) ?? .exact }
         var layers: WeightPrecision { draftPrecision.flatMap(WeightPrecision.init(rawValue:)) ?? .exact }
+        /// K of a pruned draft head; nil for the full head (`full`, or no `draft_vocab`).
+        var prunedVocabularySize: Int? { if case let .int(k) = draftVocab { return k } else { return nil } }
     }
 
     public static let name = "self-speculative"
@@ -96,10 +106,20 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
 
     let model: LlamaModel
     let configuration: Configuration
+    /// The tokens early-exit drafts score (`draft_vocab`); nil: all of them.
+    public let draftVocabulary: DraftVocabulary?
 
-    public init(configuration: Configuration, model: LlamaModel) {
+    /// `context.tokenRanking` (or the tokenizer's merge order) picks a pruned draft head's tokens.
+    public init(configuration: Configuration, model: LlamaModel, context: StrategyContext) {
         self.model = model
         self.configuration = configuration
+        draftVocabulary = configuration.prunedVocabularySize.map { k in
+            model.draftVocabulary(context.ranking(for: model.config).top(k, always: model.config.eosTokenIds))
+        }
+    }
+
+    public convenience init(configuration: Configuration, model: LlamaModel) {
+        self.init(configuration: configuration, model: model, context: StrategyContext())
     }
 
     public static func problems(_ c: Configuration, model: ModelConfig, path: String) -> [ConfigurationProblem] {
@@ -119,7 +139,8 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
         } else {
             // Lookup drafts come from the text: none of the early exit's settings means anything.
             let exitKeys: [(String, Bool)] = [("exit_layer", c.exitLayer != nil), ("speculations", c.speculations != nil),
-                                              ("adaptive", c.adaptive != nil), ("draft_precision", c.draftPrecision != nil)]
+                                              ("adaptive", c.adaptive != nil), ("draft_precision", c.draftPrecision != nil),
+                                              ("draft_vocab", c.draftVocab != nil)]
             for (key, present) in exitKeys where present {
                 problems.append(.init(path: "\(path).\(key)", expected: "only with drafter: early-exit or hybrid (lookup drafts use no exit)",
                                       found: "a value"))
@@ -148,6 +169,13 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
             problems.append(.init(path: "\(path).draft_precision", expected: "one of \(Configuration.precisions.joined(separator: ", "))",
                                   found: "\"\(precision)\""))
         }
+        switch c.draftVocab {
+        case nil, .string("full"): break
+        case let .int(k) where (1...model.vocabSize).contains(k): break
+        case let value?:
+            problems.append(.init(path: "\(path).draft_vocab", expected: "an integer in 1...\(model.vocabSize) (the model's vocabulary) or \"full\"",
+                                  found: value.description))
+        }
         if let conf = c.draftConfidence, !(conf >= 0 && conf <= 1) {
             problems.append(.init(path: "\(path).draft_confidence", expected: "a probability in [0, 1]", found: "\(conf)"))
         }
@@ -164,7 +192,7 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
 
     public func makeStepper(for request: GenerationRequest) -> SequenceStepper {
         Stepper(configuration: configuration, layerCount: model.layerCount, vocabSize: model.config.vocabSize,
-                sampling: !request.sampling.isGreedy,
+                sampling: !request.sampling.isGreedy, draftVocabulary: draftVocabulary,
                 draftsReadTheModelsWeights: model.weightsRead(by: configuration.layers) == model.weightsRead(by: .exact))
     }
 
@@ -183,6 +211,7 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
         let layerCount: Int
         let vocabSize: Int
         let reuseExitQueries: Bool
+        let draftVocabulary: DraftVocabulary?
         var rowsPerStep: Int { configuration.roundDrafts + 2 }
         var logitsRowsPerStep: Int { configuration.roundDrafts + 1 }
 
@@ -221,8 +250,10 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
 
         /// `draftsReadTheModelsWeights`: the drafted layers' states are the model's own (exact drafts,
         /// or a draft precision the model's format already is), so verification starts at layer E.
-        init(configuration: Configuration, layerCount: Int, vocabSize: Int, sampling: Bool, draftsReadTheModelsWeights: Bool) {
+        init(configuration: Configuration, layerCount: Int, vocabSize: Int, sampling: Bool, draftVocabulary: DraftVocabulary?,
+             draftsReadTheModelsWeights: Bool) {
             self.configuration = configuration
+            self.draftVocabulary = draftVocabulary
             self.layerCount = layerCount
             self.vocabSize = vocabSize
             exitLayer = configuration.kind.usesExit ? configuration.exitLayer ?? Configuration.untunedExit(layers: layerCount) : 0
@@ -275,7 +306,7 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
             for r in ranRows...k { sequence.embed(input(r, sequence), row: r) }
             if !verifying {
                 logitsRow = pass.add(rows: ranRows..<(k + 1), firstPosition: P + ranRows, layers: 0..<E, precision: configuration.layers,
-                                     head: k..<(k + 1), headPrecision: configuration.head)
+                                     head: k..<(k + 1), headPrecision: configuration.head, headVocabulary: draftVocabulary)
                 ranRows = k + 1
             } else if ranRows > 0 && reuseExitQueries {
                 // The newest input still needs layers 0..<E; then every row of the round goes on.

@@ -173,7 +173,7 @@ public final class JobRunner: @unchecked Sendable {
                 log.warning("runner: job \(job.id): cannot read the model's tune result (\(error))")
                 resolved = ResolvedStrategy.resolve(job.spec.strategy, tuning: nil)
             }
-            do { strategy = try registry.make(resolved.spec, model: model) } catch {
+            do { strategy = try registry.make(resolved.spec, model: model, context: StrategyContext(tokenizer: loaded.tokenizer)) } catch {
                 return try close(flight, .failed, error: "strategy (\(resolved.settings), from \(resolved.source)): \(error)")
             }
             var requests: [(Int, GenerationRequest)] = []

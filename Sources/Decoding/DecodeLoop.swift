@@ -568,16 +568,17 @@ public struct SequencePass {
 
     /// Adds rows `rows` of the sequence (its positions `firstPosition`...) through `layers`; the
     /// exit head runs on `head` (a sub-range of `rows`) after the whole pass. Returns the logits
-    /// row of `head.lowerBound`, for `SequenceLogits.row`.
+    /// row of `head.lowerBound`, for `SequenceLogits.row`. `headVocabulary`: the head scores only
+    /// its tokens (a pruned draft head; −infinity for the rest).
     @discardableResult
     public func add(rows: Range<Int>, firstPosition: Int, layers: Range<Int>, precision: WeightPrecision = .exact,
-                    head: Range<Int> = 0..<0, headPrecision: WeightPrecision = .exact) -> Int {
+                    head: Range<Int> = 0..<0, headPrecision: WeightPrecision = .exact, headVocabulary: DraftVocabulary? = nil) -> Int {
         precondition(head.isEmpty || (head.lowerBound >= rows.lowerBound && head.upperBound <= rows.upperBound))
         sequence.layerEvaluations += rows.count * layers.count
         return plan.add(cache: sequence.cache, hidden: sequence.row(rows.lowerBound), count: rows.count, firstPosition: firstPosition,
                         layers: layers, precision: precision,
                         headRows: head.isEmpty ? 0..<0 : (head.lowerBound - rows.lowerBound)..<(head.upperBound - rows.lowerBound),
-                        headPrecision: headPrecision)
+                        headPrecision: headPrecision, headVocabulary: head.isEmpty ? nil : headVocabulary)
     }
 
     /// CALM's fill: K/V of `layers` at `position` projected from row `row` (an exited state).

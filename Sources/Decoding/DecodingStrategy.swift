@@ -1,5 +1,6 @@
 import Engine
 import Foundation
+import Tokenization
 
 /// A configured strategy, ready for one model: it makes the per-sequence state machine of each
 /// prompt. Holds only configuration, so one serves any number of sequences at once.
@@ -59,6 +60,34 @@ public struct LoadAwareSpeculation: Sendable {
     }
 }
 
+/// What a strategy may use besides the model, from whoever loaded it (the daemon's model manager,
+/// a CLI command, a test). Everything is optional: a strategy that needs what is missing falls back.
+public struct StrategyContext: Sendable {
+    /// The model folder's tokenizer.
+    public var tokenizer: Tokenizer?
+    /// Token ids, most frequent first, counted on a corpus: the order a pruned draft head
+    /// (`draft_vocab`) keeps tokens in. nil: the tokenizer's merge order, else token-id order.
+    public var tokenRanking: TokenRanking?
+
+    public init(tokenizer: Tokenizer? = nil, tokenRanking: TokenRanking? = nil) {
+        self.tokenizer = tokenizer
+        self.tokenRanking = tokenRanking
+    }
+
+    /// The ranking a pruned draft head of `model` keeps tokens by: the given one, else the
+    /// tokenizer's merge order (ids past the model's vocabulary dropped), else token-id order.
+    public func ranking(for model: ModelConfig) -> TokenRanking {
+        if let tokenRanking {
+            precondition(tokenRanking.vocabularySize == model.vocabSize,
+                         "a ranking of a \(tokenRanking.vocabularySize)-token vocabulary for a model of \(model.vocabSize)")
+            return tokenRanking
+        }
+        guard let tokenizer else { return .tokenIdOrder(vocabularySize: model.vocabSize) }
+        // Distinct and in range once the ids the model has no row for are dropped.
+        return try! TokenRanking(tokenizer.mergeRanking.filter { $0 < model.vocabSize }, vocabularySize: model.vocabSize)
+    }
+}
+
 /// A decoding-strategy plugin. Each owns its typed configuration and validates it against the
 /// model's configuration (no weights needed, so job files can be checked before anything loads).
 public protocol DecodingStrategy: ConfiguredStrategy, SendableMetatype {
@@ -68,10 +97,15 @@ public protocol DecodingStrategy: ConfiguredStrategy, SendableMetatype {
     static var summary: String { get }
     static func problems(_ configuration: Configuration, model: ModelConfig, path: String) -> [ConfigurationProblem]
     init(configuration: Configuration, model: LlamaModel)
+    /// The strategy with what its caller knows besides the model (by default: nothing is used).
+    init(configuration: Configuration, model: LlamaModel, context: StrategyContext)
 }
 
 extension DecodingStrategy {
     public var strategyName: String { Self.name }
+    public init(configuration: Configuration, model: LlamaModel, context: StrategyContext) {
+        self.init(configuration: configuration, model: model)
+    }
 }
 
 /// A type-erased plugin entry for the registry.
@@ -80,7 +114,7 @@ public struct StrategyPlugin: Sendable {
     public let summary: String
     public let keys: [String]
     private let check: @Sendable ([String: ConfigValue], ModelConfig, String) -> [ConfigurationProblem]
-    private let build: @Sendable ([String: ConfigValue], LlamaModel, String) throws -> ConfiguredStrategy
+    private let build: @Sendable ([String: ConfigValue], LlamaModel, StrategyContext, String) throws -> ConfiguredStrategy
 
     public init<S: DecodingStrategy>(_ type: S.Type) {
         name = S.name
@@ -92,13 +126,13 @@ public struct StrategyPlugin: Sendable {
             case let .success(configuration): return S.problems(configuration, model: model, path: path)
             }
         }
-        build = { options, model, path in
+        build = { options, model, context, path in
             switch OptionsDecoder.decode(S.Configuration.self, from: options, path: path) {
             case let .failure(error): throw error
             case let .success(configuration):
                 let problems = S.problems(configuration, model: model.config, path: path)
                 if !problems.isEmpty { throw ConfigurationError(problems) }
-                return S(configuration: configuration, model: model)
+                return S(configuration: configuration, model: model, context: context)
             }
         }
     }
@@ -107,8 +141,9 @@ public struct StrategyPlugin: Sendable {
         check(options, model, path)
     }
 
-    public func make(_ options: [String: ConfigValue], model: LlamaModel, path: String = "strategy") throws -> ConfiguredStrategy {
-        try build(options, model, path)
+    public func make(_ options: [String: ConfigValue], model: LlamaModel, context: StrategyContext = StrategyContext(),
+                     path: String = "strategy") throws -> ConfiguredStrategy {
+        try build(options, model, context, path)
     }
 }
 
@@ -136,10 +171,11 @@ public struct StrategyRegistry: Sendable {
         return plugin.problems(spec.options, model: model, path: path)
     }
 
-    public func make(_ spec: StrategySpec, model: LlamaModel, path: String = "strategy") throws -> ConfiguredStrategy {
+    public func make(_ spec: StrategySpec, model: LlamaModel, context: StrategyContext = StrategyContext(),
+                     path: String = "strategy") throws -> ConfiguredStrategy {
         guard let plugin = plugin(named: spec.name) else {
             throw ConfigurationError(problems(spec, model: model.config, path: path))
         }
-        return try plugin.make(spec.options, model: model, path: path)
+        return try plugin.make(spec.options, model: model, context: context, path: path)
     }
 }

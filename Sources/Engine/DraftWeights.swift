@@ -127,6 +127,18 @@ public final class QuantizedMatrix: @unchecked Sendable {
         }
     }
 
+    /// Rows `tokens` of `source`, in that order, byte for byte (values and scales): a pruned head
+    /// of a quantised folder, whose rows are then exactly its full head's.
+    convenience init(rows tokens: [Int], of source: QuantizedMatrix) {
+        self.init(format: source.format, rows: tokens.count, cols: source.cols)
+        let valueRow = source.valueBytes / max(1, source.rows), scaleRow = source.scaleBytes / max(1, source.rows)
+        for (j, t) in tokens.enumerated() {
+            precondition(t >= 0 && t < source.rows)
+            (values + j * valueRow).copyMemory(from: source.values + t * valueRow, byteCount: valueRow)
+            (scales + j * scaleRow).copyMemory(from: source.scales + t * scaleRow, byteCount: scaleRow)
+        }
+    }
+
     /// y[t·ldy + o] = row t of x times row o of this matrix, t < n (ck_matmul_q8 / ck_matmul_q4).
     func multiply(_ x: UnsafePointer<Float>, ldx: Int, n: Int, into y: UnsafeMutablePointer<Float>, ldy: Int) {
         if format == .q4 {
@@ -247,12 +259,13 @@ extension LlamaModel {
     }
 
     /// Bytes held by the quantised copies made so far: a quantised model's own weights, plus what
-    /// draft precisions cost.
+    /// draft precisions and pruned draft heads cost.
     public var derivedByteCount: Int {
         derivedLock.lock()
         defer { derivedLock.unlock() }
         return derived.heads.values.reduce(0) { $0 + $1.byteCount }
             + derived.layers.values.reduce(0) { $0 + $1.values.reduce(0) { $0 + $1.byteCount } }
+            + derived.vocabularies.values.reduce(0) { $0 + $1.heads.values.reduce(0) { $0 + $1.byteCount } }
     }
 }
 
@@ -261,4 +274,6 @@ extension LlamaModel {
 final class DerivedWeights: @unchecked Sendable {
     var heads: [WeightFormat: QuantizedMatrix] = [:]
     var layers: [WeightFormat: [Int: QuantizedLayer]] = [:]
+    /// Draft vocabularies by their (ascending) token ids, each holding its pruned head copies.
+    var vocabularies: [[Int]: DraftVocabulary] = [:]
 }

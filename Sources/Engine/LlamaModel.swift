@@ -105,15 +105,16 @@ public final class LlamaModel: @unchecked Sendable {
 
     /// The exit head on rows `rows` of `h`: final RMSNorm, then the LM head, into logits rows
     /// firstRow..<firstRow + rows.count. The same head serves every exit layer (LayerSkip shares it). `h` is not
-    /// modified, so the pass can continue through deeper layers afterwards.
+    /// modified, so the pass can continue through deeper layers afterwards. `vocabulary`: score
+    /// only its tokens (−infinity elsewhere), through its copy of their head rows.
     public func exitLogits(_ h: Activations, rows: Range<Int>, into logits: Logits, at firstRow: Int = 0,
-                           head: WeightPrecision = .exact) {
+                           head: WeightPrecision = .exact, vocabulary: DraftVocabulary? = nil) {
         let n = rows.count
         precondition(n > 0 && rows.upperBound <= h.capacity && firstRow + n <= logits.capacity)
         h.plan.reset()
         h.plan.skipLogitsRows(firstRow)
         h.plan.add(cache: nil, hidden: h.hidden.pointer + rows.lowerBound * config.hiddenSize, count: n,
-                   firstPosition: 0, layers: 0..<0, headRows: 0..<n, headPrecision: head)
+                   firstPosition: 0, layers: 0..<0, headRows: 0..<n, headPrecision: head, headVocabulary: vocabulary)
         run(h.plan, scratch: h.scratch, logits: logits)
     }
 

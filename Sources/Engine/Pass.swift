@@ -24,6 +24,10 @@ public struct RowSegment {
     /// Rows of this segment whose exit-head logits the pass computes, after every layer has run.
     public let headRows: Range<Int>
     public let headPrecision: WeightPrecision
+    /// nil: the head scores every token. Otherwise only these (a pruned draft head): their logits
+    /// come from the copy of their head rows in `headPrecision`'s format, and every other entry of
+    /// the segment's logits rows is −infinity.
+    public let headVocabulary: DraftVocabulary?
     /// The pass logits row of `headRows.lowerBound`.
     public let firstLogitsRow: Int
 
@@ -71,16 +75,18 @@ public final class PassPlan {
     @discardableResult
     public func add(cache: KVCache?, hidden: UnsafeMutablePointer<Float>, count: Int, firstPosition: Int, layers: Range<Int>,
                     precision: WeightPrecision = .exact, keysAndValuesOnly: Bool = false,
-                    headRows: Range<Int> = 0..<0, headPrecision: WeightPrecision = .exact) -> Int {
+                    headRows: Range<Int> = 0..<0, headPrecision: WeightPrecision = .exact,
+                    headVocabulary: DraftVocabulary? = nil) -> Int {
         precondition(count > 0 && count <= freeRows, "segment of \(count) rows for a plan with \(freeRows) free")
         precondition(headRows.isEmpty || (headRows.lowerBound >= 0 && headRows.upperBound <= count), "head rows \(headRows) outside 0..<\(count)")
         precondition(headRows.count <= freeLogitsRows, "\(headRows.count) head rows for a plan with \(freeLogitsRows) free")
         precondition(!(keysAndValuesOnly && !headRows.isEmpty), "a K/V fill has no head rows")
         precondition(cache != nil || layers.isEmpty, "a segment that runs layers needs a cache")
+        precondition(headVocabulary == nil || !headRows.isEmpty, "a head vocabulary without head rows")
         let first = logitsRowCount
         segments.append(RowSegment(cache: cache, hidden: hidden, count: count, firstPosition: firstPosition, layers: layers,
                                    precision: precision, keysAndValuesOnly: keysAndValuesOnly, headRows: headRows,
-                                   headPrecision: headPrecision, firstLogitsRow: first))
+                                   headPrecision: headPrecision, headVocabulary: headVocabulary, firstLogitsRow: first))
         rowCount += count
         logitsRowCount += headRows.count
         return first
@@ -280,6 +286,8 @@ extension LlamaModel {
 
     /// The exit head (final RMSNorm + LM head) on every head row, into the logits rows the plan
     /// assigned (head rows in segment order, so consecutive segments' rows are consecutive).
+    /// Segments of one head copy (format and vocabulary) are packed into one product by the rule of
+    /// `run`; a pruned copy's K logits land in the first K entries of each row, then spread out.
     private func runHead(_ segments: [RowSegment], _ s: PassScratch, _ logits: Logits, uniformMax: Int) {
         let hd = config.hiddenSize
         let V = config.vocabSize
@@ -288,7 +296,7 @@ extension LlamaModel {
                        config.rmsNormEps, Int32(hd), Int32(seg.headRows.count), s.normed.pointer + seg.firstLogitsRow * hd)
         }
         var heads = ByFormat<QuantizedMatrix>()
-        for seg in segments where !seg.headRows.isEmpty {
+        for seg in segments where !seg.headRows.isEmpty && seg.headVocabulary == nil {
             let f = weightsRead(by: seg.headPrecision)
             if f != .stored, heads[f] == nil { heads[f] = quantizedHead(f) }
         }
@@ -303,7 +311,7 @@ extension LlamaModel {
                     let next = segments[b]
                     if next.headRows.isEmpty { b += 1; continue }
                     guard next.headRows.count <= uniformMax, weightsRead(by: next.headPrecision) == weightsRead(by: first.headPrecision),
-                          n + next.headRows.count <= uniformMax else { break }
+                          next.headVocabulary === first.headVocabulary, n + next.headRows.count <= uniformMax else { break }
                     n += next.headRows.count
                     b += 1
                 }
@@ -311,7 +319,10 @@ extension LlamaModel {
             let row = first.firstLogitsRow
             let x = s.normed.pointer + row * hd
             let y = logits.values.pointer + row * V
-            if let q = heads[weightsRead(by: first.headPrecision)] {
+            if let vocabulary = first.headVocabulary {
+                prunedHead(vocabulary, weightsRead(by: first.headPrecision)).multiply(x, ldx: hd, n: n, into: y, ldy: V)
+                for r in 0..<n { vocabulary.scatter(y + r * V, vocabularySize: V) }
+            } else if let q = heads[weightsRead(by: first.headPrecision)] {
                 q.multiply(x, ldx: hd, n: n, into: y, ldy: V)
             } else {
                 let m = weights.lmHead

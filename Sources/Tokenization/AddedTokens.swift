@@ -138,6 +138,8 @@ struct AddedVocabulary {
 
     var hasNormalizedTokens: Bool { !normalizedMatcher.isEmpty }
     var maxId: Int? { entries.keys.max() }
+    /// Every added token's id, ascending.
+    var ids: [Int] { entries.keys.sorted() }
 
     func token(of id: Int) -> String? { entries[id]?.reported }
     func id(of content: String) -> Int? { idByContent[ExactKey(content)] }

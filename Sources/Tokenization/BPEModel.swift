@@ -89,6 +89,19 @@ final class BPEModel: @unchecked Sendable {
         merges = try Self.parseMerges(try node.optionalField("merges"), vocab: vocab, prefix: prefix)
     }
 
+    /// Ids the merges produce, each once, in the order of the first merge that produces it.
+    func mergeProducts() -> [Int] {
+        var byRank = merges.values.map { (rank: Int($0 >> 32), id: Int(UInt32(truncatingIfNeeded: $0))) }
+        byRank.sort { $0.rank < $1.rank }
+        var seen = Set<Int>()
+        return byRank.compactMap { seen.insert($0.id).inserted ? $0.id : nil }
+    }
+
+    /// Whether `id` is one of the "<0xNN>" tokens that byte fallback spells bytes with.
+    func isByteToken(_ id: Int) -> Bool {
+        byteFallback && byteIds.contains(Int32(id))
+    }
+
     /// "<0xE4>": the spelling of byte-fallback tokens (two upper-case hex digits).
     static func byteTokenName(_ byte: UInt8) -> String {
         let hex = Array("0123456789ABCDEF".unicodeScalars)

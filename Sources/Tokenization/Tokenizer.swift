@@ -9,8 +9,8 @@ import Glibc
 ///
 /// Unsupported components are rejected when loading (with the JSON path of the component)
 /// rather than approximated. Immutable after `init` apart from an internal, locked word
-/// cache, so one instance can be shared between threads.
-// `@unchecked Sendable`: immutable after init; the word cache inside is locked (see above).
+/// cache and the merge ranking kept once computed, so one instance can be shared between threads.
+// `@unchecked Sendable`: immutable after init; the word cache and the ranking are locked (see above).
 public final class Tokenizer: @unchecked Sendable {
     /// Name used in error messages (the file path when loaded from a file).
     public let source: String
@@ -190,6 +190,30 @@ public final class Tokenizer: @unchecked Sendable {
         guard let token = token(of: id) else { return false }
         return added.isSpecial(content: token)
     }
+
+    /// Every token id, ranked by the merge order: a stand-in for frequency where no corpus was
+    /// counted, since BPE training merges the most frequent pair first, so a token produced by an
+    /// earlier merge is (roughly) a more frequent one. First the alphabet (the model's tokens that
+    /// no merge produces and that are not added tokens, plus byte-fallback "<0xNN>" tokens however
+    /// a file lists them), by id; then each merge's product, by the index of the first merge that
+    /// produces it; then the added tokens (special tokens and any others), by id. Ids with no token
+    /// at all are left out. Computed once, then kept (the 280k merges of Llama 3 take a while).
+    public var mergeRanking: [Int] {
+        rankingLock.lock()
+        defer { rankingLock.unlock() }
+        if let cachedRanking { return cachedRanking }
+        let listed = Set(added.ids)
+        func isAdded(_ id: Int) -> Bool { listed.contains(id) && !model.isByteToken(id) }
+        let products = model.mergeProducts().filter { !isAdded($0) }
+        let produced = Set(products)
+        let alphabet = model.idToToken.indices.filter { model.idToToken[$0] != nil && !produced.contains($0) && !isAdded($0) }
+        let ranking = alphabet + products + added.ids.filter(isAdded)
+        cachedRanking = ranking
+        return ranking
+    }
+
+    private let rankingLock = NSLock()
+    private var cachedRanking: [Int]?
 
     public func makeStreamingDecoder(skipSpecialTokens: Bool = false) -> StreamingDecoder {
         StreamingDecoder(tokenizer: self, skipSpecialTokens: skipSpecialTokens)

@@ -42,9 +42,25 @@ final class ConfigurationTests: XCTestCase {
                         "strategy.lookup_span: expected an integer in 1...64, found 65"])
     }
 
+    func testDraftVocabulary() {
+        XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "draft_vocab": .int(1)]), [])
+        XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "draft_vocab": .int(512)]), [])
+        XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "draft_vocab": .string("full")]), [])
+        XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "draft_vocab": .int(513), "draft_precision": .string("int8-head")]),
+                       ["strategy.draft_vocab: expected an integer in 1...512 (the model's vocabulary) or \"full\", found the integer 513"])
+        XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "draft_vocab": .int(0)]),
+                       ["strategy.draft_vocab: expected an integer in 1...512 (the model's vocabulary) or \"full\", found the integer 0"])
+        XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "draft_vocab": .string("half")]),
+                       ["strategy.draft_vocab: expected an integer in 1...512 (the model's vocabulary) or \"full\", found the string \"half\""])
+        XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "draft_vocab": .double(0.5)]),
+                       ["strategy.draft_vocab: expected an integer in 1...512 (the model's vocabulary) or \"full\", found the number 0.5"])
+        XCTAssertEqual(problems("self-speculative", ["drafter": .string("lookup"), "draft_vocab": .int(64)]),
+                       ["strategy.draft_vocab: expected only with drafter: early-exit or hybrid (lookup drafts use no exit), found a value"])
+    }
+
     func testUnknownKeysAndStrategies() {
         XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "speculation": .int(3)]),
-                       ["strategy.speculation: expected one of exit_layer, speculations, adaptive, draft_confidence, max_speculations, draft_precision, drafter, lookup_ngram, lookup_span, found an unknown key"])
+                       ["strategy.speculation: expected one of exit_layer, speculations, adaptive, draft_confidence, max_speculations, draft_precision, drafter, lookup_ngram, lookup_span, draft_vocab, found an unknown key"])
         XCTAssertEqual(problems("autoregressive", ["exit_layer": .int(2)]),
                        ["strategy.exit_layer: expected no options, found an unknown key"])
         XCTAssertEqual(problems("medusa", [:]),

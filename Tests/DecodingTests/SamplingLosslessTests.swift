@@ -4,17 +4,9 @@ import Engine
 import Foundation
 import XCTest
 
-/// Self-speculative sampling must draw from exactly the full model's distribution. The test
-/// enumerates the exact distribution of the first three tokens under the full model (top-k 3,
-/// so 27 sequences), then checks seeded self-speculative runs against it with a chi-square
-/// goodness-of-fit test. Autoregressive sampling is checked the same way as a control.
-///
-/// The test was seen to fail when the rule was broken while writing it (df 26, bound 50.4):
-/// resampling from p instead of normalize(max(0, p − q)) after a rejection gave chi-square 298
-/// (E=1, d=2) and 338 (E=2, d=3); accepting every draft (ignoring min(1, p/q)) produced sequences
-/// outside the full model's top-k support (chi-square > 1e9). The correct rule gave 21 and 34,
-/// autoregressive sampling 24.
-final class SamplingLosslessTests: XCTestCase {
+/// The exact distribution of the first `steps` tokens under the full model and the chi-square
+/// test against it (SamplingLosslessTests below; PrunedDraftHeadTests).
+struct ExactSamplingCheck {
     let sampling = SamplingParameters(temperature: 1.5, topK: 3, topP: 1)
     let steps = 3
 
@@ -58,6 +50,27 @@ final class SamplingLosslessTests: XCTestCase {
         for (sequence, c) in counts where exact[sequence] == nil { chi += Double(c) * 1e6 }
         return chi
     }
+}
+
+/// Self-speculative sampling must draw from exactly the full model's distribution. The test
+/// enumerates the exact distribution of the first three tokens under the full model (top-k 3,
+/// so 27 sequences), then checks seeded self-speculative runs against it with a chi-square
+/// goodness-of-fit test. Autoregressive sampling is checked the same way as a control.
+///
+/// The test was seen to fail when the rule was broken while writing it (df 26, bound 50.4):
+/// resampling from p instead of normalize(max(0, p − q)) after a rejection gave chi-square 298
+/// (E=1, d=2) and 338 (E=2, d=3); accepting every draft (ignoring min(1, p/q)) produced sequences
+/// outside the full model's top-k support (chi-square > 1e9). The correct rule gave 21 and 34,
+/// autoregressive sampling 24.
+final class SamplingLosslessTests: XCTestCase {
+    let check = ExactSamplingCheck()
+    var sampling: SamplingParameters { check.sampling }
+    var steps: Int { check.steps }
+    func exactDistribution(_ model: LlamaModel, prompt: [Int]) -> [[Int]: Double] { check.exactDistribution(model, prompt: prompt) }
+    func chiSquareBound(_ exact: [[Int]: Double], file: StaticString = #filePath, line: UInt = #line) -> (Double, Double) {
+        check.chiSquareBound(exact, file: file, line: line)
+    }
+    func chiSquare(_ counts: [[Int]: Int], _ exact: [[Int]: Double], samples: Int) -> Double { check.chiSquare(counts, exact, samples: samples) }
 
     func sampleCounts(_ model: LlamaModel, _ spec: StrategySpec, prompt: [Int], samples: Int) throws -> [[Int]: Int] {
         var counts: [[Int]: Int] = [:]

@@ -10,9 +10,10 @@ let registry = StrategyRegistry([AutoregressiveStrategy.plugin, EarlyExitStrateg
 
 /// Runs one generation with a strategy spec on a model; returns tokens, text and metrics.
 func generate(_ model: LlamaModel, _ spec: StrategySpec, prompt: [Int], maxNewTokens: Int, minNewTokens: Int = 0,
-              sampling: SamplingParameters = .greedy, stop: [String] = [], tokenizer: Tokenizer? = nil)
+              sampling: SamplingParameters = .greedy, stop: [String] = [], tokenizer: Tokenizer? = nil,
+              context: StrategyContext = StrategyContext())
     throws -> (tokens: [Int], text: String, metrics: GenerationMetrics) {
-    let strategy = try registry.make(spec, model: model)
+    let strategy = try registry.make(spec, model: model, context: context)
     let request = GenerationRequest(prompt: prompt, maxNewTokens: maxNewTokens, minNewTokens: minNewTokens, sampling: sampling,
                                     stopStrings: stop, eosTokenIds: Set(model.config.eosTokenIds))
     let output = GenerationOutput(request: request, tokenizer: tokenizer)

@@ -150,3 +150,104 @@ final class Int8KernelTests: XCTestCase {
         }
     }
 }
+
+/// A pruned draft head (`DraftVocabulary`): its logits for its K tokens are the full head's
+/// logits for those tokens, bit for bit, in every head format, and −infinity for every other
+/// token. Bit for bit because each kernel's output row is one weight row's dot products with x, in
+/// an order that depends on neither the row's index nor the matrix's row count (ckernels.h: n ≤
+/// ck_matmul_row_independent_max(); ck_q8.h, ck_q4.h likewise), and the pruned copy's rows are the
+/// full copy's rows (the same stored rows, quantised by the same per-row rule).
+final class PrunedHeadTests: XCTestCase {
+    /// Rows leaving layer E−1 of every prompt position, as a draft's head sees them.
+    func draftStates(_ model: LlamaModel, _ ids: [Int], exit: Int) -> Activations {
+        let h = model.makeActivations(capacity: ids.count)
+        let cache = model.makeCache(capacity: ids.count)
+        model.embed(ids, into: h)
+        model.forward(h, layers: 0..<exit, positions: 0..<ids.count, cache: cache)
+        return h
+    }
+
+    /// Stored weights, int8 quantised at load, and a q4 folder as `layerskip quantize` writes it
+    /// (whose pruned copies are its own head's rows, or those requantised).
+    func testPrunedLogitsAreTheFullHeadsForItsTokensAndMinusInfinityElsewhere() throws {
+        var rng = SplitMix64(seed: 3)
+        let temp = FileManager.default.temporaryDirectory.appendingPathComponent("layerskip-pruned-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: temp) }
+        for name in Fixtures.models {
+            let folder = temp.appendingPathComponent(name)
+            try LlamaModel(directory: Fixtures.directory(name), format: .q4).writeQuantizedFolder(to: folder)
+            for format in ["stored", "int8", "q4 folder"] {
+                let model = format == "q4 folder" ? try LlamaModel(directory: folder)
+                    : try LlamaModel(directory: Fixtures.directory(name), format: WeightFormat(rawValue: format)!)
+                let V = model.config.vocabSize
+                let ids = Array(try Fixtures.expected(name).prompts[0].ids.prefix(3))
+                let n = ids.count
+                // A random subset, the first and the last id alone, a set with a gap at each end, every id.
+                let random = (0..<V).filter { _ in rng.next() % 5 == 0 }
+                for tokens in [random, [0], [V - 1], Array(1..<(V - 1)), Array(0..<V)] {
+                    let vocabulary = model.draftVocabulary(tokens)
+                    let inSet = Set(tokens)
+                    for precision in WeightPrecision.allCases {
+                        let h = draftStates(model, ids, exit: 2)
+                        let full = model.makeLogits(capacity: n), pruned = model.makeLogits(capacity: n)
+                        model.exitLogits(h, rows: 0..<n, into: full, head: precision)
+                        model.exitLogits(h, rows: 0..<n, into: pruned, head: precision, vocabulary: vocabulary)
+                        for r in 0..<n {
+                            let f = full.row(r), p = pruned.row(r)
+                            var mismatches = 0, leaks = 0
+                            for t in 0..<V {
+                                if inSet.contains(t) {
+                                    if p[t].bitPattern != f[t].bitPattern { mismatches += 1 }
+                                } else if p[t] != -.infinity {
+                                    leaks += 1
+                                }
+                            }
+                            let label = "\(name) \(format) head \(precision), K \(tokens.count), row \(r)"
+                            XCTAssertEqual(mismatches, 0, "\(label): logits that differ from the full head's")
+                            XCTAssertEqual(leaks, 0, "\(label): tokens outside the set that are not −infinity")
+                            XCTAssertTrue(f.allSatisfy(\.isFinite), label)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One object per token set (so jobs share its copies), and each copy costs its K rows only.
+    func testVocabulariesAreSharedAndCopiesCostTheirRows() throws {
+        let name = "tiny-spm-mha-bf16-sharded"
+        let model = try LlamaModel(directory: Fixtures.directory(name))
+        let c = model.config
+        let tokens = [2, 5, 40, 41, 599]
+        let a = model.draftVocabulary(tokens), b = model.draftVocabulary(tokens)
+        XCTAssertTrue(a === b)
+        XCTAssertFalse(a === model.draftVocabulary([2, 5, 40, 41]))
+        let before = model.derivedByteCount
+        let h = draftStates(model, Array(try Fixtures.expected(name).prompts[0].ids.prefix(1)), exit: 1)
+        let logits = model.makeLogits()
+        model.exitLogits(h, rows: 0..<1, into: logits, vocabulary: a)
+        // bf16 rows: 2 bytes a weight.
+        XCTAssertEqual(model.derivedByteCount - before, tokens.count * c.hiddenSize * 2)
+        model.exitLogits(h, rows: 0..<1, into: logits, head: .int8, vocabulary: a)
+        XCTAssertEqual(model.derivedByteCount - before, tokens.count * c.hiddenSize * 2 + tokens.count * (c.hiddenSize + 4))
+        model.exitLogits(h, rows: 0..<1, into: logits, head: .int8, vocabulary: b)
+        XCTAssertEqual(model.derivedByteCount - before, tokens.count * c.hiddenSize * 2 + tokens.count * (c.hiddenSize + 4), "made once")
+    }
+
+    /// The ranking's choice of K tokens: the end-of-sequence ids always, counted in K, the best-ranked
+    /// others after them, ids the ranking leaves out by id; and a bad explicit ranking names its entry.
+    func testTopKOfARanking() throws {
+        let ranking = try TokenRanking([7, 3, 9, 1], vocabularySize: 10)
+        XCTAssertEqual(ranking.top(3, always: [5]), [3, 5, 7])
+        XCTAssertEqual(ranking.top(2, always: [3]), [3, 7], "an end-of-sequence id already ranked is not counted twice")
+        XCTAssertEqual(ranking.top(6, always: []), [0, 1, 2, 3, 7, 9], "unranked ids follow, by id")
+        XCTAssertEqual(ranking.top(1, always: [4, 8]), [4, 7, 8], "one token beyond the end-of-sequence ids whatever K")
+        XCTAssertEqual(ranking.top(10, always: [4]), Array(0..<10))
+        XCTAssertThrowsError(try TokenRanking([1, 2, 1], vocabularySize: 10)) { error in
+            XCTAssertEqual("\(error)", "ranking[2]: token id 1 listed twice")
+        }
+        XCTAssertThrowsError(try TokenRanking([1, 10], vocabularySize: 10)) { error in
+            XCTAssertEqual("\(error)", "ranking[1]: token id 10 outside the vocabulary (expected 0..<10)")
+        }
+    }
+}

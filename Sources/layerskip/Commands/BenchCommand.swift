@@ -193,7 +193,7 @@ struct BenchCommand: ParsableCommand {
             return ids
         })
 
-        let generators = try specs.map { try Strategies.registry.make($0, model: llama) }
+        let generators = try specs.map { try Strategies.registry.make($0, model: llama, context: StrategyContext(tokenizer: tokenizer)) }
         let sampling = SamplingParameters(temperature: temperature, seed: temperature > 0 ? 1 : nil)
         let capacity = promptIds.map(\.count).max()! + newTokens + 80
         let sequences = batch ?? 1

@@ -41,6 +41,9 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Self-speculative: weights the drafts read — exact | int8-head | int8 (verification is always exact).")
     var draftPrecision: String?
 
+    @Option(help: "Self-speculative: early-exit drafts score only the K most frequent tokens (by the tokenizer's merge order; end of sequence always among them), through a copy of those LM-head rows — K in 1 ... vocab size, or full (the default). Verification scores every token.")
+    var draftVocab: String?
+
     @Option(help: "Self-speculative: where drafts come from — early-exit | lookup (the text itself: what followed the newest tokens before; needs no --exit-layer) | hybrid (lookup, then early exit; the default).")
     var drafter: String?
 
@@ -110,6 +113,7 @@ struct GenerateCommand: ParsableCommand {
         if let speculations { options["speculations"] = .int(speculations) }
         if adaptive { options["adaptive"] = .bool(true) }
         if let draftPrecision { options["draft_precision"] = .string(draftPrecision) }
+        if let draftVocab { options["draft_vocab"] = Int(draftVocab).map(ConfigValue.int) ?? .string(draftVocab) }
         if let drafter { options["drafter"] = .string(drafter) }
         if let lookupNgram { options["lookup_ngram"] = .int(lookupNgram) }
         if let lookupSpan { options["lookup_span"] = .int(lookupSpan) }
@@ -132,7 +136,7 @@ struct GenerateCommand: ParsableCommand {
         }
         let tokenizer = try Tokenizer(contentsOf: directory.appendingPathComponent("tokenizer.json"))
         let llama = try WeightsOption.load(directory, weights: weights)
-        let generator = try Strategies.registry.make(spec, model: llama)
+        let generator = try Strategies.registry.make(spec, model: llama, context: StrategyContext(tokenizer: tokenizer))
 
         let texts = try allPrompts()
         var requests: [GenerationRequest] = []
