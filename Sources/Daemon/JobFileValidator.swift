@@ -116,7 +116,7 @@ public enum JobFileValidator {
         }
         let spec = JobSpec(name: name, model: model, strategy: strategy, maxNewTokens: maxNew, minNewTokens: minNew,
                            sampling: sampling ?? .greedy, stop: stop, priority: priority, maxAttempts: maxAttempts,
-                           prompts: prompts, promptsFile: promptsFile)
+                           prompts: prompts, promptsFile: promptsFile, strategyIsDefault: map["strategy"] == nil ? true : nil)
         let key = DaemonConfig.modelKey(model: model, directory: directory, models: context.models, weights: context.modelWeights)
         return .success(ResolvedJob(spec: spec, modelDirectory: directory, modelLayers: config.layerCount, modelKey: key))
     }

@@ -167,11 +167,11 @@ public final class JobRunner: @unchecked Sendable {
             let resolved: ResolvedStrategy
             do {
                 let tuning = try loaded.tuningKey.flatMap { try store.tuning(modelKey: $0) }
-                resolved = ResolvedStrategy.resolve(job.spec.strategy, tuning: tuning)
+                resolved = ResolvedStrategy.resolve(job.spec.strategy, strategyIsDefault: job.spec.strategyIsDefault ?? false, tuning: tuning)
             } catch {
                 // Without the tune result the job still runs, on the untuned defaults.
                 log.warning("runner: job \(job.id): cannot read the model's tune result (\(error))")
-                resolved = ResolvedStrategy.resolve(job.spec.strategy, tuning: nil)
+                resolved = ResolvedStrategy.resolve(job.spec.strategy, strategyIsDefault: job.spec.strategyIsDefault ?? false, tuning: nil)
             }
             do { strategy = try registry.make(resolved.spec, model: model, context: StrategyContext(tokenizer: loaded.tokenizer)) } catch {
                 return try close(flight, .failed, error: "strategy (\(resolved.settings), from \(resolved.source)): \(error)")

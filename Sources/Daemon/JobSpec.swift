@@ -47,6 +47,10 @@ public struct JobSpec: Codable, Equatable, Sendable {
     /// Inline prompts, or those read from `prompts_file` at intake.
     public var prompts: [PromptSpec]
     public var promptsFile: String?
+    /// The job named no strategy (a YAML job without `strategy:`, an OpenAI batch file): it runs
+    /// the model's tuned self-speculation where `layerskip tune` found one faster than
+    /// autoregressive decoding, else `defaultStrategy`. nil in jobs stored before this existed.
+    public var strategyIsDefault: Bool? = nil
 
     public static let keys = ["name", "model", "strategy", "max_new_tokens", "min_new_tokens", "sampling", "stop",
                               "priority", "max_attempts", "prompts", "prompts_file"]
@@ -57,6 +61,60 @@ public struct JobSpec: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey {
         case name, model, strategy, maxNewTokens = "max_new_tokens", minNewTokens = "min_new_tokens", sampling, stop
         case priority, maxAttempts = "max_attempts", prompts, promptsFile = "prompts_file"
+    }
+
+    // A job that named no strategy is written without one (in the job store and in the file
+    // `submit` spools, which the daemon validates again as a job file): reading it back gives the
+    // default strategy and `strategyIsDefault` again.
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(name, forKey: .name)
+        try c.encode(model, forKey: .model)
+        if strategyIsDefault != true { try c.encode(strategy, forKey: .strategy) }
+        try c.encode(maxNewTokens, forKey: .maxNewTokens)
+        try c.encode(minNewTokens, forKey: .minNewTokens)
+        try c.encode(sampling, forKey: .sampling)
+        try c.encode(stop, forKey: .stop)
+        try c.encode(priority, forKey: .priority)
+        try c.encodeIfPresent(maxAttempts, forKey: .maxAttempts)
+        try c.encode(prompts, forKey: .prompts)
+        try c.encodeIfPresent(promptsFile, forKey: .promptsFile)
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decodeIfPresent(String.self, forKey: .name)
+        model = try c.decode(String.self, forKey: .model)
+        if let named = try c.decodeIfPresent(StrategySpec.self, forKey: .strategy) {
+            strategy = named
+        } else {
+            strategy = JobSpec.defaultStrategy
+            strategyIsDefault = true
+        }
+        maxNewTokens = try c.decode(Int.self, forKey: .maxNewTokens)
+        minNewTokens = try c.decode(Int.self, forKey: .minNewTokens)
+        sampling = try c.decode(SamplingParameters.self, forKey: .sampling)
+        stop = try c.decode([String].self, forKey: .stop)
+        priority = try c.decode(Int.self, forKey: .priority)
+        maxAttempts = try c.decodeIfPresent(Int.self, forKey: .maxAttempts)
+        prompts = try c.decode([PromptSpec].self, forKey: .prompts)
+        promptsFile = try c.decodeIfPresent(String.self, forKey: .promptsFile)
+    }
+
+    public init(name: String?, model: String, strategy: StrategySpec, maxNewTokens: Int, minNewTokens: Int, sampling: SamplingParameters,
+                stop: [String], priority: Int, maxAttempts: Int?, prompts: [PromptSpec], promptsFile: String?, strategyIsDefault: Bool? = nil) {
+        self.name = name
+        self.model = model
+        self.strategy = strategy
+        self.maxNewTokens = maxNewTokens
+        self.minNewTokens = minNewTokens
+        self.sampling = sampling
+        self.stop = stop
+        self.priority = priority
+        self.maxAttempts = maxAttempts
+        self.prompts = prompts
+        self.promptsFile = promptsFile
+        self.strategyIsDefault = strategyIsDefault
     }
 }
 

@@ -193,6 +193,7 @@ enum Migrations {
               tuned_at REAL NOT NULL,
               machine TEXT NOT NULL,
               settings TEXT NOT NULL,
+              speedup REAL NOT NULL,
               report TEXT NOT NULL
             );
             """, postgresql: """
@@ -203,6 +204,7 @@ enum Migrations {
               tuned_at DOUBLE PRECISION NOT NULL,
               machine TEXT NOT NULL,
               settings TEXT NOT NULL,
+              speedup DOUBLE PRECISION NOT NULL,
               report TEXT NOT NULL
             );
             """),

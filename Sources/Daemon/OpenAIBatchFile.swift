@@ -224,7 +224,7 @@ public enum OpenAIBatchFile {
             guard problems.isEmpty, let model, let (directory, config) = resolved else { return .failure(ConfigurationError(problems)) }
             let spec = JobSpec(name: nil, model: model.name, strategy: strategy, maxNewTokens: OpenAIBatchFile.defaultMaxTokens,
                                minNewTokens: 0, sampling: OpenAIBatchFile.defaultSampling, stop: [], priority: 0, maxAttempts: nil,
-                               prompts: prompts, promptsFile: nil)
+                               prompts: prompts, promptsFile: nil, strategyIsDefault: true)
             let key = DaemonConfig.modelKey(model: model.name, directory: directory, models: context.models, weights: context.modelWeights)
             return .success(ResolvedJob(spec: spec, modelDirectory: directory, modelLayers: config.layerCount, modelKey: key))
         }

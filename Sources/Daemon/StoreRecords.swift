@@ -188,6 +188,7 @@ struct TuningRow: Decodable, FetchableRecord {
     var machine: String
     /// JSON object of strategy options (`exit_layer`, `speculations`, `drafter`, …).
     var settings: String
+    var speedup: Double
     /// JSON: what was measured (the E × d grid, the finalists' speeds).
     var report: String
 }

@@ -16,17 +16,22 @@ public struct TuningRecord: Codable, Sendable, Equatable {
     /// Strategy options: `exit_layer`, `speculations` (the best early-exit point), `drafter`,
     /// `lookup_span` and any other the tuner chose.
     public var settings: [String: ConfigValue]
+    /// The settings' speed ÷ autoregressive decoding's: measured (the chosen finalist's median),
+    /// or predicted when tune ran no finalists. Jobs that name no strategy use the settings only
+    /// when this is above 1.
+    public var speedup: Double
     /// JSON of what was measured.
     public var report: String
 
     public init(modelKey: String, model: String, weights: String, tunedAt: Date, machine: String,
-                settings: [String: ConfigValue], report: String) {
+                settings: [String: ConfigValue], speedup: Double, report: String) {
         self.modelKey = modelKey
         self.model = model
         self.weights = weights
         self.tunedAt = tunedAt
         self.machine = machine
         self.settings = settings
+        self.speedup = speedup
         self.report = report
     }
 }
@@ -37,10 +42,10 @@ extension JobStore {
         let settings = String(decoding: try JSONEncoder.sorted.encode(t.settings), as: UTF8.self)
         try write { db in
             try db.execute("""
-                INSERT INTO tunings (model_key, model, weights, tuned_at, machine, settings, report) VALUES (?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO tunings (model_key, model, weights, tuned_at, machine, settings, speedup, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (model_key) DO UPDATE SET model = excluded.model, weights = excluded.weights, tuned_at = excluded.tuned_at,
-                  machine = excluded.machine, settings = excluded.settings, report = excluded.report
-                """, [t.modelKey, t.model, t.weights, t.tunedAt.timeIntervalSince1970, t.machine, settings, t.report])
+                  machine = excluded.machine, settings = excluded.settings, speedup = excluded.speedup, report = excluded.report
+                """, [t.modelKey, t.model, t.weights, t.tunedAt.timeIntervalSince1970, t.machine, settings, t.speedup, t.report])
         }
     }
 
@@ -60,7 +65,7 @@ extension JobStore {
             throw StoreError.corrupt("tuning \(row.modelKey) has unreadable tunings.settings")
         }
         return TuningRecord(modelKey: row.modelKey, model: row.model, weights: row.weights, tunedAt: Date(timeIntervalSince1970: row.tunedAt),
-                            machine: row.machine, settings: settings, report: row.report)
+                            machine: row.machine, settings: settings, speedup: row.speedup, report: row.report)
     }
 }
 
@@ -123,7 +128,19 @@ public struct ResolvedStrategy: Sendable, Equatable {
     /// settings for every key the job did not set. Where tune found lookup drafting fastest but
     /// the job set early-exit keys (`speculations`, `adaptive`, `draft_precision`), the job keeps
     /// its exit drafts and takes tune's best exit.
-    public static func resolve(_ spec: StrategySpec, tuning: TuningRecord?) -> ResolvedStrategy {
+    ///
+    /// A job that named no strategy (`strategyIsDefault`) runs the tune result's self-speculation
+    /// when it measured faster than autoregressive decoding, else its default strategy.
+    public static func resolve(_ spec: StrategySpec, strategyIsDefault: Bool = false, tuning: TuningRecord?) -> ResolvedStrategy {
+        if strategyIsDefault {
+            guard let tuning, tuning.speedup > 1 else {
+                return ResolvedStrategy(spec: spec, source: tuning == nil ? "default (the model has no tune result)"
+                                                                           : "default (tune found nothing faster than \(spec.name))")
+            }
+            var resolved = resolve(StrategySpec(name: "self-speculative"), tuning: tuning)
+            resolved.source += String(format: ", %.2f× autoregressive; the job named no strategy", tuning.speedup)
+            return resolved
+        }
         let exitKeys = ["speculations", "adaptive", "draft_precision", "draft_confidence", "max_speculations"]
         guard spec.name == "self-speculative", spec.options["exit_layer"] == nil, spec.options["drafter"] != .string("lookup") else {
             return ResolvedStrategy(spec: spec, source: "job file")

@@ -323,12 +323,13 @@ class JobStoreTests: XCTestCase {
         XCTAssertNil(try store.tuning(modelKey: "abc@stored"))
         let first = TuningRecord(modelKey: "abc@stored", model: "/models/a", weights: "stored", tunedAt: Date(timeIntervalSince1970: 1_800_000_000),
                                  machine: "AMD EPYC, 2 CPUs", settings: ["exit_layer": .int(3), "speculations": .int(2), "drafter": .string("hybrid")],
-                                 report: "{\"grid\": []}")
+                                 speedup: 1.25, report: "{\"grid\": []}")
         try store.saveTuning(first)
         XCTAssertEqual(try store.tuning(modelKey: "abc@stored"), first)
         var second = first
         second.settings = ["exit_layer": .int(5), "speculations": .int(4), "drafter": .string("lookup")]
         second.tunedAt = Date(timeIntervalSince1970: 1_800_000_100)
+        second.speedup = 0.97
         try store.saveTuning(second)
         var other = first
         other.modelKey = "abc@int8"

@@ -9,7 +9,8 @@ import XCTest
 final class TuneTests: XCTestCase {
     func testResolvedStrategyFillsOnlyWhatTheJobLeftOut() {
         let tuning = TuningRecord(modelKey: "k@stored", model: "/m", weights: "stored", tunedAt: Date(timeIntervalSince1970: 0), machine: "cpu",
-                                  settings: ["exit_layer": .int(3), "speculations": .int(4), "drafter": .string("hybrid")], report: "{}")
+                                  settings: ["exit_layer": .int(3), "speculations": .int(4), "drafter": .string("hybrid")], speedup: 1.3,
+                                  report: "{}")
         let untouched = StrategySpec(name: "self-speculative", options: ["exit_layer": .int(2)])
         XCTAssertEqual(ResolvedStrategy.resolve(untouched, tuning: tuning), ResolvedStrategy(spec: untouched, source: "job file"))
         XCTAssertEqual(ResolvedStrategy.resolve(StrategySpec(name: "autoregressive"), tuning: tuning).source, "job file")
@@ -19,6 +20,18 @@ final class TuneTests: XCTestCase {
         XCTAssertEqual(filled.settings, "drafter=hybrid, exit_layer=3, speculations=2")
         XCTAssertEqual(ResolvedStrategy.resolve(StrategySpec(name: "self-speculative"), tuning: nil).source,
                        "untuned default (exit_layer = half the layers)")
+
+        // A job that named no strategy: tuned self-speculation only where tune measured it faster.
+        let unnamed = ResolvedStrategy.resolve(StrategySpec(name: "autoregressive"), strategyIsDefault: true, tuning: tuning)
+        XCTAssertEqual(unnamed.spec, StrategySpec(name: "self-speculative", options: ["exit_layer": .int(3), "speculations": .int(4),
+                                                                                      "drafter": .string("hybrid")]))
+        XCTAssertTrue(unnamed.source.hasSuffix("1.30× autoregressive; the job named no strategy"), unnamed.source)
+        var slow = tuning
+        slow.speedup = 0.95
+        XCTAssertEqual(ResolvedStrategy.resolve(StrategySpec(name: "autoregressive"), strategyIsDefault: true, tuning: slow),
+                       ResolvedStrategy(spec: StrategySpec(name: "autoregressive"), source: "default (tune found nothing faster than autoregressive)"))
+        XCTAssertEqual(ResolvedStrategy.resolve(StrategySpec(name: "autoregressive"), strategyIsDefault: true, tuning: nil).source,
+                       "default (the model has no tune result)")
 
         var lookup = tuning
         lookup.settings["drafter"] = .string("lookup")
@@ -66,7 +79,10 @@ final class TuneTests: XCTestCase {
 
         // A job without exit_layer runs with the stored choice; one with it keeps its own.
         try install.start()
-        for (name, strategy) in [("tuned", "strategy: self-speculative"), ("own", "strategy: {name: self-speculative, exit_layer: 1, speculations: 2}")] {
+        let speedup = try XCTUnwrap(report["speedup"] as? Double)
+        XCTAssertEqual(speedup, best["speedup"] as? Double, "with --runs 0 the prediction")
+        for (name, strategy) in [("tuned", "strategy: self-speculative"), ("own", "strategy: {name: self-speculative, exit_layer: 1, speculations: 2}"),
+                                 ("unnamed", "")] {
             try install.drop("\(name).yaml", """
                 model: tiny
                 \(strategy)
@@ -75,17 +91,26 @@ final class TuneTests: XCTestCase {
                   - {id: a, text: "def fibonacci(n):"}
                 """)
         }
-        try waitFor("both jobs done", timeout: 60) {
+        try waitFor("the jobs done", timeout: 60) {
             let jobs = try install.cli(["jobs", "--json"]).json?["jobs"] as? [[String: Any]] ?? []
-            return jobs.count == 2 && jobs.allSatisfy { $0["state"] as? String == "succeeded" }
+            return jobs.count == 3 && jobs.allSatisfy { $0["state"] as? String == "succeeded" }
         }
         let jobs = try XCTUnwrap(try install.cli(["jobs", "--json"]).json?["jobs"] as? [[String: Any]])
         for job in jobs {
             let id = try XCTUnwrap(job["id"] as? Int)
             let show = try install.cli(["show", String(id)])
             XCTAssertEqual(show.status, 0, show.stderr)
-            let tuned = (job["source"] as? String ?? "").hasSuffix("tuned.yaml")
-            if tuned {
+            let source = job["source"] as? String ?? ""
+            if source.hasSuffix("unnamed.yaml") {
+                // Named no strategy: tuned self-speculation only if tune found it faster.
+                if speedup > 1 {
+                    XCTAssertTrue(show.stdout.contains("settings       drafter=hybrid, exit_layer=\(e), speculations=\(d)"), show.stdout)
+                    XCTAssertTrue(show.stdout.contains("the job named no strategy"), show.stdout)
+                } else {
+                    XCTAssertTrue(show.stdout.contains("settings       (none)"), show.stdout)
+                    XCTAssertTrue(show.stdout.contains("settings from  default (tune found nothing faster than autoregressive)"), show.stdout)
+                }
+            } else if source.hasSuffix("tuned.yaml") {
                 XCTAssertTrue(show.stdout.contains("settings       drafter=hybrid, exit_layer=\(e), speculations=\(d)"), show.stdout)
                 XCTAssertTrue(show.stdout.contains("settings from  tune of "), show.stdout)
             } else {

@@ -92,6 +92,8 @@ struct TuneCommand: ParsableCommand {
         var best: SpeculationTuner.Cell
         var finalists: [Finalist]
         var chosen: [String: ConfigValue]
+        /// The choice's speed ÷ autoregressive decoding's (measured; predicted with --runs 0).
+        var speedup: Double
         var stored: Bool
         var svg: String
         var csv: String
@@ -139,6 +141,7 @@ struct TuneCommand: ParsableCommand {
         let exitSettings: [String: ConfigValue] = ["exit_layer": .int(best.exitLayer), "speculations": .int(best.drafts)]
         var finalists: [Finalist] = []
         var chosen = exitSettings.merging(["drafter": .string("hybrid")]) { a, _ in a }
+        var speedup = best.speedup
         if runs > 0 {
             let candidates: [(String, [String: ConfigValue])] = [
                 ("early-exit", exitSettings.merging(["drafter": .string("early-exit")]) { a, _ in a }),
@@ -150,6 +153,7 @@ struct TuneCommand: ParsableCommand {
             if let fastest = finalists.max(by: { $0.medianRatio < $1.medianRatio }) {
                 // The exit's settings stay with a lookup choice: a job that sets early-exit keys uses them.
                 chosen = fastest.drafter == "lookup" ? exitSettings.merging(["drafter": .string("lookup")]) { a, _ in a } : fastest.settings
+                speedup = fastest.medianRatio
                 if fastest.medianRatio < 1 { progress(String(format: "nothing beat autoregressive decoding here (best %.2f×)", fastest.medianRatio)) }
             }
         }
@@ -164,12 +168,12 @@ struct TuneCommand: ParsableCommand {
 
         var report = Report(model: dir.path, modelKey: key, weights: llama.format.rawValue, machine: machine, tokens: tokens,
                             agreement: shares, costs: costs, grid: grid, best: best, finalists: finalists, chosen: chosen,
-                            stored: false, svg: svgPath, csv: csvPath)
+                            speedup: speedup, stored: false, svg: svgPath, csv: csvPath)
         if !noStore {
             let (_, store) = try options.openStore(create: true)
             let reportJSON = String(decoding: try JSONEncoder().encode(report), as: UTF8.self)
             try store.saveTuning(TuningRecord(modelKey: key, model: dir.path, weights: llama.format.rawValue, tunedAt: Date(),
-                                              machine: machine, settings: chosen, report: reportJSON))
+                                              machine: machine, settings: chosen, speedup: speedup, report: reportJSON))
             report.stored = true
         }
         if json { return try printJSON(report) }
