@@ -15,11 +15,11 @@ PROMPT=${PROMPT:-$'def fibonacci(n):\n'}
 N=${MAX_NEW_TOKENS:-96}
 export LAYERSKIP_STATE_DIRECTORY="${LAYERSKIP_STATE_DIRECTORY:-$(mktemp -d)}"
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-field() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, {"d": d}))' "$@"; }
+text() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["text"])' "$1"; }
 
 echo "== autoregressive (all layers) =="
 $B generate --model "$MODEL" --max-new-tokens "$N" --min-new-tokens "$N" --json "$PROMPT" > "$work/ar.json"
-field "$work/ar.json" 'd["text"]'
+text "$work/ar.json"
 
 echo "== tune: which exit, draft length and drafter are fastest here =="
 $B tune --model "$MODEL" --runs 3 --out "$work" --json > "$work/tune.json"
@@ -39,7 +39,7 @@ PY
 echo "== self-speculative with the tuned settings ($flags) =="
 # shellcheck disable=SC2086
 $B generate --model "$MODEL" --strategy self-speculative $flags --max-new-tokens "$N" --min-new-tokens "$N" --json "$PROMPT" > "$work/tuned.json"
-field "$work/tuned.json" 'd["text"]'
+text "$work/tuned.json"
 python3 - "$work/ar.json" "$work/tuned.json" <<'PY'
 import json, sys
 ar, tuned = (json.load(open(p)) for p in sys.argv[1:3])

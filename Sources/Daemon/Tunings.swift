@@ -169,7 +169,7 @@ public struct ResolvedStrategy: Sendable, Equatable {
 
 extension ConfigValue {
     /// The value without the "the string" wording of error messages.
-    var plain: String {
+    public var plain: String {
         switch self {
         case let .string(s): s
         case let .int(i): String(i)

@@ -159,6 +159,18 @@ public final class TokenStream {
         loaded = nil
     }
 
+    /// Sequences of `length + 1` tokens read in order until about `maxTokens` or the end of the
+    /// first epoch (at least one): held-out text for `eval` and `tune`.
+    public func sequences(length: Int, maxTokens: Int) -> [[Int32]] {
+        var sequences: [[Int32]] = []
+        while sequences.count * length < maxTokens && position.epoch == 0 {
+            let s = nextSequence(length: length)
+            if position.epoch > 0 && !sequences.isEmpty { break }
+            sequences.append(s)
+        }
+        return sequences
+    }
+
     /// The next sequence of `length + 1` tokens: the inputs and, shifted by one, the targets.
     /// Consecutive sequences share their boundary token, so every token is a target exactly once.
     public func nextSequence(length: Int) -> [Int32] {

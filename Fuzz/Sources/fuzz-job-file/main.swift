@@ -1,4 +1,5 @@
-// Fuzzes job-file validation: the input is a whole job file (YAML).
+// Fuzzes job-file validation: the input is a whole job file, read both as YAML and as an OpenAI
+// batch file (JSONL). An accepted job's spec must read back as itself from its stored JSON.
 import AutoregressivePlugin
 import Daemon
 import Decoding
@@ -43,9 +44,14 @@ private let context: JobContext = {
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     let data = Data(bytes: start, count: count)
-    switch JobFileValidator.validate(data, file: "job.yaml", context: context) {
-    case let .success(job): _ = String(describing: job)
-    case let .failure(error): rejected(error)
+    for result in [JobFileValidator.validate(data, file: "job.yaml", context: context),
+                   OpenAIBatchFile.validate(data, file: "batch.jsonl", context: context)] {
+        switch result {
+        case let .success(job):
+            let stored = try! JSONEncoder().encode(job.spec)
+            precondition(try! JSONDecoder().decode(JobSpec.self, from: stored) == job.spec, "a spec does not read back as itself")
+        case let .failure(error): rejected(error)
+        }
     }
     return 0
 }

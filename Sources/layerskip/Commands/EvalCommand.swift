@@ -82,13 +82,8 @@ struct EvalCommand: ParsableCommand {
             return
         }
         let n = min(length, llama.maxPositions - 1)
-        let stream = TokenStream(files: files, tokenizer: tokenizer, separator: llama.config.eosTokenIds.first, shuffleSeed: nil)
-        var sequences: [[Int32]] = []
-        while sequences.count * n < maxTokens && stream.position.epoch == 0 {
-            let s = stream.nextSequence(length: n)
-            if stream.position.epoch > 0 && sequences.count > 0 { break }
-            sequences.append(s)
-        }
+        let sequences = TokenStream(files: files, tokenizer: tokenizer, separator: llama.config.eosTokenIds.first, shuffleSeed: nil)
+            .sequences(length: n, maxTokens: maxTokens)
         let result = Evaluator.evaluate(model: llama, sequences: sequences, speculations: speculations, name: dir.lastPathComponent)
         if let svg {
             try Evaluator.svgChart(result, title: "\(dir.lastPathComponent): every exit on \(result.tokens) tokens of \(config.map { "the held-out files of \(URL(fileURLWithPath: $0).lastPathComponent)" } ?? "--data")")

@@ -187,8 +187,7 @@ struct TuneCommand: ParsableCommand {
     }
 
     static func describe(_ settings: [String: ConfigValue]) -> String {
-        settings.keys.sorted().map { "\($0)=\(settings[$0]!.description.replacingOccurrences(of: "the string ", with: "").replacingOccurrences(of: "the integer ", with: ""))" }
-            .joined(separator: ", ")
+        ResolvedStrategy(spec: StrategySpec(name: "self-speculative", options: settings), source: "tune").settings
     }
 
     /// The CPU's model name (tune results hold for the machine they were measured on).
@@ -207,14 +206,8 @@ struct TuneCommand: ParsableCommand {
             do { files = try Corpus(paths: data, extensions: extensions, validationFraction: 0, source: "--data").trainFiles } catch let e as TrainingError {
                 throw CLIError.notFound(e.description)
             }
-            let stream = TokenStream(files: files, tokenizer: tokenizer, separator: llama.config.eosTokenIds.first, shuffleSeed: nil)
-            var sequences: [[Int32]] = []
-            while sequences.count * n < maxTokens {
-                let s = stream.nextSequence(length: n)
-                if stream.position.epoch > 0 && !sequences.isEmpty { break }
-                sequences.append(s)
-            }
-            return sequences
+            return TokenStream(files: files, tokenizer: tokenizer, separator: llama.config.eosTokenIds.first, shuffleSeed: nil)
+                .sequences(length: n, maxTokens: maxTokens)
         }
         progress("no --data: the model's own continuations of \(BenchCommand.texts.count) built-in prompts")
         let strategy = try Strategies.registry.make(StrategySpec(name: "autoregressive"), model: llama)
