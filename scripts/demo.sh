@@ -15,41 +15,32 @@ PROMPT=${PROMPT:-$'def fibonacci(n):\n'}
 N=${MAX_NEW_TOKENS:-96}
 export LAYERSKIP_STATE_DIRECTORY="${LAYERSKIP_STATE_DIRECTORY:-$(mktemp -d)}"
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-text() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["text"])' "$1"; }
+# JSON fields with POSIX tools only (the binary prints compact JSON with sorted keys).
+number() { grep -o "\"$2\":[-0-9.eE+]*" "$1" | head -1 | cut -d: -f2; }
+tokens() { grep -o '"tokens":\[[0-9,]*\]' "$1"; }
 
 echo "== autoregressive (all layers) =="
+$B generate --model "$MODEL" --max-new-tokens "$N" --min-new-tokens "$N" "$PROMPT"
 $B generate --model "$MODEL" --max-new-tokens "$N" --min-new-tokens "$N" --json "$PROMPT" > "$work/ar.json"
-text "$work/ar.json"
 
 echo "== tune: which exit, draft length and drafter are fastest here =="
-$B tune --model "$MODEL" --runs 3 --out "$work" --json > "$work/tune.json"
-flags=$(python3 - "$work/tune.json" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-for f in r["finalists"]:
-    print(f"  {f['drafter']:<10} {f['median_ratio']:.2f}x autoregressive (runs: {' '.join(f'{x:.2f}' for x in f['ratios'])})", file=sys.stderr)
-s = r["chosen"]
-print(f"  stored: {s}; heat-map {r['svg']}", file=sys.stderr)
-flags = ["--drafter", s["drafter"]]
-if s["drafter"] != "lookup":
-    flags += ["--exit-layer", str(s["exit_layer"]), "--speculations", str(s["speculations"])]
-print(" ".join(flags))
-PY
-)
+$B tune --model "$MODEL" --runs 3 --out "$work" | tee "$work/tune.txt"
+# "chosen: drafter=lookup, exit_layer=4, speculations=1" → generate's flags
+chosen=$(sed -n 's/^chosen: //p' "$work/tune.txt")
+value() { tr ',' '\n' <<<"$chosen" | sed -n "s/^ *$1=//p"; }
+flags="--drafter $(value drafter)"
+[ "$(value drafter)" = lookup ] || flags="$flags --exit-layer $(value exit_layer) --speculations $(value speculations)"
+
 echo "== self-speculative with the tuned settings ($flags) =="
 # shellcheck disable=SC2086
+$B generate --model "$MODEL" --strategy self-speculative $flags --max-new-tokens "$N" --min-new-tokens "$N" "$PROMPT"
+# shellcheck disable=SC2086
 $B generate --model "$MODEL" --strategy self-speculative $flags --max-new-tokens "$N" --min-new-tokens "$N" --json "$PROMPT" > "$work/tuned.json"
-text "$work/tuned.json"
-python3 - "$work/ar.json" "$work/tuned.json" <<'PY'
-import json, sys
-ar, tuned = (json.load(open(p)) for p in sys.argv[1:3])
-same = ar["tokens"] == tuned["tokens"]
-ratio = tuned["tokens_per_second"] / ar["tokens_per_second"]
-print(f"autoregressive {ar['tokens_per_second']:.0f} tokens/s, tuned self-speculative {tuned['tokens_per_second']:.0f} tokens/s: "
-      f"{ratio:.2f}x, identical text: {'yes' if same else 'NO'}")
-if ratio <= 1:
-    print("not faster on this machine: this 11M-parameter model sits in the CPU cache, so verifying several positions costs "
-          "about as much as several single steps, and one run is noisy (tune's medians above are the measured choice)")
-PY
+ar=$(number "$work/ar.json" tokens_per_second); tuned=$(number "$work/tuned.json" tokens_per_second)
+same=no; [ "$(tokens "$work/ar.json")" = "$(tokens "$work/tuned.json")" ] && same=yes
+awk -v a="$ar" -v t="$tuned" -v same="$same" 'BEGIN {
+    printf "autoregressive %.0f tokens/s, tuned self-speculative %.0f tokens/s: %.2fx, identical text: %s\n", a, t, t / a, same
+    if (t <= a) print "not faster on this machine: this 11M-parameter model sits in the CPU cache, so verifying several positions costs about as much as several single steps, and one run is noisy (the medians tune printed above are the measured choice)"
+}'
 # The example jobs (one per strategy, plus a batch), in the foreground, with a summary table.
 $B run jobs/*.yaml
