@@ -164,16 +164,18 @@ public final class JobRunner: @unchecked Sendable {
             watch.add(job, cancelled: flight.cancelled, leaseLost: flight.leaseLost)
             let model = loaded.model
             let strategy: ConfiguredStrategy
-            let resolved: ResolvedStrategy
-            do {
-                let tuning = try loaded.tuningKey.flatMap { try store.tuning(modelKey: $0) }
-                resolved = ResolvedStrategy.resolve(job.spec.strategy, strategyIsDefault: job.spec.strategyIsDefault ?? false, tuning: tuning)
-            } catch {
+            var tuning: TuningRecord?
+            do { tuning = try loaded.tuningKey.flatMap { try store.tuning(modelKey: $0) } } catch {
                 // Without the tune result the job still runs, on the untuned defaults.
                 log.warning("runner: job \(job.id): cannot read the model's tune result (\(error))")
-                resolved = ResolvedStrategy.resolve(job.spec.strategy, strategyIsDefault: job.spec.strategyIsDefault ?? false, tuning: nil)
             }
-            do { strategy = try registry.make(resolved.spec, model: model, context: StrategyContext(tokenizer: loaded.tokenizer)) } catch {
+            let resolved = ResolvedStrategy.resolve(job.spec.strategy, strategyIsDefault: job.spec.strategyIsDefault ?? false, tuning: tuning)
+            var ranking: TokenRanking?
+            do { ranking = try tuning?.ranking(vocabularySize: model.config.vocabSize) } catch {
+                log.warning("runner: job \(job.id): the model's tune result has a bad token ranking (\(error)); using the merge order")
+            }
+            let context = StrategyContext(tokenizer: loaded.tokenizer, tokenRanking: ranking)
+            do { strategy = try registry.make(resolved.spec, model: model, context: context) } catch {
                 return try close(flight, .failed, error: "strategy (\(resolved.settings), from \(resolved.source)): \(error)")
             }
             var requests: [(Int, GenerationRequest)] = []

@@ -208,6 +208,11 @@ enum Migrations {
               report TEXT NOT NULL
             );
             """),
+        // The corpus token ranking a tuned pruned draft head keeps tokens by: a JSON array of ids,
+        // NULL where tune counted none (the tokenizer's merge order is used then).
+        Migration(identifier: "2026-12-08-tuning-token-ranking",
+                  sqlite: "ALTER TABLE tunings ADD COLUMN token_ranking TEXT",
+                  postgresql: "ALTER TABLE tunings ADD COLUMN token_ranking TEXT"),
     ]
 
     /// GRDB's migrator over the SQLite texts (its `grdb_migrations` table records the names).

@@ -191,4 +191,6 @@ struct TuningRow: Decodable, FetchableRecord {
     var speedup: Double
     /// JSON: what was measured (the E × d grid, the finalists' speeds).
     var report: String
+    /// JSON array of token ids, most frequent first, or NULL (the tokenizer's merge order).
+    var tokenRanking: String?
 }

@@ -1,5 +1,6 @@
 import Crypto
 import Decoding
+import Engine
 import Foundation
 
 /// One model's `layerskip tune` result, keyed by the model's identity and weights format: what a
@@ -22,9 +23,13 @@ public struct TuningRecord: Codable, Sendable, Equatable {
     public var speedup: Double
     /// JSON of what was measured.
     public var report: String
+    /// Token ids, most frequent first, counted on tune's `--data`: the order a pruned draft head
+    /// (`draft_vocab` in `settings`) keeps tokens in. nil: the tokenizer's merge order.
+    public var tokenRanking: [Int]?
 
     public init(modelKey: String, model: String, weights: String, tunedAt: Date, machine: String,
-                settings: [String: ConfigValue], speedup: Double, report: String) {
+                settings: [String: ConfigValue], speedup: Double, report: String, tokenRanking: [Int]? = nil) {
+        self.tokenRanking = tokenRanking
         self.modelKey = modelKey
         self.model = model
         self.weights = weights
@@ -36,16 +41,26 @@ public struct TuningRecord: Codable, Sendable, Equatable {
     }
 }
 
+extension TuningRecord {
+    /// The stored corpus ranking for a model of `vocabularySize` tokens; nil where tune counted none.
+    public func ranking(vocabularySize: Int) throws(TokenRankingError) -> TokenRanking? {
+        try tokenRanking.map { ids throws(TokenRankingError) in try TokenRanking(ids, vocabularySize: vocabularySize) }
+    }
+}
+
 extension JobStore {
     /// Stores a tune result, replacing the model's previous one.
     public func saveTuning(_ t: TuningRecord) throws {
         let settings = String(decoding: try JSONEncoder.sorted.encode(t.settings), as: UTF8.self)
+        let ranking: String? = try t.tokenRanking.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) }
         try write { db in
             try db.execute("""
-                INSERT INTO tunings (model_key, model, weights, tuned_at, machine, settings, speedup, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO tunings (model_key, model, weights, tuned_at, machine, settings, speedup, report, token_ranking)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (model_key) DO UPDATE SET model = excluded.model, weights = excluded.weights, tuned_at = excluded.tuned_at,
-                  machine = excluded.machine, settings = excluded.settings, speedup = excluded.speedup, report = excluded.report
-                """, [t.modelKey, t.model, t.weights, t.tunedAt.timeIntervalSince1970, t.machine, settings, t.speedup, t.report])
+                  machine = excluded.machine, settings = excluded.settings, speedup = excluded.speedup, report = excluded.report,
+                  token_ranking = excluded.token_ranking
+                """, [t.modelKey, t.model, t.weights, t.tunedAt.timeIntervalSince1970, t.machine, settings, t.speedup, t.report, ranking])
         }
     }
 
@@ -64,8 +79,15 @@ extension JobStore {
         guard let settings = try? JSONDecoder().decode([String: ConfigValue].self, from: Data(row.settings.utf8)) else {
             throw StoreError.corrupt("tuning \(row.modelKey) has unreadable tunings.settings")
         }
+        var ranking: [Int]?
+        if let text = row.tokenRanking {
+            guard let ids = try? JSONDecoder().decode([Int].self, from: Data(text.utf8)) else {
+                throw StoreError.corrupt("tuning \(row.modelKey) has unreadable tunings.token_ranking")
+            }
+            ranking = ids
+        }
         return TuningRecord(modelKey: row.modelKey, model: row.model, weights: row.weights, tunedAt: Date(timeIntervalSince1970: row.tunedAt),
-                            machine: row.machine, settings: settings, speedup: row.speedup, report: row.report)
+                            machine: row.machine, settings: settings, speedup: row.speedup, report: row.report, tokenRanking: ranking)
     }
 }
 

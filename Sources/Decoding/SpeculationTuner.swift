@@ -12,16 +12,22 @@ public enum SpeculationTuner {
         public var layer: [Double]
         /// head[n − 1]: the exit head (final norm + LM head) over n rows.
         public var head: [Double]
-        public init(layer: [Double], head: [Double]) {
+        /// The exit head over 1 row scoring only K tokens (`draft_vocab: K`), for the K measured;
+        /// nil or empty: no pruned head was measured.
+        public var prunedHead: [PrunedHeadCost]?
+        public init(layer: [Double], head: [Double], prunedHead: [PrunedHeadCost]? = nil) {
             precondition(!layer.isEmpty && layer.count == head.count)
             self.layer = layer
             self.head = head
+            self.prunedHead = prunedHead
         }
         public var maxRows: Int { layer.count }
         /// One autoregressive step: one row through L layers and the head.
         public func step(layers L: Int) -> Double { Double(L) * layer[0] + head[0] }
-        /// A draft: one row through E layers and the head.
-        public func draft(exit E: Int) -> Double { Double(E) * layer[0] + head[0] }
+        /// A draft: one row through E layers and the head, or the head pruned to `vocabulary` tokens.
+        public func draft(exit E: Int, vocabulary k: Int? = nil) -> Double {
+            Double(E) * layer[0] + (k.flatMap { k in prunedHead?.first { $0.tokens == k }?.seconds } ?? head[0])
+        }
         /// A verification of d drafts: the newest input through 0..<E, then d + 1 rows through
         /// E..<L and the head, in one pass.
         public func verify(exit E: Int, drafts d: Int, layers L: Int) -> Double {
@@ -45,16 +51,30 @@ public enum SpeculationTuner {
         return (tokens, rounds)
     }
 
+    public struct PrunedHeadCost: Codable, Equatable, Sendable {
+        /// K: the tokens the pruned head scores.
+        public var tokens: Int
+        public var seconds: Double
+        public init(tokens: Int, seconds: Double) {
+            self.tokens = tokens
+            self.seconds = seconds
+        }
+    }
+
     public struct Cell: Codable, Equatable, Sendable {
         public var exitLayer: Int
         public var drafts: Int
+        /// K of a pruned draft head; nil: the full head.
+        public var draftVocabulary: Int? = nil
         public var tokensPerRound: Double
         /// Predicted tokens/s ÷ autoregressive tokens/s on the measured costs.
         public var speedup: Double
     }
 
     /// The E × d grid: `agreement[E − 1]` is exit E's agreement traces (one per text), E = 1...L−1.
-    public static func grid(agreement: [[[Bool]]], costs: PassCosts, layers L: Int, maxDrafts: Int) -> [Cell] {
+    /// With `draftVocabulary` K, drafts pay `costs`' pruned head of K tokens (the agreement should
+    /// then be `restrict`ed to those tokens).
+    public static func grid(agreement: [[[Bool]]], costs: PassCosts, layers L: Int, maxDrafts: Int, draftVocabulary: Int? = nil) -> [Cell] {
         precondition(agreement.count == L - 1 && maxDrafts >= 1 && maxDrafts < costs.maxRows)
         let ar = costs.step(layers: L)
         var cells: [Cell] = []
@@ -68,11 +88,25 @@ public enum SpeculationTuner {
                 }
                 guard rounds > 0 else { continue }
                 let perRound = Double(tokens) / Double(rounds)
-                let seconds = Double(d) * costs.draft(exit: E) + costs.verify(exit: E, drafts: d, layers: L)
-                cells.append(Cell(exitLayer: E, drafts: d, tokensPerRound: perRound, speedup: perRound / seconds * ar))
+                let seconds = Double(d) * costs.draft(exit: E, vocabulary: draftVocabulary) + costs.verify(exit: E, drafts: d, layers: L)
+                cells.append(Cell(exitLayer: E, drafts: d, draftVocabulary: draftVocabulary, tokensPerRound: perRound,
+                                  speedup: perRound / seconds * ar))
             }
         }
         return cells
+    }
+
+    /// Agreement traces of a draft head that scores only the tokens where `kept[token]`: a position
+    /// still agrees only if the full model's token (`finalTokens[text][position]`) is kept. A lower
+    /// bound: where the exit's own top-1 is pruned away, the pruned head's best may still be the
+    /// full model's token.
+    public static func restrict(_ agreement: [[[Bool]]], finalTokens: [[Int]], to kept: [Bool]) -> [[[Bool]]] {
+        agreement.map { traces in
+            zip(traces, finalTokens).map { trace, tokens in
+                precondition(trace.count == tokens.count, "one final token per position")
+                return zip(trace, tokens).map { agrees, token in agrees && kept[token] }
+            }
+        }
     }
 
     /// The best cell; ties go to the smaller E, then the smaller d (cheaper drafts, less memory).
@@ -149,7 +183,10 @@ extension SpeculationTuner {
     /// through every layer without the head (÷ L: one layer), and the head alone over n rows;
     /// medians of `repetitions`, after one warm-up of each shape. The sequence has `context`
     /// positions in its cache, as a decoding one does.
-    public static func measureCosts(model: LlamaModel, maxRows: Int, repetitions: Int, context: Int) -> PassCosts {
+    /// With `prunedVocabularies` (K and its ascending token set), also the head over 1 row scoring
+    /// only each set (the first pass of each makes its head copy, so it is the warm-up).
+    public static func measureCosts(model: LlamaModel, maxRows: Int, repetitions: Int, context: Int,
+                                    prunedVocabularies: [(k: Int, tokens: [Int])] = []) -> PassCosts {
         precondition(maxRows >= 1 && repetitions >= 1 && context >= 1)
         let L = model.layerCount, hd = model.config.hiddenSize
         let cache = KVCache(config: model.config, capacity: context + maxRows)
@@ -161,12 +198,13 @@ extension SpeculationTuner {
         let scratch = model.makePassScratch(maxRows: maxRows)
         let logits = model.makeLogits(capacity: maxRows)
         let clock = ContinuousClock()
-        func time(_ n: Int, head: Bool) -> Double {
+        func time(_ n: Int, head: Bool, vocabulary: DraftVocabulary? = nil) -> Double {
             plan.reset()
             cache.truncate(to: context)
             for i in 0..<n { model.embed((i * 13 + 1) % model.config.vocabSize, into: rows.pointer + i * hd) }
             if head {
-                plan.add(cache: nil, hidden: rows.pointer, count: n, firstPosition: context, layers: 0..<0, headRows: 0..<n)
+                plan.add(cache: nil, hidden: rows.pointer, count: n, firstPosition: context, layers: 0..<0, headRows: 0..<n,
+                         headVocabulary: vocabulary)
             } else {
                 plan.add(cache: cache, hidden: rows.pointer, count: n, firstPosition: context, layers: 0..<L)
             }
@@ -181,7 +219,12 @@ extension SpeculationTuner {
             layer.append(median((0..<repetitions).map { _ in time(n, head: false) }) / Double(L))
             head.append(median((0..<repetitions).map { _ in time(n, head: true) }))
         }
+        let pruned = prunedVocabularies.map { k, tokens in
+            let vocabulary = model.draftVocabulary(tokens)
+            _ = time(1, head: true, vocabulary: vocabulary)
+            return PrunedHeadCost(tokens: k, seconds: median((0..<repetitions).map { _ in time(1, head: true, vocabulary: vocabulary) }))
+        }
         cache.truncate(to: 0)
-        return PassCosts(layer: layer, head: head)
+        return PassCosts(layer: layer, head: head, prunedHead: pruned.isEmpty ? nil : pruned)
     }
 }

@@ -24,6 +24,17 @@ public struct TokenRanking: Sendable, Equatable {
         self.vocabularySize = vocabularySize
     }
 
+    /// Most frequent first in `sequences` (ties by id); ids that never occur are left out, so they
+    /// rank after, by id. What `tune --data` counts for a pruned draft head.
+    public static func byFrequency(_ sequences: [[Int32]], vocabularySize: Int) -> TokenRanking {
+        var counts = [Int](repeating: 0, count: vocabularySize)
+        for sequence in sequences {
+            for t in sequence where t >= 0 && Int(t) < vocabularySize { counts[Int(t)] += 1 }
+        }
+        let seen = counts.indices.filter { counts[$0] > 0 }.sorted { counts[$0] != counts[$1] ? counts[$0] > counts[$1] : $0 < $1 }
+        return try! TokenRanking(seen, vocabularySize: vocabularySize)
+    }
+
     /// Every id in id order: the ranking of a model whose folder has no tokenizer to rank by.
     public static func tokenIdOrder(vocabularySize: Int) -> TokenRanking {
         try! TokenRanking([], vocabularySize: vocabularySize)

@@ -46,12 +46,23 @@ public enum Evaluator {
     /// Per exit E = 1...L−1 and text, whether exit E's top-1 equals the last layer's at each
     /// position (teacher-forced): `[E − 1][text][position]`, what `tune` simulates rounds on.
     public static func exitAgreement(model: LlamaModel, sequences: [[Int32]], useEngine: Bool = false) -> [[[Bool]]] {
-        let L = model.layerCount
-        var agreement = [[[Bool]]](repeating: [], count: L - 1)
+        agreement(exitTops(model: model, sequences: sequences, useEngine: useEngine))
+    }
+
+    /// Every exit's top-1 token at every position (teacher-forced): `[l][text][position]` for the
+    /// exit after layer l (l = L − 1: the full model).
+    public static func exitTops(model: LlamaModel, sequences: [[Int32]], useEngine: Bool = false) -> [[[Int]]] {
+        var tops = [[[Int]]](repeating: [], count: model.layerCount)
         forEachSequence(model: model, sequences: sequences, useEngine: useEngine) { _, top, _ in
-            for l in 0..<(L - 1) { agreement[l].append(zip(top[l], top[L - 1]).map { $0 == $1 }) }
+            for l in tops.indices { tops[l].append(top[l]) }
         }
-        return agreement
+        return tops
+    }
+
+    /// `exitAgreement` of `exitTops`: `[E − 1][text][position]` = exit E's top-1 is the last layer's.
+    public static func agreement(_ tops: [[[Int]]]) -> [[[Bool]]] {
+        let last = tops[tops.count - 1]
+        return tops.dropLast().map { exit in zip(exit, last).map { zip($0, $1).map { $0 == $1 } } }
     }
 
     /// Calls `body(sequence, top, ce)` for every sequence, in order: top[l][r] and ce[l][r] are exit

@@ -210,6 +210,27 @@ public final class Trainer {
         for (lane, position) in zip(lanes, state.positions) { lane.seek(to: position) }
     }
 
+    // MARK: - Warm start
+
+    /// Starts from a trained model's weights instead of the random initialisation: a continued run
+    /// (fresh optimizer moments and schedule) over more data. The folder must hold this run's
+    /// architecture; a mismatch names the first field that differs.
+    public func initialize(from model: LlamaModel, folder: String) throws {
+        let a = model.config, b = modelConfig
+        let fields: [(String, Int, Int)] = [
+            ("hidden_size", a.hiddenSize, b.hiddenSize), ("intermediate_size", a.intermediateSize, b.intermediateSize),
+            ("num_hidden_layers", a.layerCount, b.layerCount), ("num_attention_heads", a.headCount, b.headCount),
+            ("num_key_value_heads", a.kvHeadCount, b.kvHeadCount), ("head_dim", a.headDim, b.headDim),
+            ("vocab_size", a.vocabSize, b.vocabSize),
+            ("tie_word_embeddings", a.tieWordEmbeddings ? 1 : 0, b.tieWordEmbeddings ? 1 : 0),
+        ]
+        if let (name, found, expected) = fields.first(where: { $0.1 != $0.2 }) {
+            throw TrainingError(file: folder + "/config.json", field: name,
+                                "the model to start from has \(name) = \(found), this run's config \(expected)")
+        }
+        layout.load(model.weights, into: params.pointer)
+    }
+
     // MARK: - Export
 
     /// A Hugging Face model folder: config.json (transformers-4 style), model.safetensors in `dtype`,

@@ -27,11 +27,13 @@ enum CLI {
         }
     }
 
-    static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
+    /// `removing`: variables of this process's environment the command must not see.
+    static func run(_ arguments: [String], environment: [String: String] = [:], removing: [String] = []) throws -> Result {
         let process = Process()
         process.executableURL = binary
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
+        for k in removing { env[k] = nil }
         for (k, v) in environment { env[k] = v }
         process.environment = env
         let out = Pipe(), err = Pipe()

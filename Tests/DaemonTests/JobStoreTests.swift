@@ -330,6 +330,7 @@ class JobStoreTests: XCTestCase {
         second.settings = ["exit_layer": .int(5), "speculations": .int(4), "drafter": .string("lookup")]
         second.tunedAt = Date(timeIntervalSince1970: 1_800_000_100)
         second.speedup = 0.97
+        second.tokenRanking = [5, 0, 17, 3]
         try store.saveTuning(second)
         var other = first
         other.modelKey = "abc@int8"
@@ -339,6 +340,12 @@ class JobStoreTests: XCTestCase {
         XCTAssertEqual(try store.tunings().map(\.modelKey), ["abc@stored", "abc@int8"], "one per model key, newest first")
         try raw("UPDATE tunings SET settings = 'not json' WHERE model_key = 'abc@int8'")
         XCTAssertThrowsError(try store.tuning(modelKey: "abc@int8")) { XCTAssertTrue("\($0)".contains("tunings.settings"), "\($0)") }
+        XCTAssertEqual(try store.tuning(modelKey: "abc@stored")?.ranking(vocabularySize: 20)?.tokens, [5, 0, 17, 3])
+        XCTAssertThrowsError(try store.tuning(modelKey: "abc@stored")?.ranking(vocabularySize: 10)) {
+            XCTAssertEqual("\($0)", "ranking[2]: token id 17 outside the vocabulary (expected 0..<10)")
+        }
+        try raw("UPDATE tunings SET token_ranking = '[1, \"two\"]' WHERE model_key = 'abc@stored'")
+        XCTAssertThrowsError(try store.tuning(modelKey: "abc@stored")) { XCTAssertTrue("\($0)".contains("tunings.token_ranking"), "\($0)") }
     }
 
     /// The runner commits each prompt as it finishes and resumes a job without redoing them.

@@ -120,4 +120,62 @@ final class TuneTests: XCTestCase {
         }
         XCTAssertEqual(install.stop(), 0)
     }
+
+    /// A pruned draft head chosen from injected costs: K = 511 of the 512 tokens (ranked by the
+    /// frequencies in --data) drafts almost for free and agrees wherever the full head does, K = 8
+    /// agrees at most as often and costs more, so 511 wins. The choice and its ranking are stored;
+    /// a job and `generate` without `exit_layer` use both, with the full model's text.
+    func testTuneChoosesAPrunedDraftHeadAndGenerateUsesTheTuneResult() throws {
+        let install = try Installation()
+        let costs = install.root.appendingPathComponent("costs.json")
+        // The full head dominates a pass, so drafting is expensive unless the head is pruned.
+        try #"{"layer": [1e-3, 1e-3, 1e-3, 1e-3, 1e-3], "head": [2e-2, 2e-2, 2e-2, 2e-2, 2e-2], "pruned_head": [{"tokens": 8, "seconds": 2e-5}, {"tokens": 511, "seconds": 1e-5}]}"#
+            .write(to: costs, atomically: true, encoding: .utf8)
+        let text = install.root.appendingPathComponent("text.py")
+        try String(repeating: "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + fibonacci(n - 2)\n\n", count: 12)
+            .write(to: text, atomically: true, encoding: .utf8)
+        let tune = try install.cli(["tune", "--model", Paths.tinyModel.path, "--pass-costs", costs.path, "--runs", "0", "--max-drafts", "4",
+                                    "--length", "48", "--max-tokens", "192", "--data", text.path, "--draft-vocab", "8", "--draft-vocab", "511",
+                                    "--draft-vocab", "4096", "--out", install.root.path, "--json"])
+        XCTAssertEqual(tune.status, 0, tune.stderr)
+        let report = try XCTUnwrap(tune.json, tune.stdout)
+        let pruned = try XCTUnwrap(report["pruned_best"] as? [[String: Any]], "\(report.keys)")
+        XCTAssertEqual(pruned.compactMap { $0["draft_vocabulary"] as? Int }, [8, 511],
+                       "one best cell per K below the vocabulary (4096 is the full head)")
+        let speedups = pruned.compactMap { $0["speedup"] as? Double }
+        XCTAssertGreaterThanOrEqual(speedups[1], speedups[0])
+        let full = try XCTUnwrap((report["best"] as? [String: Any])?["speedup"] as? Double)
+        XCTAssertGreaterThan(speedups[1], full * 1.02, "drafts without the full head's cost")
+        let chosen = try XCTUnwrap(report["chosen"] as? [String: Any])
+        XCTAssertEqual(chosen["draft_vocab"] as? Int, 511)
+        XCTAssertEqual(chosen["drafter"] as? String, "hybrid")
+        XCTAssertTrue((report["token_ranking"] as? String ?? "").hasPrefix("frequencies in"), "\(report)")
+        let store = try JobStore(url: install.database)
+        let stored = try XCTUnwrap(try store.tunings().first)
+        XCTAssertEqual(stored.settings["draft_vocab"], .int(511))
+        let ranking = try XCTUnwrap(stored.tokenRanking)
+        // The tokens --data has, most frequent first (the rest rank after them by id, so only these are stored).
+        XCTAssertTrue(!ranking.isEmpty && ranking.count <= 511 && Set(ranking).count == ranking.count, "\(ranking)")
+
+        // generate: the flags' strategy, filled from the tune result; the text is the full model's.
+        let prompt = "def fibonacci(n):"
+        let plain = try install.cli(["generate", "--model", Paths.tinyModel.path, "--max-new-tokens", "24", "--json", prompt])
+        XCTAssertEqual(plain.status, 0, plain.stderr)
+        let tuned = try install.cli(["generate", "--model", Paths.tinyModel.path, "--max-new-tokens", "24", "--json",
+                                     "--strategy", "self-speculative", prompt])
+        XCTAssertEqual(tuned.status, 0, tuned.stderr)
+        let object = try XCTUnwrap(tuned.json, tuned.stdout)
+        XCTAssertTrue((object["settings_source"] as? String ?? "").hasPrefix("tune of "), "\(object)")
+        let options = try XCTUnwrap(object["strategy_options"] as? [String: Any])
+        XCTAssertEqual(options["draft_vocab"] as? Int, 511)
+        XCTAssertEqual(options["exit_layer"] as? Int, chosen["exit_layer"] as? Int)
+        XCTAssertEqual(object["tokens"] as? [Int], plain.json?["tokens"] as? [Int], "self-speculation is lossless")
+        let own = try install.cli(["generate", "--model", Paths.tinyModel.path, "--max-new-tokens", "4", "--strategy", "self-speculative",
+                                   "--exit-layer", "1", prompt])
+        XCTAssertEqual(own.status, 0, own.stderr)
+        XCTAssertFalse(own.stderr.contains("settings:"), "an explicit exit layer is the flags' own: \(own.stderr)")
+        let elsewhere = try Installation.run(["generate", "--model", Paths.tinyModel.path, "--max-new-tokens", "4", "--strategy", "self-speculative",
+                                              "--config", install.root.appendingPathComponent("none.yaml").path, prompt])
+        XCTAssertNotEqual(elsewhere.status, 0, "a --config that does not exist is an error, as for the job commands")
+    }
 }

@@ -1,4 +1,5 @@
 import Decoding
+import Engine
 import Foundation
 import XCTest
 
@@ -73,5 +74,46 @@ final class SpeculationTunerTests: XCTestCase {
         XCTAssertEqual(svg.components(separatedBy: "<rect ").count - 1, grid.count)
         XCTAssertEqual(svg.components(separatedBy: "stroke-width=\"3\"").count - 1, 1, "the best cell is outlined, once")
         XCTAssertTrue(svg.contains("a &lt;model&gt; &amp; b"))
+    }
+
+    /// A pruned draft head: a position agrees only where the full model's token is kept, and the
+    /// drafts pay the pruned head's cost (hand-computed against the full head's grid).
+    func testPrunedHeadGridRestrictsAgreementAndChargesItsCost() throws {
+        let t = true, f = false
+        // Two exits, one text of 6 positions; the full model's tokens, of which 5 and 9 are pruned away.
+        let agreement: [[[Bool]]] = [[[t, t, f, t, t, t]], [[t, t, t, t, t, t]]]
+        let finalTokens = [[2, 5, 3, 2, 9, 2]]
+        var kept = [Bool](repeating: true, count: 10)
+        kept[5] = false
+        kept[9] = false
+        let restricted = SpeculationTuner.restrict(agreement, finalTokens: finalTokens, to: kept)
+        XCTAssertEqual(restricted, [[[t, f, f, t, f, t]], [[t, f, t, t, f, t]]])
+
+        // L = 3; a layer 1 (any rows), the full head 1, the pruned head of K = 4 tokens 0.25.
+        let costs = SpeculationTuner.PassCosts(layer: [1, 1, 1], head: [1, 1, 1],
+                                               prunedHead: [SpeculationTuner.PrunedHeadCost(tokens: 4, seconds: 0.25)])
+        XCTAssertEqual(costs.draft(exit: 2), 3)
+        XCTAssertEqual(costs.draft(exit: 2, vocabulary: 4), 2.25)
+        XCTAssertEqual(costs.draft(exit: 2, vocabulary: 7), 3, "a K without a measured cost drafts at the full head's")
+        let full = SpeculationTuner.grid(agreement: agreement, costs: costs, layers: 3, maxDrafts: 2)
+        let pruned = SpeculationTuner.grid(agreement: restricted, costs: costs, layers: 3, maxDrafts: 2, draftVocabulary: 4)
+        // E = 2, d = 2, full head: rounds [t t]+1, [t t]+1 → 6 tokens in 2 rounds; a round 2·3 + (2 + 1 + 1) = 10
+        // against an autoregressive step of 4: 3/10·4 = 1.2.
+        let fullCell = try XCTUnwrap(full.first { $0.exitLayer == 2 && $0.drafts == 2 })
+        XCTAssertEqual(fullCell.speedup, 1.2, accuracy: 1e-12)
+        XCTAssertNil(fullCell.draftVocabulary)
+        // Pruned, [t f t t f t]: from 0, t then f → 2 tokens; from 2, t t → 3; from 5, the end → 1:
+        // 6 tokens in 3 rounds; a round 2·2.25 + 4 = 8.5: 2/8.5·4.
+        let prunedCell = try XCTUnwrap(pruned.first { $0.exitLayer == 2 && $0.drafts == 2 })
+        XCTAssertEqual(prunedCell.tokensPerRound, 2)
+        XCTAssertEqual(prunedCell.speedup, 2 / 8.5 * 4, accuracy: 1e-12)
+        XCTAssertEqual(prunedCell.draftVocabulary, 4)
+    }
+
+    func testFrequencyRankingCountsThenBreaksTiesById() throws {
+        let ranking = TokenRanking.byFrequency([[3, 1, 3, 7], [7, 3, 0], [9, 9, 12]], vocabularySize: 10)
+        XCTAssertEqual(ranking.tokens, [3, 7, 9, 0, 1], "3×3, 2×7, 2×9 (by id), then the ones; 12 is outside the vocabulary")
+        XCTAssertEqual(ranking.top(4, always: [2]), [2, 3, 7, 9], "end of sequence (2) always kept, counted in K")
+        XCTAssertEqual(ranking.top(7, always: []), [0, 1, 2, 3, 4, 7, 9], "ids never seen follow, by id")
     }
 }

@@ -99,6 +99,36 @@ final class TrainerTests: XCTestCase {
         }
     }
 
+    /// A run started from an exported model begins with exactly its weights (an f32 export round-trips),
+    /// whatever its own seed; a folder of another architecture is refused naming the field.
+    func testWarmStartBeginsWithTheModelsWeights() throws {
+        let dir = TrainingFixtures.temporaryDirectory("warm-start")
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
+        let corpus = TrainingFixtures.writeCorpus(in: dir, files: 6)
+        let out = dir.appendingPathComponent("model")
+        let first = try Trainer(config: TrainingConfig(mapping: TrainingFixtures.mapping(corpus: corpus, output: out, steps: 3), file: "a.yaml"))
+        for _ in 0..<3 { first.trainStep() }
+        try first.export(to: out, dtype: .f32)
+
+        var mapping = TrainingFixtures.mapping(corpus: corpus, output: dir.appendingPathComponent("second"), steps: 3)
+        mapping["training"] = (mapping["training"] as! [String: Any]).merging(["seed": 77]) { $1 }
+        let second = try Trainer(config: TrainingConfig(mapping: mapping, file: "b.yaml"))
+        let count = second.layout.count
+        XCTAssertNotEqual(Array(UnsafeBufferPointer(start: second.params.pointer, count: count)),
+                          Array(UnsafeBufferPointer(start: first.params.pointer, count: count)), "another seed starts elsewhere")
+        try second.initialize(from: LlamaModel(directory: out), folder: out.path)
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: second.params.pointer, count: count)),
+                       Array(UnsafeBufferPointer(start: first.params.pointer, count: count)))
+        XCTAssertEqual(second.step, 0, "a warm start is a new run: its own schedule from step 0")
+
+        let wider = TrainingFixtures.mapping(corpus: corpus, output: dir.appendingPathComponent("third"), steps: 3,
+                                             extra: ["model": ["intermediate_size": 96]])
+        let third = try Trainer(config: TrainingConfig(mapping: wider, file: "c.yaml"))
+        XCTAssertThrowsError(try third.initialize(from: LlamaModel(directory: out), folder: out.path)) { error in
+            XCTAssertTrue("\(error)".contains("intermediate_size") && "\(error)".contains("64") && "\(error)".contains("96"), "\(error)")
+        }
+    }
+
     func testConfigErrorsNameFileAndField() {
         let dir = TrainingFixtures.temporaryDirectory("config")
         addTeardownBlock { try? FileManager.default.removeItem(at: dir) }

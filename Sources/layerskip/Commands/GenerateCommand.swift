@@ -1,4 +1,5 @@
 import ArgumentParser
+import Daemon
 import Decoding
 import Engine
 import Foundation
@@ -18,6 +19,9 @@ struct GenerateCommand: ParsableCommand {
             string per line) run together in one batch of up to --max-batch sequences; each prompt's output is
             printed as a block `--- prompt N ---` when it finishes (in finishing order), or with --json as one
             JSON object per line (JSONL) with its "index". A prompt's tokens do not depend on its batch-mates.
+            With --strategy self-speculative and no --exit-layer (nor --drafter lookup), the settings the flags
+            leave out come from the model's `layerskip tune` result in the job store (--config), as for a job
+            file; without one the drafts exit at half the layers. stderr (and --json) says which were used.
             """)
 
     @Option(help: "Hugging Face model folder (config.json, *.safetensors, tokenizer.json), or `default`: the project's own LayerSkip model (models/default).")
@@ -125,6 +129,31 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: WeightsOption.help)
     var weights = "stored"
 
+    @OptionGroup var daemon: DaemonOptions
+
+    /// `spec` with what it leaves out filled from the model's tune result, the way the daemon's
+    /// runner does, and the token ranking a tuned pruned draft head keeps.
+    /// A config file that cannot be read is an error; a job store that does not exist (yet) or
+    /// cannot be read only means no tune result.
+    func resolvedStrategy(_ llama: LlamaModel, directory: URL) throws -> (ResolvedStrategy, TokenRanking?) {
+        let spec = self.spec
+        guard spec.name == "self-speculative", spec.options["exit_layer"] == nil, spec.options["drafter"] != .string("lookup") else {
+            return (ResolvedStrategy(spec: spec, source: "flags"), nil)
+        }
+        let config = try daemon.load()
+        var tuning: TuningRecord?
+        var note = ""
+        do {
+            let key = ModelIdentity.key(fingerprint: try ModelIdentity.fingerprint(directory: directory), weights: llama.format.rawValue)
+            tuning = try JobStore.open(config, create: false).tuning(modelKey: key)
+        } catch {
+            note = " (no tune result read: \(error))"
+        }
+        var resolved = ResolvedStrategy.resolve(spec, tuning: tuning)
+        resolved.source += note
+        return (resolved, try? tuning?.ranking(vocabularySize: llama.config.vocabSize))
+    }
+
     func run() throws {
         ThreadSettings.apply(threads)
         let sampling = SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed)
@@ -136,7 +165,14 @@ struct GenerateCommand: ParsableCommand {
         }
         let tokenizer = try Tokenizer(contentsOf: directory.appendingPathComponent("tokenizer.json"))
         let llama = try WeightsOption.load(directory, weights: weights)
-        let generator = try Strategies.registry.make(spec, model: llama, context: StrategyContext(tokenizer: tokenizer))
+        let (resolved, ranking) = try resolvedStrategy(llama, directory: directory)
+        if resolved.source != "flags" && !json { standardError("settings: \(resolved.settings) (from \(resolved.source))") }
+        let generator: ConfiguredStrategy
+        do {
+            generator = try Strategies.registry.make(resolved.spec, model: llama, context: StrategyContext(tokenizer: tokenizer, tokenRanking: ranking))
+        } catch {
+            throw CLIError(message: "strategy (\(resolved.settings), from \(resolved.source)): \(error)")
+        }
 
         let texts = try allPrompts()
         var requests: [GenerationRequest] = []
@@ -164,7 +200,7 @@ struct GenerateCommand: ParsableCommand {
                     failure = failure ?? completion.error
                     return
                 }
-                do { try report(index: single ? nil : index, output: output, metrics: metrics, model: llama, directory: directory) } catch {
+                do { try report(index: single ? nil : index, output: output, metrics: metrics, model: llama, directory: directory, strategy: resolved) } catch {
                     failure = failure ?? error
                 }
             }
@@ -181,7 +217,8 @@ struct GenerateCommand: ParsableCommand {
     }
 
     /// Prints one finished prompt: streamed text's newline and the metrics, a block, or a JSON line.
-    func report(index: Int?, output: GenerationOutput, metrics: GenerationMetrics, model llama: LlamaModel, directory: URL) throws {
+    func report(index: Int?, output: GenerationOutput, metrics: GenerationMetrics, model llama: LlamaModel, directory: URL,
+                strategy: ResolvedStrategy) throws {
         if json {
             var object = try JSONSerialization.jsonObject(with: JSONEncoder().encode(metrics)) as! [String: Any]
             if let index { object["index"] = index }
@@ -189,7 +226,8 @@ struct GenerateCommand: ParsableCommand {
             object["text"] = output.text
             object["model"] = directory.path
             object["layers"] = llama.layerCount
-            object["strategy_options"] = try JSONSerialization.jsonObject(with: JSONEncoder().encode(spec.options))
+            object["strategy_options"] = try JSONSerialization.jsonObject(with: JSONEncoder().encode(strategy.spec.options))
+            object["settings_source"] = strategy.source
             let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
             FileHandle.standardOutput.write(data + Data("\n".utf8))
         } else if let index {

@@ -44,6 +44,11 @@ struct TrainCommand: ParsableCommand {
     @Flag(help: "Ignore an existing checkpoint and start over.")
     var fresh = false
 
+    @Option(help: ArgumentHelp("Start from this trained model folder's weights instead of a random initialisation "
+                               + "(a continued run: fresh optimizer and schedule). Ignored when a checkpoint resumes.",
+                               valueName: "MODEL"))
+    var initFrom: String?
+
     func run() throws {
         let mapping = try Self.loadMapping(config, overrides: overrides + [
             steps.map { "training.steps=\($0)" }, out.map { "output.dir=\($0)" }, seed.map { "training.seed=\($0)" },
@@ -62,6 +67,15 @@ struct TrainCommand: ParsableCommand {
         if !fresh, let found = Trainer.resumableCheckpoint(checkpoint) {
             try trainer.loadCheckpoint(from: found)
             standardError("resumed from \(found.path) at step \(trainer.step)")
+        } else if let initFrom {
+            let model: LlamaModel
+            do { model = try LlamaModel(directory: URL(fileURLWithPath: initFrom)) } catch {
+                throw CLIError(message: "--init-from \(initFrom): \(error)", exitCode: 2)
+            }
+            do { try trainer.initialize(from: model, folder: initFrom) } catch let e as TrainingError {
+                throw CLIError(message: e.description, exitCode: 2)
+            }
+            standardError("starting from the weights of \(initFrom)")
         }
         let params = trainer.layout.count
         standardError("model: \(params) parameters (\(trainer.modelConfig.layerCount) layers, hidden \(trainer.modelConfig.hiddenSize), vocab \(trainer.modelConfig.vocabSize)); "

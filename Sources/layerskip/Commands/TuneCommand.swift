@@ -18,6 +18,10 @@ struct TuneCommand: ParsableCommand {
             2. Costs: one decoder layer and the exit head over 1, 2, … rows on this machine (medians).
             3. The E × d grid: greedy rounds simulated on the agreement, timed with the costs, as the predicted
                speed-up over autoregressive decoding; written as an SVG heat-map and a CSV (--out).
+            3b. Pruned draft heads (--draft-vocab): the grid again for drafts that score only the K most
+               frequent tokens (counted on --data, else the tokenizer's merge order), each cheaper by its measured
+               head cost, with agreement only where the full model's token is among the K; a K is kept when its
+               best cell beats the full head's by 2%.
             4. Finalists, measured (--runs, interleaved, medians of per-run ratios to autoregressive): the best
                (E, d) with early-exit drafts, prompt lookup alone, and hybrid at that (E, d).
             The fastest finalist is stored in the job store under the model's identity (config + weight
@@ -55,8 +59,14 @@ struct TuneCommand: ParsableCommand {
     @Option(help: "Finalist runs: prompts of this many tokens (the starts of the data's sequences), at most 4.")
     var promptTokens = 64
 
-    @Option(help: ArgumentHelp("Use these pass costs instead of measuring them: a JSON object {\"layer\": [s, …], \"head\": [s, …]} of seconds for 1, 2, … rows (at least max-drafts + 1 each).", valueName: "FILE"))
+    @Option(help: ArgumentHelp("Use these pass costs instead of measuring them: a JSON object {\"layer\": [s, …], \"head\": [s, …]} of seconds for 1, 2, … rows (at least max-drafts + 1 each), and optionally \"pruned_head\": [{\"tokens\": K, \"seconds\": s}, …] for 1 row (the report's \"costs\" has this shape).", valueName: "FILE"))
     var passCosts: String?
+
+    @Option(name: .customLong("draft-vocab"), help: ArgumentHelp("Pruned draft heads to consider: K tokens (repeatable), or none. Default: vocabulary/16, /8, /4 and /2 for a vocabulary of 1024 tokens or more.", valueName: "K"))
+    var draftVocab: [String] = []
+
+    @Option(help: "With --data: tokens of it counted for the pruned draft head's token ranking.")
+    var countTokens = 262_144
 
     @Option(help: "Folder for the heat-map files (tune-MODEL-WEIGHTS.svg / .csv).")
     var out = "."
@@ -90,6 +100,10 @@ struct TuneCommand: ParsableCommand {
         var costs: SpeculationTuner.PassCosts
         var grid: [SpeculationTuner.Cell]
         var best: SpeculationTuner.Cell
+        /// The best cell of each pruned draft head considered.
+        var prunedBest: [SpeculationTuner.Cell]
+        /// Where the pruned heads' token order came from.
+        var tokenRanking: String
         var finalists: [Finalist]
         var chosen: [String: ConfigValue]
         /// The choice's speed ÷ autoregressive decoding's (measured; predicted with --runs 0).
@@ -103,6 +117,10 @@ struct TuneCommand: ParsableCommand {
         guard length > 8, maxTokens >= length, (1...32).contains(maxDrafts), runs >= 0, newTokens >= 1, promptTokens >= 1 else {
             throw ValidationError("--length must be > 8, --max-tokens ≥ --length, --max-drafts in 1...32, --runs ≥ 0, --new-tokens and --prompt-tokens ≥ 1")
         }
+        for k in draftVocab where k != "none" && (Int(k) ?? 0) < 1 {
+            throw ValidationError("--draft-vocab: expected a number of tokens ≥ 1 or none, found \(k)")
+        }
+        guard countTokens >= 1 else { throw ValidationError("--count-tokens must be at least 1, found \(countTokens)") }
     }
 
     func run() throws {
@@ -118,38 +136,79 @@ struct TuneCommand: ParsableCommand {
         let sequences = try textSequences(llama, tokenizer, progress: progress)
         let tokens = sequences.reduce(0) { $0 + $1.count - 1 }
         progress("exit agreement on \(tokens) teacher-forced tokens")
-        let agreement = Evaluator.exitAgreement(model: llama, sequences: sequences)
+        let tops = Evaluator.exitTops(model: llama, sequences: sequences)
+        let agreement = Evaluator.agreement(tops)
+        let vocab = llama.config.vocabSize
+        let ranking: TokenRanking, rankingSource: String
+        if data.isEmpty {
+            ranking = StrategyContext(tokenizer: tokenizer).ranking(for: llama.config)
+            rankingSource = "the tokenizer's merge order"
+        } else {
+            let counted = try dataStream(llama, tokenizer).sequences(length: min(length, llama.maxPositions - 1), maxTokens: max(countTokens, maxTokens))
+            ranking = TokenRanking.byFrequency(counted, vocabularySize: vocab)
+            rankingSource = "frequencies in \(counted.reduce(0) { $0 + $1.count }) tokens of --data"
+        }
+        let prunedSizes = prunedCandidates(vocabularySize: vocab)
+        let prunedSets = prunedSizes.map { (k: $0, tokens: ranking.top($0, always: llama.config.eosTokenIds)) }
         let shares = agreement.map { traces in
             Double(traces.reduce(0) { $0 + $1.filter { $0 }.count }) / Double(max(1, traces.reduce(0) { $0 + $1.count }))
         }
         let costs: SpeculationTuner.PassCosts
         if let passCosts {
-            do { costs = try JSONDecoder().decode(SpeculationTuner.PassCosts.self, from: Data(contentsOf: URL(fileURLWithPath: passCosts))) } catch {
-                throw CLIError(message: "--pass-costs \(passCosts): expected {\"layer\": [seconds…], \"head\": [seconds…]} (\(error))", exitCode: 2)
+            // Snake case, as the report's "costs" are written: a report's costs can be fed back.
+            let decoder = JSONDecoder()
+            decoder.keyDecodingStrategy = .convertFromSnakeCase
+            do { costs = try decoder.decode(SpeculationTuner.PassCosts.self, from: Data(contentsOf: URL(fileURLWithPath: passCosts))) } catch {
+                throw CLIError(message: "--pass-costs \(passCosts): expected {\"layer\": [seconds…], \"head\": [seconds…], \"pruned_head\": [{\"tokens\": K, \"seconds\": s}, …]} (\(error))", exitCode: 2)
             }
             guard costs.maxRows > maxDrafts, costs.layer.count == costs.head.count, (costs.layer + costs.head).allSatisfy({ $0 > 0 && $0.isFinite }) else {
                 throw CLIError(message: "--pass-costs \(passCosts): expected \(maxDrafts + 1) or more positive seconds in both \"layer\" and \"head\"", exitCode: 2)
             }
         } else {
             progress("pass costs for 1...\(maxDrafts + 1) rows")
-            costs = SpeculationTuner.measureCosts(model: llama, maxRows: maxDrafts + 1, repetitions: 5, context: 64)
+            costs = SpeculationTuner.measureCosts(model: llama, maxRows: maxDrafts + 1, repetitions: 5, context: 64,
+                                                  prunedVocabularies: prunedSets)
         }
-        let grid = SpeculationTuner.grid(agreement: agreement, costs: costs, layers: llama.layerCount, maxDrafts: maxDrafts)
+        let L = llama.layerCount
+        let grid = SpeculationTuner.grid(agreement: agreement, costs: costs, layers: L, maxDrafts: maxDrafts)
         guard let best = SpeculationTuner.best(grid) else { throw CLIError(message: "no text to measure on") }
         progress(String(format: "predicted best: exit_layer %d, speculations %d: %.2f× autoregressive", best.exitLayer, best.drafts, best.speedup))
 
-        let exitSettings: [String: ConfigValue] = ["exit_layer": .int(best.exitLayer), "speculations": .int(best.drafts)]
+        var prunedBest: [SpeculationTuner.Cell] = []
+        for (k, tokens) in prunedSets {
+            guard costs.prunedHead?.contains(where: { $0.tokens == k }) == true else {
+                progress("draft_vocab \(k): no pruned head cost in --pass-costs, not considered")
+                continue
+            }
+            var kept = [Bool](repeating: false, count: vocab)
+            for t in tokens { kept[t] = true }
+            let restricted = SpeculationTuner.restrict(agreement, finalTokens: tops[L - 1], to: kept)
+            let cells = SpeculationTuner.grid(agreement: restricted, costs: costs, layers: L, maxDrafts: maxDrafts, draftVocabulary: k)
+            if let cell = SpeculationTuner.best(cells) {
+                prunedBest.append(cell)
+                progress(String(format: "draft_vocab %d: best exit_layer %d, speculations %d: %.2f× autoregressive", k, cell.exitLayer, cell.drafts, cell.speedup))
+            }
+        }
+        // Pruning only pays where it beats the full head clearly: the agreement it is judged on is a lower bound.
+        let pruned = SpeculationTuner.best(prunedBest).flatMap { $0.speedup > best.speedup * 1.02 ? $0 : nil }
+        let exitCell = pruned ?? best
+        var exitSettings: [String: ConfigValue] = ["exit_layer": .int(exitCell.exitLayer), "speculations": .int(exitCell.drafts)]
+        if let k = pruned?.draftVocabulary { exitSettings["draft_vocab"] = .int(k) }
         var finalists: [Finalist] = []
         var chosen = exitSettings.merging(["drafter": .string("hybrid")]) { a, _ in a }
-        var speedup = best.speedup
+        var speedup = exitCell.speedup
+        let context = StrategyContext(tokenizer: tokenizer, tokenRanking: ranking)
         if runs > 0 {
-            let candidates: [(String, [String: ConfigValue])] = [
+            var candidates: [(String, [String: ConfigValue])] = [
                 ("early-exit", exitSettings.merging(["drafter": .string("early-exit")]) { a, _ in a }),
                 ("lookup", ["drafter": .string("lookup")]),
                 ("hybrid", exitSettings.merging(["drafter": .string("hybrid")]) { a, _ in a }),
             ]
+            if pruned != nil {
+                candidates.append(("early-exit", ["exit_layer": .int(best.exitLayer), "speculations": .int(best.drafts), "drafter": .string("early-exit")]))
+            }
             let prompts = sequences.prefix(4).map { $0.prefix(promptTokens).map(Int.init) }
-            finalists = try measureFinalists(llama, prompts: prompts, candidates: candidates, progress: progress)
+            finalists = try measureFinalists(llama, prompts: prompts, candidates: candidates, context: context, progress: progress)
             if let fastest = finalists.max(by: { $0.medianRatio < $1.medianRatio }) {
                 // The exit's settings stay with a lookup choice: a job that sets early-exit keys uses them.
                 chosen = fastest.drafter == "lookup" ? exitSettings.merging(["drafter": .string("lookup")]) { a, _ in a } : fastest.settings
@@ -167,13 +226,17 @@ struct TuneCommand: ParsableCommand {
         try SpeculationTuner.csv(grid).write(toFile: csvPath, atomically: true, encoding: .utf8)
 
         var report = Report(model: dir.path, modelKey: key, weights: llama.format.rawValue, machine: machine, tokens: tokens,
-                            agreement: shares, costs: costs, grid: grid, best: best, finalists: finalists, chosen: chosen,
-                            speedup: speedup, stored: false, svg: svgPath, csv: csvPath)
+                            agreement: shares, costs: costs, grid: grid, best: best, prunedBest: prunedBest, tokenRanking: rankingSource,
+                            finalists: finalists, chosen: chosen, speedup: speedup, stored: false, svg: svgPath, csv: csvPath)
         if !noStore {
             let (_, store) = try options.openStore(create: true)
             let reportJSON = String(decoding: try JSONEncoder().encode(report), as: UTF8.self)
+            // The first K of the corpus ranking give the same K tokens (`TokenRanking.top`); without
+            // --data the runner's default, the merge order, is what tune measured.
+            var stored: [Int]?
+            if case let .int(k) = chosen["draft_vocab"], !data.isEmpty { stored = Array(ranking.tokens.prefix(k)) }
             try store.saveTuning(TuningRecord(modelKey: key, model: dir.path, weights: llama.format.rawValue, tunedAt: Date(),
-                                              machine: machine, settings: chosen, speedup: speedup, report: reportJSON))
+                                              machine: machine, settings: chosen, speedup: speedup, report: reportJSON, tokenRanking: stored))
             report.stored = true
         }
         if json { return try printJSON(report) }
@@ -201,14 +264,7 @@ struct TuneCommand: ParsableCommand {
     /// built-in prompts.
     func textSequences(_ llama: LlamaModel, _ tokenizer: Tokenizer, progress: (String) -> Void) throws -> [[Int32]] {
         let n = min(length, llama.maxPositions - 1)
-        if !data.isEmpty {
-            let files: [String]
-            do { files = try Corpus(paths: data, extensions: extensions, validationFraction: 0, source: "--data").trainFiles } catch let e as TrainingError {
-                throw CLIError.notFound(e.description)
-            }
-            return TokenStream(files: files, tokenizer: tokenizer, separator: llama.config.eosTokenIds.first, shuffleSeed: nil)
-                .sequences(length: n, maxTokens: maxTokens)
-        }
+        if !data.isEmpty { return try dataStream(llama, tokenizer).sequences(length: n, maxTokens: maxTokens) }
         progress("no --data: the model's own continuations of \(BenchCommand.texts.count) built-in prompts")
         let strategy = try Strategies.registry.make(StrategySpec(name: "autoregressive"), model: llama)
         let perPrompt = max(16, min(n, maxTokens / BenchCommand.texts.count))
@@ -222,12 +278,27 @@ struct TuneCommand: ParsableCommand {
         }
     }
 
+    /// --data's files as one token stream, in order.
+    func dataStream(_ llama: LlamaModel, _ tokenizer: Tokenizer) throws -> TokenStream {
+        let files: [String]
+        do { files = try Corpus(paths: data, extensions: extensions, validationFraction: 0, source: "--data").trainFiles } catch let e as TrainingError {
+            throw CLIError.notFound(e.description)
+        }
+        return TokenStream(files: files, tokenizer: tokenizer, separator: llama.config.eosTokenIds.first, shuffleSeed: nil)
+    }
+
+    /// The K of `--draft-vocab`, or the default ones; K ≥ the vocabulary is the full head, left out.
+    func prunedCandidates(vocabularySize v: Int) -> [Int] {
+        if draftVocab.isEmpty { return v >= 1024 ? [v / 16, v / 8, v / 4, v / 2] : [] }
+        return Array(Set(draftVocab.compactMap { Int($0) }.filter { $0 < v })).sorted()
+    }
+
     /// Greedy tokens/s of each candidate ÷ autoregressive decoding's in the same run, interleaved;
     /// run 0 warms up.
     func measureFinalists(_ llama: LlamaModel, prompts: [[Int]], candidates: [(String, [String: ConfigValue])],
-                          progress: (String) -> Void) throws -> [Finalist] {
+                          context: StrategyContext, progress: (String) -> Void) throws -> [Finalist] {
         let specs = [StrategySpec(name: "autoregressive")] + candidates.map { StrategySpec(name: "self-speculative", options: $0.1) }
-        let strategies = try specs.map { try Strategies.registry.make($0, model: llama) }
+        let strategies = try specs.map { try Strategies.registry.make($0, model: llama, context: context) }
         var ratios = [[Double]](repeating: [], count: candidates.count)
         var outputs = [[[Int]]](repeating: [], count: specs.count)
         for run in 0...runs {
