@@ -114,6 +114,25 @@ typedef struct {
     const void *scales; // GEMM only: CK_I8 one f32 per weight row; CK_Q4 (rows, nb) f16 block scales
 } ck_xprep;
 
+/// Token groups of the small path: ceil(n/4) groups of balanced sizes <= 4 (n <= 64).
+static inline int ck_small_groups(int n, int *gsize, int *gstart) {
+    const int ngroups = (n + 3) / 4;
+    for (int g = 0, t = 0; g < ngroups; g++) {
+        gsize[g] = n / ngroups + (g < n % ngroups);
+        gstart[g] = t;
+        t += gsize[g];
+    }
+    return ngroups;
+}
+
+/// The AVX-512 small-path kernels (kern_avx512.c), used at simd level 2 in place of the AVX2 ones:
+/// floats of staged activations, the staging (groups interleaved per 32-block, row stride
+/// round32(in)), and output rows [o0, o1) (0, or -1 when scratch could not be allocated).
+size_t ck_avx512_prep_floats(int in, int n);
+void ck_avx512_stage(ck_dtype dt, int in, const float *x, int ldx, int n, float *xs);
+int ck_avx512_range(ck_dtype dt, const void *W, int in, const float *xs, size_t xld, int n, float *y,
+                    size_t ldy, int o0, int o1, ck_scratch *s);
+
 int ck_avx2_use_small(int n);
 int ck_avx2_small_nmax(void);
 /// Internal tuning hook (benchmarks while tuning): small_nmax, r1, pf, pfd, rb, xbytes.

@@ -262,22 +262,12 @@ static size_t small_kc(int n, int in) {
     return kc >= (size_t)in ? (size_t)in : kc;
 }
 
-// Token groups of the small path: ceil(n/4) groups of balanced sizes <= 4.
-static int small_groups(int n, int *gsize, int *gstart) {
-    const int ngroups = (n + 3) / 4;
-    for (int g = 0, t = 0; g < ngroups; g++) {
-        gsize[g] = n / ngroups + (g < n % ngroups);
-        gstart[g] = t;
-        t += gsize[g];
-    }
-    return ngroups;
-}
 
 // xs: staged activations, group g at xs + gstart[g]*xld, its tokens interleaved per 16-block.
 static void small_range(ck_dtype dt, const void *W, int in, const float *xs, size_t xld, int n,
                         float *y, size_t ldy, int o0, int o1, float *vacc, float *wt) {
     int gsize[CK_SMALL_GROUPS_MAX], gstart[CK_SMALL_GROUPS_MAX];
-    const int ngroups = small_groups(n, gsize, gstart);
+    const int ngroups = ck_small_groups(n, gsize, gstart);
     const int R = ngroups == 1 ? rows_for(n) : 3;
     const size_t es = ck_dt_size(dt);
     const size_t kc = small_kc(n, in);
@@ -565,13 +555,16 @@ static size_t round16(int in) { return ((size_t)in + 15) / 16 * 16; }
 // x for every dtype, each token group interleaved per 16-block (see dot_tile). GEMM path:
 // [group of 16][k][16] packing.
 size_t ck_avx2_prep_floats(ck_dtype dt, int in, int n) {
-    if (!ck_dt_quantized(dt) && ck_avx2_use_small(n)) return (n > 1 || dt == CK_BF16) ? (size_t)n * round16(in) : 0;
+    if (!ck_dt_quantized(dt) && ck_avx2_use_small(n)) {
+        if (n == 1 && dt != CK_BF16) return 0;
+        return ck_simd_level() >= 2 ? ck_avx512_prep_floats(in, n) : (size_t)n * round16(in);
+    }
     return (size_t)((n + 15) / 16) * (size_t)in * 16;
 }
 
 static CK_AVX2 void stage_small(ck_dtype dt, int in, const float *x, int ldx, int n, float *xs) {
     int gsize[CK_SMALL_GROUPS_MAX], gstart[CK_SMALL_GROUPS_MAX];
-    const int ngroups = small_groups(n, gsize, gstart);
+    const int ngroups = ck_small_groups(n, gsize, gstart);
     const size_t k16 = (size_t)in / 16 * 16, ld = round16(in);
     for (int g = 0; g < ngroups; g++) {
         const size_t T = (size_t)gsize[g];
@@ -604,9 +597,14 @@ void ck_avx2_prepare(ck_dtype dt, int in, const float *x, int ldx, int n, float 
     px->xp = NULL;
     if (px->small) {
         if (n > 1 || dt == CK_BF16) {
-            stage_small(dt, in, x, ldx, n, buf);
+            if (ck_simd_level() >= 2) {
+                ck_avx512_stage(dt, in, x, ldx, n, buf);
+                px->xs_ld = ck_avx512_prep_floats(in, 1);
+            } else {
+                stage_small(dt, in, x, ldx, n, buf);
+                px->xs_ld = round16(in);
+            }
             px->xs = buf;
-            px->xs_ld = round16(in);
         }
     } else {
         px->xp = buf;
@@ -618,6 +616,7 @@ int ck_avx2_range(ck_dtype dt, const void *W, int in, const float *x, int ldx, c
     (void)x; (void)ldx;
     if (o0 >= o1) return 0;
     if (px->small) {
+        if (ck_simd_level() >= 2) return ck_avx512_range(dt, W, in, px->xs, px->xs_ld, n, y, (size_t)ldy, o0, o1, s);
         if (n == 1) {
             gemv_range(dt, W, in, px->xs, y, o0, o1);
             return 0;

@@ -10,6 +10,7 @@
 
 static _Atomic int g_cpu_level = -1; // detected level
 static _Atomic int g_force_scalar;
+static _Atomic int g_force_avx2;
 
 static int detect_level(void) {
     int v = atomic_load_explicit(&g_cpu_level, memory_order_relaxed);
@@ -20,9 +21,14 @@ static int detect_level(void) {
         // __builtin_cpu_supports reports AVX features only when the OS saves the YMM state.
         if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
             v = 1;
+        if (v == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+            v = 2;
 #endif
         const char *e = getenv("CK_FORCE_SCALAR");
         if (e && *e && *e != '0') v = 0;
+        const char *a = getenv("CK_NO_AVX512");
+        if (a && *a && *a != '0' && v > 1) v = 1;
         // Benchmarks while tuning: CK_TUNE=key=value,key=value (see ck_kernels_tune).
         const char *t = getenv("CK_TUNE");
         while (t && *t) {
@@ -39,10 +45,16 @@ static int detect_level(void) {
 }
 
 int ck_simd_level(void) {
-    return atomic_load_explicit(&g_force_scalar, memory_order_relaxed) ? 0 : detect_level();
+    if (atomic_load_explicit(&g_force_scalar, memory_order_relaxed)) return 0;
+    int v = detect_level();
+    return v > 1 && atomic_load_explicit(&g_force_avx2, memory_order_relaxed) ? 1 : v;
 }
-const char *ck_simd_name(void) { return ck_simd_level() ? "avx2-fma-f16c" : "scalar"; }
+const char *ck_simd_name(void) {
+    static const char *names[] = {"scalar", "avx2-fma-f16c", "avx512-avx2-fma-f16c"};
+    return names[ck_simd_level()];
+}
 void ck_force_scalar(int on) { atomic_store(&g_force_scalar, on ? 1 : 0); }
+void ck_force_avx2(int on) { atomic_store(&g_force_avx2, on ? 1 : 0); }
 
 // ---- scratch -------------------------------------------------------------------------------
 

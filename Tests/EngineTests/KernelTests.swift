@@ -160,12 +160,15 @@ final class KernelTests: XCTestCase {
 
     static let dtypes: [(ck_dtype, String)] = [(CK_F32, "f32"), (CK_F16, "f16"), (CK_BF16, "bf16")]
 
-    /// Every combination of kernel set (SIMD when the CPU has it, forced scalar) and 1 or 2 threads.
+    /// Every combination of kernel set (SIMD when the CPU has it — AVX-512 and AVX2 where it has
+    /// both — and forced scalar) and 1 or 2 threads.
     func forEachConfig(_ body: (String) -> Void) {
         let savedThreads = ck_get_threads()
-        defer { ck_force_scalar(0); ck_set_threads(savedThreads) }
-        for scalar in [false, true] {
+        defer { ck_force_scalar(0); ck_force_avx2(0); ck_set_threads(savedThreads) }
+        let avx512 = ck_simd_level() == 2
+        for (scalar, avx2) in [(false, false), (false, true), (true, false)] where !avx2 || avx512 {
             ck_force_scalar(scalar ? 1 : 0)
+            ck_force_avx2(avx2 ? 1 : 0)
             for threads in [1, 2] {
                 ck_set_threads(Int32(threads))
                 XCTAssertEqual(ck_get_threads(), Int32(threads))
@@ -178,8 +181,16 @@ final class KernelTests: XCTestCase {
 
     func testSimdSelection() {
         let level = ck_simd_level()
-        XCTAssert(level == 0 || level == 1)
-        XCTAssertEqual(String(cString: ck_simd_name()), level == 1 ? "avx2-fma-f16c" : "scalar")
+        XCTAssert((0...2).contains(level))
+        XCTAssertEqual(String(cString: ck_simd_name()), ["scalar", "avx2-fma-f16c", "avx512-avx2-fma-f16c"][Int(level)])
+        let features = ck_cpu_features()
+        let has512 = [CK_CPU_AVX512F, CK_CPU_AVX512BW, CK_CPU_AVX512VL, CK_CPU_AVX512DQ].allSatisfy { features & Int32($0) != 0 }
+        if level >= 1 && ProcessInfo.processInfo.environment["CK_NO_AVX512"] == nil {
+            XCTAssertEqual(level == 2, has512, "AVX-512 kernels exactly where the CPU has AVX-512 F/BW/VL/DQ")
+        }
+        ck_force_avx2(1)
+        XCTAssertEqual(ck_simd_level(), min(level, 1))
+        ck_force_avx2(0)
         ck_force_scalar(1)
         XCTAssertEqual(ck_simd_level(), 0)
         XCTAssertEqual(String(cString: ck_simd_name()), "scalar")

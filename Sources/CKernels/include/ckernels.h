@@ -18,14 +18,18 @@ typedef enum { CK_F32 = 0, CK_F16 = 1, CK_BF16 = 2, CK_I8 = 3, CK_Q4 = 4 } ck_dt
 
 // ---- CPU features and threads -------------------------------------------------------------
 
-/// 1 when the AVX2+FMA+F16C kernels are in use, 0 for the portable scalar ones. Detected at run
-/// time (the library is built for baseline x86-64); the environment variable CK_FORCE_SCALAR=1
-/// forces 0 for the whole process.
+/// The kernel set in use: 2 when the CPU also has AVX-512 F/BW/VL/DQ (the small-n dot products of
+/// ck_matmul then use zmm registers: kern_avx512.c; everything else stays on AVX2), 1 for the
+/// AVX2+FMA+F16C kernels, 0 for the portable scalar ones. Detected at run time (the library is
+/// built for baseline x86-64); the environment variable CK_FORCE_SCALAR=1 forces 0 and
+/// CK_NO_AVX512=1 at most 1, for the whole process.
 int ck_simd_level(void);
-/// Human-readable name of the kernel set in use ("avx2-fma-f16c" or "scalar").
+/// Human-readable name of the kernel set in use ("avx512-avx2-fma-f16c", "avx2-fma-f16c" or "scalar").
 const char *ck_simd_name(void);
 /// Forces the scalar kernels (tests compare both paths). 0 = auto, 1 = force scalar.
 void ck_force_scalar(int on);
+/// Forces level 1 on an AVX-512 CPU (tests compare the two). 0 = auto, 1 = at most AVX2.
+void ck_force_avx2(int on);
 /// Threads used by ck_matmul (the calling thread counts as one). Default: online CPUs (fewer if
 /// the process's CPU affinity allows fewer). n < 1 restores the default. The pool's workers are
 /// created lazily, spin for ~200 us after each call (environment CK_SPIN_US overrides) and then
@@ -48,7 +52,9 @@ void ck_parallel(void (*fn)(void *ctx, int tid, int nthreads), void *ctx);
 /// written. Accumulation is f32 (fused multiply-add). The summation order never depends on the
 /// thread count, and for n <= 40 (every n on the scalar kernels) not on n either: row t of a
 /// multi-token verification pass is bit-identical to a one-token call on x row t. Larger n
-/// (prefill) uses a differently ordered GEMM kernel, equal up to f32 rounding.
+/// (prefill) uses a differently ordered GEMM kernel, equal up to f32 rounding. The order does
+/// depend on the kernel set (ck_simd_level: 8-lane AVX2 or 16-lane AVX-512 partial sums, stated in
+/// kern_avx2.c and kern_avx512.c), which is fixed for a process.
 /// Calls from several threads are safe; concurrent calls serialise on a mutex. A call made from
 /// inside a ck_parallel task runs on the calling thread only.
 void ck_matmul(ck_dtype dt, const void *W, int out, int in,

@@ -1,0 +1,260 @@
+// AVX-512 (F, BW, VL, DQ) dot-product kernels for the small-n path of ck_matmul (n <= the AVX2
+// path's small_nmax: decode, verification, the rows of a batched pass). Every function that
+// executes AVX-512 instructions carries CK_AVX512; they are reached only at simd level 2 (see
+// matmul.c). The GEMM path (prefill) and the int8 / 4-bit kernels stay on AVX2.
+//
+// Why: past ~4 rows a pass is bound by FMA throughput, not by the weight stream, and a core with
+// full-width 512-bit units (Zen 5, Intel server cores) retires twice the f32 FMAs per cycle with
+// zmm registers; 32 of them also hold bigger tiles, so each widened weight vector feeds more FMAs.
+//
+// Arithmetic (the order, which fixes every bit): for token t and output row o,
+//   y[t][o] = hsum16(acc) + x[t][k32] * w[o][k32] + ... + x[t][in-1] * w[o][in-1]   (the tail, in k order)
+// where acc is a 16-lane f32 vector accumulated by fused multiply-add over the whole 32-element
+// blocks k = 0, 32, 64, ... < k32 = in / 32 * 32, each block in two steps:
+//   bf16: lane i += x[k + 2i] * w[k + 2i], then lane i += x[k + 2i + 1] * w[k + 2i + 1]
+//         (even elements by a 16-bit shift of the 32-bit lanes, odd ones by a mask; the activations
+//         are staged in that even/odd order);
+//   f16, f32: lane i += x[k + i] * w[k + i], then lane i += x[k + 16 + i] * w[k + 16 + i];
+// and hsum16(v) = s0 + s1 with s = (v[0..7] + v[8..15]) folded as ck_hsum256 does:
+//   ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)) of the 8 sums.
+// Each (t, o) has its own accumulator, so the result depends on x row t and w row o only: never on
+// n, on the token groups or row tiles a call is cut into, on k blocking (accumulators are saved and
+// restored exactly) or on the thread count. It differs from the AVX2 kernels' order (8 lanes), so a
+// process uses one kernel set throughout (the level is fixed at start-up).
+#include "ck_internal.h"
+
+#if CK_X86
+#include <immintrin.h>
+
+#define CK_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+
+// 32 consecutive weights of one row as two f32 vectors, in the order stated above.
+CK_INLINE CK_AVX512 __m512 w32_lo(int dt, const void *w, size_t k) {
+    if (dt == CK_BF16) {
+        __m512i v = _mm512_loadu_si512((const void *)((const uint16_t *)w + k));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+    } else if (dt == CK_F16) {
+        return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + k)));
+    }
+    return _mm512_loadu_ps((const float *)w + k);
+}
+CK_INLINE CK_AVX512 __m512 w32_hi(int dt, const void *w, size_t k) {
+    if (dt == CK_BF16) {
+        // As in the AVX2 kernels: re-loading (folded into the vpandd) beats keeping R loaded
+        // vectors alive.
+        __asm__("" : "+r"(w));
+        __m512i v = _mm512_loadu_si512((const void *)((const uint16_t *)w + k));
+        return _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xffff0000u)));
+    } else if (dt == CK_F16) {
+        return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + k + 16)));
+    }
+    return _mm512_loadu_ps((const float *)w + k + 16);
+}
+
+CK_INLINE CK_AVX512 float hsum16(__m512 v) {
+    __m256 s = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
+    return _mm_cvtss_f32(q);
+}
+
+static const int g_pfd = 1024; // prefetch distance along a row (bytes), as the AVX2 kernels
+static const int g_rb = 48;    // rows per block when k is blocked (a multiple of every R below)
+#define CK_TILE_FLOATS (4 * 8 * 16) // one tile's saved accumulators at most (T <= 4, R <= 8)
+
+// Tile of T tokens x R rows over the whole 32-blocks of [k0, k32), then, if `last`, the tail
+// [k32, k1). xs: the group's tokens interleaved per 32-block, element (t, k) at
+// xs + (k & ~31)*T + 32*t + (k & 31) (the tail the same way, in natural order). Accumulators start
+// at zero (`first`) or from vacc and are saved to vacc (not `last`) or reduced into y[t*ldy + o + r].
+// pf_off: as the AVX2 dot_tile (prefetch along each row, then into the next tile's rows).
+CK_INLINE CK_AVX512 void dot_tile512(int dt, int T, int R, const void *W, size_t in, int o, const float *xs,
+                                     size_t k0, size_t k32, size_t k1, float *vacc, int first, int last,
+                                     float *y, size_t ldy, ptrdiff_t pf_off) {
+    const size_t es = ck_dt_size((ck_dtype)dt);
+    __m512 acc[4][8];
+    const void *wr[8];
+    for (int r = 0; r < R; r++) wr[r] = (const char *)W + (size_t)(o + r) * in * es;
+    for (int t = 0; t < T; t++)
+        for (int r = 0; r < R; r++)
+            acc[t][r] = first ? _mm512_setzero_ps() : _mm512_load_ps(vacc + (t * R + r) * 16);
+    const size_t d = (size_t)g_pfd / es, span = k32 - k0;
+    for (size_t k = k0; k < k32; k += 32) {
+        if (pf_off) {
+            size_t kk = k + d;
+            ptrdiff_t off = kk < k32 ? (ptrdiff_t)(kk * es) : pf_off + (ptrdiff_t)((kk - span) * es);
+            for (int r = 0; r < R; r++) {
+                const char *p = (const char *)wr[r] + off;
+                _mm_prefetch(p, _MM_HINT_T0);
+                if (es == 4) _mm_prefetch(p + 64, _MM_HINT_T0);
+            }
+        }
+        const float *xk = xs + k * T;
+        if (R > T) { // T activation vectors stay; the R weight vectors are widened one at a time
+            __m512 xv[4];
+            for (int t = 0; t < T; t++) xv[t] = _mm512_loadu_ps(xk + 32 * t);
+            for (int r = 0; r < R; r++) {
+                __m512 w = w32_lo(dt, wr[r], k);
+                for (int t = 0; t < T; t++) acc[t][r] = _mm512_fmadd_ps(xv[t], w, acc[t][r]);
+            }
+            for (int t = 0; t < T; t++) xv[t] = _mm512_loadu_ps(xk + 32 * t + 16);
+            for (int r = 0; r < R; r++) {
+                __m512 w = w32_hi(dt, wr[r], k);
+                for (int t = 0; t < T; t++) acc[t][r] = _mm512_fmadd_ps(xv[t], w, acc[t][r]);
+            }
+        } else { // the R widened weight vectors stay; activations are loaded one at a time
+            __m512 wv[8];
+            for (int r = 0; r < R; r++) wv[r] = w32_lo(dt, wr[r], k);
+            for (int t = 0; t < T; t++) {
+                __m512 xv = _mm512_loadu_ps(xk + 32 * t);
+                for (int r = 0; r < R; r++) acc[t][r] = _mm512_fmadd_ps(xv, wv[r], acc[t][r]);
+            }
+            for (int r = 0; r < R; r++) wv[r] = w32_hi(dt, wr[r], k);
+            for (int t = 0; t < T; t++) {
+                __m512 xv = _mm512_loadu_ps(xk + 32 * t + 16);
+                for (int r = 0; r < R; r++) acc[t][r] = _mm512_fmadd_ps(xv, wv[r], acc[t][r]);
+            }
+        }
+    }
+    if (!last) {
+        for (int t = 0; t < T; t++)
+            for (int r = 0; r < R; r++) _mm512_store_ps(vacc + (t * R + r) * 16, acc[t][r]);
+        return;
+    }
+    for (int t = 0; t < T; t++) {
+        float *yt = y + (size_t)t * ldy + o;
+        for (int r = 0; r < R; r++) {
+            float s = hsum16(acc[t][r]);
+            for (size_t kk = k32; kk < k1; kk++)
+                s += xs[(kk & ~(size_t)31) * T + 32 * (size_t)t + (kk & 31)] * ck_load_elem((ck_dtype)dt, wr[r], kk);
+            yt[r] = s;
+        }
+    }
+}
+
+typedef void (*dot512_fn)(const void *W, size_t in, int o, const float *xs, size_t k0, size_t k32, size_t k1,
+                          float *vacc, int first, int last, float *y, size_t ldy, ptrdiff_t pf_off);
+
+#define CK_D512(DT, T, R)                                                                                   \
+    static CK_AVX512 void d512_##DT##_##T##_##R(const void *W, size_t in, int o, const float *xs, size_t k0,  \
+                                                size_t k32, size_t k1, float *vacc, int first, int last,     \
+                                                float *y, size_t ldy, ptrdiff_t pf_off) {                    \
+        dot_tile512(DT, T, R, W, in, o, xs, k0, k32, k1, vacc, first, last, y, ldy, pf_off);                \
+    }
+#define CK_D512_ROWS8(DT, T)                                                                                \
+    CK_D512(DT, T, 1) CK_D512(DT, T, 2) CK_D512(DT, T, 3) CK_D512(DT, T, 4) CK_D512(DT, T, 5)               \
+    CK_D512(DT, T, 6) CK_D512(DT, T, 7) CK_D512(DT, T, 8)
+#define CK_D512_DT(DT)                                                                                      \
+    CK_D512_ROWS8(DT, 1) CK_D512_ROWS8(DT, 2) CK_D512_ROWS8(DT, 3)                                          \
+    CK_D512(DT, 4, 1) CK_D512(DT, 4, 2) CK_D512(DT, 4, 3) CK_D512(DT, 4, 4) CK_D512(DT, 4, 5) CK_D512(DT, 4, 6)
+CK_D512_DT(0)
+CK_D512_DT(1)
+CK_D512_DT(2)
+
+#define CK_D512_ROW(DT, T)                                                                                  \
+    {d512_##DT##_##T##_1, d512_##DT##_##T##_2, d512_##DT##_##T##_3, d512_##DT##_##T##_4,                    \
+     d512_##DT##_##T##_5, d512_##DT##_##T##_6, d512_##DT##_##T##_7, d512_##DT##_##T##_8}
+#define CK_D512_TABLE(DT)                                                                                   \
+    {CK_D512_ROW(DT, 1), CK_D512_ROW(DT, 2), CK_D512_ROW(DT, 3),                                            \
+     {d512_##DT##_4_1, d512_##DT##_4_2, d512_##DT##_4_3, d512_##DT##_4_4, d512_##DT##_4_5, d512_##DT##_4_6, \
+      NULL, NULL}}
+// [dtype][T-1][R-1]; NULL where T*R accumulators and the T or R operand vectors would not fit the
+// 32 registers.
+static const dot512_fn d512_table[3][4][8] = {CK_D512_TABLE(0), CK_D512_TABLE(1), CK_D512_TABLE(2)};
+
+// Rows per tile: one group of T tokens (T = 1: four row streams, as the AVX2 gemv), or R = 6 for
+// every group when there are several.
+static int rows_for512(int T, int ngroups) {
+    if (ngroups > 1) return 6;
+    return T == 1 ? 4 : T == 4 ? 6 : 8;
+}
+
+static size_t round32(int in) { return ((size_t)in + 31) / 32 * 32; }
+
+// k per block: all of k unless the activations exceed 1 MiB (then whole 32-blocks of it), as the
+// AVX2 kernels block.
+static size_t kc512(int n, int in) {
+    size_t kc = ((size_t)1 << 20) / ((size_t)n * 4) / 32 * 32;
+    if (kc < 256) kc = 256;
+    return kc >= (size_t)in ? (size_t)in : kc;
+}
+
+size_t ck_avx512_prep_floats(int in, int n) { return (size_t)n * round32(in); }
+
+CK_AVX512 void ck_avx512_stage(ck_dtype dt, int in, const float *x, int ldx, int n, float *xs) {
+    int gsize[16], gstart[16];
+    const int ngroups = ck_small_groups(n, gsize, gstart);
+    const size_t k32 = (size_t)in / 32 * 32, ld = round32(in);
+    // Lane indices of the even and odd elements of two 16-float vectors.
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    for (int g = 0; g < ngroups; g++) {
+        const size_t T = (size_t)gsize[g];
+        float *base = xs + (size_t)gstart[g] * ld;
+        for (size_t t = 0; t < T; t++) {
+            const float *src = x + (size_t)(gstart[g] + (int)t) * ldx;
+            size_t k = 0;
+            for (; k < k32; k += 32) {
+                float *dst = base + k * T + 32 * t;
+                __m512 a = _mm512_loadu_ps(src + k), b = _mm512_loadu_ps(src + k + 16);
+                if (dt == CK_BF16) {
+                    __m512 ev = _mm512_permutex2var_ps(a, even, b), od = _mm512_permutex2var_ps(a, odd, b);
+                    a = ev;
+                    b = od;
+                }
+                _mm512_storeu_ps(dst, a);
+                _mm512_storeu_ps(dst + 16, b);
+            }
+            for (; k < (size_t)in; k++) base[k32 * T + 32 * t + (k - k32)] = src[k];
+        }
+    }
+}
+
+int ck_avx512_range(ck_dtype dt, const void *W, int in, const float *xs, size_t xld, int n, float *y,
+                    size_t ldy, int o0, int o1, ck_scratch *s) {
+    int gsize[16], gstart[16];
+    const int ngroups = ck_small_groups(n, gsize, gstart);
+    const size_t es = ck_dt_size(dt), kc = kc512(n, in), k32all = (size_t)in / 32 * 32;
+    float *vacc = NULL;
+    if (kc < (size_t)in) {
+        if (!(vacc = ck_buf_reserve(&s->cs, (size_t)(g_rb / 4 + 1) * (size_t)ngroups * CK_TILE_FLOATS))) return -1;
+    }
+    const int rb = kc == (size_t)in ? o1 - o0 : g_rb;
+    for (int ob = o0; ob < o1; ob += rb) {
+        const int oe = ob + rb < o1 ? ob + rb : o1;
+        for (size_t kb = 0; kb < (size_t)in; kb += kc) {
+            const size_t ke = kb + kc < (size_t)in ? kb + kc : (size_t)in;
+            const int last = ke == (size_t)in;
+            const size_t k32 = ke < k32all ? ke : k32all;
+            int ti = 0;
+            const int R = rows_for512(gsize[0], ngroups);
+            for (int o = ob; o < oe; o += R, ti++) {
+                const int r = oe - o < R ? oe - o : R;
+                // Where the next tile reads, relative to this one (as the AVX2 small_range).
+                ptrdiff_t pf;
+                if (o + R < oe) pf = (ptrdiff_t)((size_t)R * in * es);
+                else if (!last) pf = (ptrdiff_t)(kc * es) - (ptrdiff_t)((size_t)(o - ob) * in * es);
+                else pf = (ptrdiff_t)((size_t)R * in * es) - (ptrdiff_t)(kb * es);
+                for (int g = 0; g < ngroups; g++) {
+                    float *va = vacc ? vacc + ((size_t)ti * ngroups + g) * CK_TILE_FLOATS : NULL;
+                    d512_table[dt][gsize[g] - 1][r - 1](W, (size_t)in, o, xs + (size_t)gstart[g] * xld, kb, k32, ke, va,
+                                                        kb == 0, last, y + (size_t)gstart[g] * ldy, ldy, g == 0 ? pf : 0);
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+#else // !CK_X86: level 2 is never selected
+
+size_t ck_avx512_prep_floats(int in, int n) { (void)in; (void)n; return 0; }
+void ck_avx512_stage(ck_dtype dt, int in, const float *x, int ldx, int n, float *xs) {
+    (void)dt; (void)in; (void)x; (void)ldx; (void)n; (void)xs;
+}
+int ck_avx512_range(ck_dtype dt, const void *W, int in, const float *xs, size_t xld, int n, float *y,
+                    size_t ldy, int o0, int o1, ck_scratch *s) {
+    (void)dt; (void)W; (void)in; (void)xs; (void)xld; (void)n; (void)y; (void)ldy; (void)o0; (void)o1; (void)s;
+    return -1;
+}
+#endif
