@@ -60,8 +60,17 @@ CK_INLINE CK_AVX512 float hsum16(__m512 v) {
 }
 
 static const int g_pfd = 1024; // prefetch distance along a row (bytes), as the AVX2 kernels
-static const int g_rb = 48;    // rows per block when k is blocked (a multiple of every R below)
-#define CK_TILE_FLOATS (4 * 8 * 16) // one tile's saved accumulators at most (T <= 4, R <= 8)
+static const int g_rb = 120;   // rows per block when k is blocked (a multiple of every R below)
+#define CK_TILE_FLOATS (32 * 16) // one tile's saved accumulators at most (T*R <= 25 in the table below)
+
+// s[t*8 + r] += x[t][k] * w[r][k] for k in [k32, k1), in k order (the tail of a tile).
+static __attribute__((noinline)) void tail512(int dt, int T, int R, const void *const *wr, const float *xs, size_t k32,
+                                              size_t k1, float *s) {
+    for (int t = 0; t < T; t++)
+        for (int r = 0; r < R; r++)
+            for (size_t kk = k32; kk < k1; kk++)
+                s[t * 8 + r] += xs[(kk & ~(size_t)31) * T + 32 * (size_t)t + (kk & 31)] * ck_load_elem((ck_dtype)dt, wr[r], kk);
+}
 
 // Tile of T tokens x R rows over the whole 32-blocks of [k0, k32), then, if `last`, the tail
 // [k32, k1). xs: the group's tokens interleaved per 32-block, element (t, k) at
@@ -72,15 +81,49 @@ CK_INLINE CK_AVX512 void dot_tile512(int dt, int T, int R, const void *W, size_t
                                      size_t k0, size_t k32, size_t k1, float *vacc, int first, int last,
                                      float *y, size_t ldy, ptrdiff_t pf_off) {
     const size_t es = ck_dt_size((ck_dtype)dt);
-    __m512 acc[4][8];
+    __m512 acc[8][8];
     const void *wr[8];
     for (int r = 0; r < R; r++) wr[r] = (const char *)W + (size_t)(o + r) * in * es;
     for (int t = 0; t < T; t++)
         for (int r = 0; r < R; r++)
             acc[t][r] = first ? _mm512_setzero_ps() : _mm512_load_ps(vacc + (t * R + r) * 16);
-    const size_t d = (size_t)g_pfd / es, span = k32 - k0;
-    for (size_t k = k0; k < k32; k += 32) {
-        if (pf_off) {
+// One 32-element step. With more rows than tokens the T activation vectors stay in registers and
+// the R weight vectors are widened one at a time; otherwise the R widened weight vectors stay and
+// the activations are loaded one at a time.
+#define CK_STEP512(kk)                                                                          \
+    do {                                                                                        \
+        const float *xk = xs + (kk) * T;                                                        \
+        if (R > T) {                                                                            \
+            __m512 xv[8];                                                                       \
+            for (int t = 0; t < T; t++) xv[t] = _mm512_loadu_ps(xk + 32 * t);                   \
+            for (int r = 0; r < R; r++) {                                                       \
+                __m512 w = w32_lo(dt, wr[r], (kk));                                             \
+                for (int t = 0; t < T; t++) acc[t][r] = _mm512_fmadd_ps(xv[t], w, acc[t][r]);   \
+            }                                                                                   \
+            for (int t = 0; t < T; t++) xv[t] = _mm512_loadu_ps(xk + 32 * t + 16);              \
+            for (int r = 0; r < R; r++) {                                                       \
+                __m512 w = w32_hi(dt, wr[r], (kk));                                             \
+                for (int t = 0; t < T; t++) acc[t][r] = _mm512_fmadd_ps(xv[t], w, acc[t][r]);   \
+            }                                                                                   \
+        } else {                                                                                \
+            __m512 wv[8];                                                                       \
+            for (int r = 0; r < R; r++) wv[r] = w32_lo(dt, wr[r], (kk));                        \
+            for (int t = 0; t < T; t++) {                                                       \
+                __m512 xv = _mm512_loadu_ps(xk + 32 * t);                                       \
+                for (int r = 0; r < R; r++) acc[t][r] = _mm512_fmadd_ps(xv, wv[r], acc[t][r]);  \
+            }                                                                                   \
+            for (int r = 0; r < R; r++) wv[r] = w32_hi(dt, wr[r], (kk));                        \
+            for (int t = 0; t < T; t++) {                                                       \
+                __m512 xv = _mm512_loadu_ps(xk + 32 * t + 16);                                  \
+                for (int r = 0; r < R; r++) acc[t][r] = _mm512_fmadd_ps(xv, wv[r], acc[t][r]);  \
+            }                                                                                   \
+        }                                                                                       \
+    } while (0)
+
+    size_t k = k0;
+    if (pf_off) {
+        const size_t d = (size_t)g_pfd / es, span = k32 - k0;
+        for (; k < k32; k += 32) {
             size_t kk = k + d;
             ptrdiff_t off = kk < k32 ? (ptrdiff_t)(kk * es) : pf_off + (ptrdiff_t)((kk - span) * es);
             for (int r = 0; r < R; r++) {
@@ -88,48 +131,25 @@ CK_INLINE CK_AVX512 void dot_tile512(int dt, int T, int R, const void *W, size_t
                 _mm_prefetch(p, _MM_HINT_T0);
                 if (es == 4) _mm_prefetch(p + 64, _MM_HINT_T0);
             }
+            CK_STEP512(k);
         }
-        const float *xk = xs + k * T;
-        if (R > T) { // T activation vectors stay; the R weight vectors are widened one at a time
-            __m512 xv[4];
-            for (int t = 0; t < T; t++) xv[t] = _mm512_loadu_ps(xk + 32 * t);
-            for (int r = 0; r < R; r++) {
-                __m512 w = w32_lo(dt, wr[r], k);
-                for (int t = 0; t < T; t++) acc[t][r] = _mm512_fmadd_ps(xv[t], w, acc[t][r]);
-            }
-            for (int t = 0; t < T; t++) xv[t] = _mm512_loadu_ps(xk + 32 * t + 16);
-            for (int r = 0; r < R; r++) {
-                __m512 w = w32_hi(dt, wr[r], k);
-                for (int t = 0; t < T; t++) acc[t][r] = _mm512_fmadd_ps(xv[t], w, acc[t][r]);
-            }
-        } else { // the R widened weight vectors stay; activations are loaded one at a time
-            __m512 wv[8];
-            for (int r = 0; r < R; r++) wv[r] = w32_lo(dt, wr[r], k);
-            for (int t = 0; t < T; t++) {
-                __m512 xv = _mm512_loadu_ps(xk + 32 * t);
-                for (int r = 0; r < R; r++) acc[t][r] = _mm512_fmadd_ps(xv, wv[r], acc[t][r]);
-            }
-            for (int r = 0; r < R; r++) wv[r] = w32_hi(dt, wr[r], k);
-            for (int t = 0; t < T; t++) {
-                __m512 xv = _mm512_loadu_ps(xk + 32 * t + 16);
-                for (int r = 0; r < R; r++) acc[t][r] = _mm512_fmadd_ps(xv, wv[r], acc[t][r]);
-            }
-        }
+    } else {
+        for (; k < k32; k += 32) CK_STEP512(k);
     }
+#undef CK_STEP512
     if (!last) {
         for (int t = 0; t < T; t++)
             for (int r = 0; r < R; r++) _mm512_store_ps(vacc + (t * R + r) * 16, acc[t][r]);
         return;
     }
-    for (int t = 0; t < T; t++) {
-        float *yt = y + (size_t)t * ldy + o;
-        for (int r = 0; r < R; r++) {
-            float s = hsum16(acc[t][r]);
-            for (size_t kk = k32; kk < k1; kk++)
-                s += xs[(kk & ~(size_t)31) * T + 32 * (size_t)t + (kk & 31)] * ck_load_elem((ck_dtype)dt, wr[r], kk);
-            yt[r] = s;
-        }
-    }
+    float s[8][8];
+    for (int t = 0; t < T; t++)
+        for (int r = 0; r < R; r++) s[t][r] = hsum16(acc[t][r]);
+    // The tail in a function of its own: inlined here it keeps clang from holding the accumulators
+    // in registers (every FMA above was then followed by a store).
+    tail512(dt, T, R, wr, xs, k32, k1, &s[0][0]);
+    for (int t = 0; t < T; t++)
+        for (int r = 0; r < R; r++) y[(size_t)t * ldy + o + r] = s[t][r];
 }
 
 typedef void (*dot512_fn)(const void *W, size_t in, int o, const float *xs, size_t k0, size_t k32, size_t k1,
@@ -146,7 +166,10 @@ typedef void (*dot512_fn)(const void *W, size_t in, int o, const float *xs, size
     CK_D512(DT, T, 6) CK_D512(DT, T, 7) CK_D512(DT, T, 8)
 #define CK_D512_DT(DT)                                                                                      \
     CK_D512_ROWS8(DT, 1) CK_D512_ROWS8(DT, 2) CK_D512_ROWS8(DT, 3)                                          \
-    CK_D512(DT, 4, 1) CK_D512(DT, 4, 2) CK_D512(DT, 4, 3) CK_D512(DT, 4, 4) CK_D512(DT, 4, 5) CK_D512(DT, 4, 6)
+    CK_D512(DT, 4, 1) CK_D512(DT, 4, 2) CK_D512(DT, 4, 3) CK_D512(DT, 4, 4) CK_D512(DT, 4, 5) CK_D512(DT, 4, 6) \
+    CK_D512(DT, 5, 1) CK_D512(DT, 5, 2) CK_D512(DT, 5, 3) CK_D512(DT, 5, 4) CK_D512(DT, 5, 5)               \
+    CK_D512(DT, 6, 1) CK_D512(DT, 6, 2) CK_D512(DT, 6, 3) CK_D512(DT, 6, 4)                                 \
+    CK_D512(DT, 7, 1) CK_D512(DT, 7, 2) CK_D512(DT, 7, 3) CK_D512(DT, 8, 1) CK_D512(DT, 8, 2) CK_D512(DT, 8, 3)
 CK_D512_DT(0)
 CK_D512_DT(1)
 CK_D512_DT(2)
@@ -157,16 +180,32 @@ CK_D512_DT(2)
 #define CK_D512_TABLE(DT)                                                                                   \
     {CK_D512_ROW(DT, 1), CK_D512_ROW(DT, 2), CK_D512_ROW(DT, 3),                                            \
      {d512_##DT##_4_1, d512_##DT##_4_2, d512_##DT##_4_3, d512_##DT##_4_4, d512_##DT##_4_5, d512_##DT##_4_6, \
-      NULL, NULL}}
-// [dtype][T-1][R-1]; NULL where T*R accumulators and the T or R operand vectors would not fit the
-// 32 registers.
-static const dot512_fn d512_table[3][4][8] = {CK_D512_TABLE(0), CK_D512_TABLE(1), CK_D512_TABLE(2)};
+      NULL, NULL},                                                                                          \
+     {d512_##DT##_5_1, d512_##DT##_5_2, d512_##DT##_5_3, d512_##DT##_5_4, d512_##DT##_5_5, NULL, NULL, NULL}, \
+     {d512_##DT##_6_1, d512_##DT##_6_2, d512_##DT##_6_3, d512_##DT##_6_4, NULL, NULL, NULL, NULL},          \
+     {d512_##DT##_7_1, d512_##DT##_7_2, d512_##DT##_7_3, NULL, NULL, NULL, NULL, NULL},                     \
+     {d512_##DT##_8_1, d512_##DT##_8_2, d512_##DT##_8_3, NULL, NULL, NULL, NULL, NULL}}
+// [dtype][T-1][R-1]; NULL where T*R accumulators and the min(T, R) + 1 operand vectors would not
+// fit the 32 registers.
+static const dot512_fn d512_table[3][8][8] = {CK_D512_TABLE(0), CK_D512_TABLE(1), CK_D512_TABLE(2)};
 
-// Rows per tile: one group of T tokens (T = 1: four row streams, as the AVX2 gemv), or R = 6 for
-// every group when there are several.
-static int rows_for512(int T, int ngroups) {
-    if (ngroups > 1) return 6;
-    return T == 1 ? 4 : T == 4 ? 6 : 8;
+// Rows per tile for groups of at most T tokens: as many as the registers allow (T = 1: four row
+// streams, as the AVX2 gemv). Every group of a call uses the same R (sizes differ by one at most).
+static int rows_for512(int T) {
+    static const int rows[9] = {0, 4, 8, 8, 6, 5, 4, 3, 3};
+    return rows[T];
+}
+
+// Token groups: ceil(n/8) groups of balanced sizes <= 8 (n <= 64); a group's tokens share every
+// widened weight vector.
+static int groups512(int n, int *gsize, int *gstart) {
+    const int ngroups = (n + 7) / 8;
+    for (int g = 0, t = 0; g < ngroups; g++) {
+        gsize[g] = n / ngroups + (g < n % ngroups);
+        gstart[g] = t;
+        t += gsize[g];
+    }
+    return ngroups;
 }
 
 static size_t round32(int in) { return ((size_t)in + 31) / 32 * 32; }
@@ -182,8 +221,8 @@ static size_t kc512(int n, int in) {
 size_t ck_avx512_prep_floats(int in, int n) { return (size_t)n * round32(in); }
 
 CK_AVX512 void ck_avx512_stage(ck_dtype dt, int in, const float *x, int ldx, int n, float *xs) {
-    int gsize[16], gstart[16];
-    const int ngroups = ck_small_groups(n, gsize, gstart);
+    int gsize[8], gstart[8];
+    const int ngroups = groups512(n, gsize, gstart);
     const size_t k32 = (size_t)in / 32 * 32, ld = round32(in);
     // Lane indices of the even and odd elements of two 16-float vectors.
     const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
@@ -212,12 +251,12 @@ CK_AVX512 void ck_avx512_stage(ck_dtype dt, int in, const float *x, int ldx, int
 
 int ck_avx512_range(ck_dtype dt, const void *W, int in, const float *xs, size_t xld, int n, float *y,
                     size_t ldy, int o0, int o1, ck_scratch *s) {
-    int gsize[16], gstart[16];
-    const int ngroups = ck_small_groups(n, gsize, gstart);
+    int gsize[8], gstart[8];
+    const int ngroups = groups512(n, gsize, gstart);
     const size_t es = ck_dt_size(dt), kc = kc512(n, in), k32all = (size_t)in / 32 * 32;
     float *vacc = NULL;
     if (kc < (size_t)in) {
-        if (!(vacc = ck_buf_reserve(&s->cs, (size_t)(g_rb / 4 + 1) * (size_t)ngroups * CK_TILE_FLOATS))) return -1;
+        if (!(vacc = ck_buf_reserve(&s->cs, (size_t)(g_rb / 3 + 1) * (size_t)ngroups * CK_TILE_FLOATS))) return -1;
     }
     const int rb = kc == (size_t)in ? o1 - o0 : g_rb;
     for (int ob = o0; ob < o1; ob += rb) {
@@ -227,7 +266,7 @@ int ck_avx512_range(ck_dtype dt, const void *W, int in, const float *xs, size_t 
             const int last = ke == (size_t)in;
             const size_t k32 = ke < k32all ? ke : k32all;
             int ti = 0;
-            const int R = rows_for512(gsize[0], ngroups);
+            const int R = rows_for512(gsize[0]);
             for (int o = ob; o < oe; o += R, ti++) {
                 const int r = oe - o < R ? oe - o : R;
                 // Where the next tile reads, relative to this one (as the AVX2 small_range).
