@@ -114,9 +114,10 @@ typedef struct {
     const void *scales; // GEMM only: CK_I8 one f32 per weight row; CK_Q4 (rows, nb) f16 block scales
 } ck_xprep;
 
-/// Token groups of the small path: ceil(n/4) groups of balanced sizes <= 4 (n <= 64).
-static inline int ck_small_groups(int n, int *gsize, int *gstart) {
-    const int ngroups = (n + 3) / 4;
+/// Token groups of the small paths: ceil(n/size) groups of balanced sizes <= size (sizes differ by
+/// one at most, the larger first); gsize and gstart hold ceil(n/size) entries.
+static inline int ck_token_groups(int n, int size, int *gsize, int *gstart) {
+    const int ngroups = (n + size - 1) / size;
     for (int g = 0, t = 0; g < ngroups; g++) {
         gsize[g] = n / ngroups + (g < n % ngroups);
         gstart[g] = t;

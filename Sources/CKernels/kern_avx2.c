@@ -267,7 +267,7 @@ static size_t small_kc(int n, int in) {
 static void small_range(ck_dtype dt, const void *W, int in, const float *xs, size_t xld, int n,
                         float *y, size_t ldy, int o0, int o1, float *vacc, float *wt) {
     int gsize[CK_SMALL_GROUPS_MAX], gstart[CK_SMALL_GROUPS_MAX];
-    const int ngroups = ck_small_groups(n, gsize, gstart);
+    const int ngroups = ck_token_groups(n, 4, gsize, gstart);
     const int R = ngroups == 1 ? rows_for(n) : 3;
     const size_t es = ck_dt_size(dt);
     const size_t kc = small_kc(n, in);
@@ -564,7 +564,7 @@ size_t ck_avx2_prep_floats(ck_dtype dt, int in, int n) {
 
 static CK_AVX2 void stage_small(ck_dtype dt, int in, const float *x, int ldx, int n, float *xs) {
     int gsize[CK_SMALL_GROUPS_MAX], gstart[CK_SMALL_GROUPS_MAX];
-    const int ngroups = ck_small_groups(n, gsize, gstart);
+    const int ngroups = ck_token_groups(n, 4, gsize, gstart);
     const size_t k16 = (size_t)in / 16 * 16, ld = round16(in);
     for (int g = 0; g < ngroups; g++) {
         const size_t T = (size_t)gsize[g];

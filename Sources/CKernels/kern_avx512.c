@@ -189,23 +189,12 @@ CK_D512_DT(2)
 // fit the 32 registers.
 static const dot512_fn d512_table[3][8][8] = {CK_D512_TABLE(0), CK_D512_TABLE(1), CK_D512_TABLE(2)};
 
-// Rows per tile for groups of at most T tokens: as many as the registers allow (T = 1: four row
+// Tokens come in groups of at most 8 (ck_token_groups(n, 8)): a group shares every widened weight
+// vector. Rows per tile for groups of at most T tokens: as many as the registers allow (T = 1: four row
 // streams, as the AVX2 gemv). Every group of a call uses the same R (sizes differ by one at most).
 static int rows_for512(int T) {
     static const int rows[9] = {0, 4, 8, 8, 6, 5, 4, 3, 3};
     return rows[T];
-}
-
-// Token groups: ceil(n/8) groups of balanced sizes <= 8 (n <= 64); a group's tokens share every
-// widened weight vector.
-static int groups512(int n, int *gsize, int *gstart) {
-    const int ngroups = (n + 7) / 8;
-    for (int g = 0, t = 0; g < ngroups; g++) {
-        gsize[g] = n / ngroups + (g < n % ngroups);
-        gstart[g] = t;
-        t += gsize[g];
-    }
-    return ngroups;
 }
 
 static size_t round32(int in) { return ((size_t)in + 31) / 32 * 32; }
@@ -222,7 +211,7 @@ size_t ck_avx512_prep_floats(int in, int n) { return (size_t)n * round32(in); }
 
 CK_AVX512 void ck_avx512_stage(ck_dtype dt, int in, const float *x, int ldx, int n, float *xs) {
     int gsize[8], gstart[8];
-    const int ngroups = groups512(n, gsize, gstart);
+    const int ngroups = ck_token_groups(n, 8, gsize, gstart);
     const size_t k32 = (size_t)in / 32 * 32, ld = round32(in);
     // Lane indices of the even and odd elements of two 16-float vectors.
     const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
@@ -252,7 +241,7 @@ CK_AVX512 void ck_avx512_stage(ck_dtype dt, int in, const float *x, int ldx, int
 int ck_avx512_range(ck_dtype dt, const void *W, int in, const float *xs, size_t xld, int n, float *y,
                     size_t ldy, int o0, int o1, ck_scratch *s) {
     int gsize[8], gstart[8];
-    const int ngroups = groups512(n, gsize, gstart);
+    const int ngroups = ck_token_groups(n, 8, gsize, gstart);
     const size_t es = ck_dt_size(dt), kc = kc512(n, in), k32all = (size_t)in / 32 * 32;
     float *vacc = NULL;
     if (kc < (size_t)in) {
