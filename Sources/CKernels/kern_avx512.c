@@ -59,7 +59,8 @@ CK_INLINE CK_AVX512 float hsum16(__m512 v) {
     return _mm_cvtss_f32(q);
 }
 
-static const int g_pfd = 1024; // prefetch distance along a row (bytes), as the AVX2 kernels
+static int g_pfd = 1024;       // prefetch distance along a row (bytes), as the AVX2 kernels
+static int g_group = 0;        // tokens per group at most (4...8); 0: group_size(n)
 static const int g_rb = 120;   // rows per block when k is blocked (a multiple of every R below)
 #define CK_TILE_FLOATS (32 * 16) // one tile's saved accumulators at most (T*R <= 25 in the table below)
 
@@ -197,6 +198,18 @@ static int rows_for512(int T) {
     return rows[T];
 }
 
+// Tokens per group: up to 12 tokens one or two groups (each weight vector widened once or twice,
+// tiles 8x3 ... 6x4), more in groups of 4 (tiles 4x6: twice the row streams); measured with
+// kernel-bench on a Zen 5 (n = 8: 242-269 GFLOP/s as one group of 8 against 222-228 as two of 4;
+// n = 16: 314-323 as four groups of 4 against 282-298 as two of 8).
+static int group_size(int n) { return g_group ? g_group : n <= 12 ? 8 : 4; }
+
+/// Benchmarks while tuning (CK_TUNE=pfd512=…,group512=…, via ck_kernels_tune).
+void ck_avx512_tune(const char *key, int value) {
+    if (!strcmp(key, "pfd512") && value >= 64) g_pfd = value;
+    else if (!strcmp(key, "group512") && value >= 4 && value <= 8) g_group = value;
+}
+
 static size_t round32(int in) { return ((size_t)in + 31) / 32 * 32; }
 
 // k per block: all of k unless the activations exceed 1 MiB (then whole 32-blocks of it), as the
@@ -210,8 +223,8 @@ static size_t kc512(int n, int in) {
 size_t ck_avx512_prep_floats(int in, int n) { return (size_t)n * round32(in); }
 
 CK_AVX512 void ck_avx512_stage(ck_dtype dt, int in, const float *x, int ldx, int n, float *xs) {
-    int gsize[8], gstart[8];
-    const int ngroups = ck_token_groups(n, 8, gsize, gstart);
+    int gsize[16], gstart[16];
+    const int ngroups = ck_token_groups(n, group_size(n), gsize, gstart);
     const size_t k32 = (size_t)in / 32 * 32, ld = round32(in);
     // Lane indices of the even and odd elements of two 16-float vectors.
     const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
@@ -240,8 +253,8 @@ CK_AVX512 void ck_avx512_stage(ck_dtype dt, int in, const float *x, int ldx, int
 
 int ck_avx512_range(ck_dtype dt, const void *W, int in, const float *xs, size_t xld, int n, float *y,
                     size_t ldy, int o0, int o1, ck_scratch *s) {
-    int gsize[8], gstart[8];
-    const int ngroups = ck_token_groups(n, 8, gsize, gstart);
+    int gsize[16], gstart[16];
+    const int ngroups = ck_token_groups(n, group_size(n), gsize, gstart);
     const size_t es = ck_dt_size(dt), kc = kc512(n, in), k32all = (size_t)in / 32 * 32;
     float *vacc = NULL;
     if (kc < (size_t)in) {
@@ -276,6 +289,7 @@ int ck_avx512_range(ck_dtype dt, const void *W, int in, const float *xs, size_t 
 
 #else // !CK_X86: level 2 is never selected
 
+void ck_avx512_tune(const char *key, int value) { (void)key; (void)value; }
 size_t ck_avx512_prep_floats(int in, int n) { (void)in; (void)n; return 0; }
 void ck_avx512_stage(ck_dtype dt, int in, const float *x, int ldx, int n, float *xs) {
     (void)dt; (void)in; (void)x; (void)ldx; (void)n; (void)xs;
