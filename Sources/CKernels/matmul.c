@@ -21,14 +21,17 @@ static int detect_level(void) {
         // __builtin_cpu_supports reports AVX features only when the OS saves the YMM state.
         if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
             v = 1;
-        if (v == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        // AVX-512 by default only where it was measured to pay: AMD (Zen 4 and later, the only
+        // AMD cores with it). Intel cores may lower their clock for 512-bit FMAs, which a
+        // memory-bound decode would pay for everywhere else: CK_AVX512=1 opts in, CK_AVX512=0 out.
+        const char *a = getenv("CK_AVX512");
+        int want512 = a && *a ? *a != '0' : __builtin_cpu_is("amd");
+        if (v == 1 && want512 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
             v = 2;
 #endif
         const char *e = getenv("CK_FORCE_SCALAR");
         if (e && *e && *e != '0') v = 0;
-        const char *a = getenv("CK_NO_AVX512");
-        if (a && *a && *a != '0' && v > 1) v = 1;
         // Benchmarks while tuning: CK_TUNE=key=value,key=value (see ck_kernels_tune).
         const char *t = getenv("CK_TUNE");
         while (t && *t) {

@@ -142,6 +142,19 @@ final class GenerateAndTokenizeCLITests: XCTestCase {
     }
 }
 
+final class KernelSelectionCLITests: XCTestCase {
+    /// CK_AVX512 chooses the matmul kernel set for the whole process, where the CPU has AVX-512.
+    func testAVX512KernelsCanBeTurnedOnAndOff() throws {
+        let plain = try CLI.run(["doctor", "--json"], removing: ["CK_AVX512"])
+        let features = plain.json?["cpu_features"] as? [String] ?? []
+        try XCTSkipUnless(["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq"].allSatisfy(features.contains), "needs an AVX-512 CPU")
+        let off = try CLI.run(["doctor", "--json"], environment: ["CK_AVX512": "0"])
+        XCTAssertEqual(off.json?["kernels"] as? String, "avx2-fma-f16c", off.stdout)
+        let on = try CLI.run(["doctor", "--json"], environment: ["CK_AVX512": "1"])
+        XCTAssertEqual(on.json?["kernels"] as? String, "avx512-avx2-fma-f16c", on.stdout)
+    }
+}
+
 final class OpenBLASSelectionCLITests: XCTestCase {
     /// When OpenBLAS reports a generic pre-AVX2 kernel set on an AVX2 machine, layerskip re-executes
     /// itself with OPENBLAS_CORETYPE set; a user's own OPENBLAS_CORETYPE is left alone.

@@ -18,11 +18,11 @@ typedef enum { CK_F32 = 0, CK_F16 = 1, CK_BF16 = 2, CK_I8 = 3, CK_Q4 = 4 } ck_dt
 
 // ---- CPU features and threads -------------------------------------------------------------
 
-/// The kernel set in use: 2 when the CPU also has AVX-512 F/BW/VL/DQ (the small-n dot products of
-/// ck_matmul then use zmm registers: kern_avx512.c; everything else stays on AVX2), 1 for the
-/// AVX2+FMA+F16C kernels, 0 for the portable scalar ones. Detected at run time (the library is
-/// built for baseline x86-64); the environment variable CK_FORCE_SCALAR=1 forces 0 and
-/// CK_NO_AVX512=1 at most 1, for the whole process.
+/// The kernel set in use: 2 when the CPU also has AVX-512 F/BW/VL/DQ and is an AMD one, or
+/// CK_AVX512=1 is set (the small-n dot products of ck_matmul then use zmm registers: kern_avx512.c;
+/// everything else stays on AVX2), 1 for the AVX2+FMA+F16C kernels, 0 for the portable scalar
+/// ones. Detected at run time (the library is built for baseline x86-64); the environment
+/// variable CK_FORCE_SCALAR=1 forces 0 and CK_AVX512=0 at most 1, for the whole process.
 int ck_simd_level(void);
 /// Human-readable name of the kernel set in use ("avx512-avx2-fma-f16c", "avx2-fma-f16c" or "scalar").
 const char *ck_simd_name(void);
