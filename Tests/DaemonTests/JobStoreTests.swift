@@ -59,7 +59,8 @@ class JobStoreTests: XCTestCase {
 
     func testMigrationsAreNamedAndANewerDatabaseIsRefused() throws {
         XCTAssertEqual(try appliedMigrations().sorted(), ["2026-11-29-jobs", "2026-12-01-not-before", "2026-12-02-leases-and-workers",
-                                                          "2026-12-06-openai-batch-custom-ids", "2026-12-07-tunings"])
+                                                          "2026-12-06-openai-batch-custom-ids", "2026-12-07-tunings",
+                                                          "2026-12-08-tuning-token-ranking"])
         store = nil
         XCTAssertNoThrow(store = try openStore(), "reopening an up-to-date database")
         store = nil
