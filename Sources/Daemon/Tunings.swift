@@ -164,9 +164,7 @@ public struct ResolvedStrategy: Sendable, Equatable {
             return resolved
         }
         let exitKeys = ["speculations", "adaptive", "draft_precision", "draft_confidence", "max_speculations"]
-        guard spec.name == "self-speculative", spec.options["exit_layer"] == nil, spec.options["drafter"] != .string("lookup") else {
-            return ResolvedStrategy(spec: spec, source: "job file")
-        }
+        guard takesTuning(spec) else { return ResolvedStrategy(spec: spec, source: "job file") }
         guard let tuning else { return ResolvedStrategy(spec: spec, source: "untuned default (exit_layer = half the layers)") }
         var options = spec.options
         let lookupBest = tuning.settings["drafter"] == .string("lookup")
@@ -181,6 +179,12 @@ public struct ResolvedStrategy: Sendable, Equatable {
         }
         let when = ISO8601DateFormatter().string(from: tuning.tunedAt)
         return ResolvedStrategy(spec: StrategySpec(name: spec.name, options: options), source: "tune of \(when) on \(tuning.machine)")
+    }
+
+    /// Whether a named strategy leaves settings to the tune result: self-speculation without
+    /// `exit_layer` that drafts with the exit (not `drafter: lookup`).
+    public static func takesTuning(_ spec: StrategySpec) -> Bool {
+        spec.name == "self-speculative" && spec.options["exit_layer"] == nil && spec.options["drafter"] != .string("lookup")
     }
 
     /// The options as `key=value`, sorted (for metrics and `show`).

@@ -137,9 +137,7 @@ struct GenerateCommand: ParsableCommand {
     /// cannot be read only means no tune result.
     func resolvedStrategy(_ llama: LlamaModel, directory: URL) throws -> (ResolvedStrategy, TokenRanking?) {
         let spec = self.spec
-        guard spec.name == "self-speculative", spec.options["exit_layer"] == nil, spec.options["drafter"] != .string("lookup") else {
-            return (ResolvedStrategy(spec: spec, source: "flags"), nil)
-        }
+        guard ResolvedStrategy.takesTuning(spec) else { return (ResolvedStrategy(spec: spec, source: "flags"), nil) }
         let config = try daemon.load()
         var tuning: TuningRecord?
         var note = ""
@@ -149,9 +147,13 @@ struct GenerateCommand: ParsableCommand {
         } catch {
             note = " (no tune result read: \(error))"
         }
+        var ranking: TokenRanking?
+        do { ranking = try tuning?.ranking(vocabularySize: llama.config.vocabSize) } catch {
+            note += " (its token ranking is bad: \(error); the merge order is used)"
+        }
         var resolved = ResolvedStrategy.resolve(spec, tuning: tuning)
         resolved.source += note
-        return (resolved, try? tuning?.ranking(vocabularySize: llama.config.vocabSize))
+        return (resolved, ranking)
     }
 
     func run() throws {
