@@ -191,9 +191,11 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
     }
 
     public func makeStepper(for request: GenerationRequest) -> SequenceStepper {
-        Stepper(configuration: configuration, layerCount: model.layerCount, vocabSize: model.config.vocabSize,
+        let shares = model.draftReadShares(layers: configuration.layers, head: configuration.head, vocabulary: draftVocabulary)
+        return Stepper(configuration: configuration, layerCount: model.layerCount, vocabSize: model.config.vocabSize,
                 sampling: !request.sampling.isGreedy, draftVocabulary: draftVocabulary,
-                draftsReadTheModelsWeights: model.weightsRead(by: configuration.layers) == model.weightsRead(by: .exact))
+                draftsReadTheModelsWeights: model.weightsRead(by: configuration.layers) == model.weightsRead(by: .exact),
+                draftReads: DraftReads(layers: shares.layers, head: shares.head))
     }
 
     /// lookup [the history proposes m tokens]  →  draft [rows not yet through 0..<E, layers 0..<E,
@@ -212,6 +214,8 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
         let vocabSize: Int
         let reuseExitQueries: Bool
         let draftVocabulary: DraftVocabulary?
+        /// What a draft row reads (precision, pruned head), for the loop's prediction of a round's cost.
+        let draftReads: DraftReads
         var rowsPerStep: Int { configuration.roundDrafts + 2 }
         var logitsRowsPerStep: Int { configuration.roundDrafts + 1 }
 
@@ -245,14 +249,16 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
         var loadAwareSpeculation: LoadAwareSpeculation? {
             // `adaptive: false` keeps the job's d whatever the load; lookup alone has no d to choose.
             guard configuration.adaptive != false, configuration.kind.usesExit else { return nil }
-            return LoadAwareSpeculation(exitLayer: exitLayer, maxDrafts: configuration.dMax, acceptance: acceptance, midRound: inRound)
+            return LoadAwareSpeculation(exitLayer: exitLayer, maxDrafts: configuration.dMax, acceptance: acceptance, midRound: inRound,
+                                        draftReads: draftReads)
         }
 
         /// `draftsReadTheModelsWeights`: the drafted layers' states are the model's own (exact drafts,
         /// or a draft precision the model's format already is), so verification starts at layer E.
         init(configuration: Configuration, layerCount: Int, vocabSize: Int, sampling: Bool, draftVocabulary: DraftVocabulary?,
-             draftsReadTheModelsWeights: Bool) {
+             draftsReadTheModelsWeights: Bool, draftReads: DraftReads = .exact) {
             self.configuration = configuration
+            self.draftReads = draftReads
             self.draftVocabulary = draftVocabulary
             self.layerCount = layerCount
             self.vocabSize = vocabSize

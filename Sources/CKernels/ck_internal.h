@@ -12,9 +12,12 @@
 #if defined(__x86_64__) || defined(__i386__)
 #define CK_X86 1
 #define CK_AVX2 __attribute__((target("avx2,fma,f16c")))
+// Functions that execute AVX-512 instructions; reached only at simd level 2 (see matmul.c).
+#define CK_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 #else
 #define CK_X86 0
 #define CK_AVX2
+#define CK_AVX512
 #endif
 #define CK_INLINE static inline __attribute__((always_inline))
 
@@ -27,6 +30,11 @@ CK_INLINE CK_AVX2 float ck_hsum256(__m256 v) {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
     return _mm_cvtss_f32(s);
+}
+
+/// The sum of v's sixteen lanes: s = v[0..7] + v[8..15] lane by lane, then folded as ck_hsum256.
+CK_INLINE CK_AVX512 float ck_hsum512(__m512 v) {
+    return ck_hsum256(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
 }
 #endif
 

@@ -1,21 +1,22 @@
 // AVX-512 (F, BW, VL, DQ) dot-product kernels for the small-n path of ck_matmul (n <= the AVX2
 // path's small_nmax: decode, verification, the rows of a batched pass). Every function that
 // executes AVX-512 instructions carries CK_AVX512; they are reached only at simd level 2 (see
-// matmul.c). The GEMM path (prefill) and the int8 / 4-bit kernels stay on AVX2.
+// matmul.c). The GEMM path (prefill) and the 4-bit kernels stay on AVX2; the int8 small-n kernel
+// has its AVX-512 form in q8.c.
 //
 // Why: past ~4 rows a pass is bound by FMA throughput, not by the weight stream, and a core with
 // full-width 512-bit units (Zen 5, Intel server cores) retires twice the f32 FMAs per cycle with
 // zmm registers; 32 of them also hold bigger tiles, so each widened weight vector feeds more FMAs.
 //
 // Arithmetic (the order, which fixes every bit): for token t and output row o,
-//   y[t][o] = hsum16(acc) + x[t][k32] * w[o][k32] + ... + x[t][in-1] * w[o][in-1]   (the tail, in k order)
+//   y[t][o] = ck_hsum512(acc) + x[t][k32] * w[o][k32] + ... + x[t][in-1] * w[o][in-1]   (the tail, in k order)
 // where acc is a 16-lane f32 vector accumulated by fused multiply-add over the whole 32-element
 // blocks k = 0, 32, 64, ... < k32 = in / 32 * 32, each block in two steps:
 //   bf16: lane i += x[k + 2i] * w[k + 2i], then lane i += x[k + 2i + 1] * w[k + 2i + 1]
 //         (even elements by a 16-bit shift of the 32-bit lanes, odd ones by a mask; the activations
 //         are staged in that even/odd order);
 //   f16, f32: lane i += x[k + i] * w[k + i], then lane i += x[k + 16 + i] * w[k + 16 + i];
-// and hsum16(v) = s0 + s1 with s = (v[0..7] + v[8..15]) folded as ck_hsum256 does:
+// and ck_hsum512(v) = s0 + s1 with s = (v[0..7] + v[8..15]) folded as ck_hsum256 does:
 //   ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)) of the 8 sums.
 // Each (t, o) has its own accumulator, so the result depends on x row t and w row o only: never on
 // n, on the token groups or row tiles a call is cut into, on k blocking (accumulators are saved and
@@ -25,8 +26,6 @@
 
 #if CK_X86
 #include <immintrin.h>
-
-#define CK_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 
 // 32 consecutive weights of one row as two f32 vectors, in the order stated above.
 CK_INLINE CK_AVX512 __m512 w32_lo(int dt, const void *w, size_t k) {
@@ -51,13 +50,6 @@ CK_INLINE CK_AVX512 __m512 w32_hi(int dt, const void *w, size_t k) {
     return _mm512_loadu_ps((const float *)w + k + 16);
 }
 
-CK_INLINE CK_AVX512 float hsum16(__m512 v) {
-    __m256 s = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-    __m128 q = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-    q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
-    return _mm_cvtss_f32(q);
-}
 
 static int g_pfd = 1024;       // prefetch distance along a row (bytes), as the AVX2 kernels
 static int g_group = 0;        // tokens per group at most (4...8); 0: group_size(n)
@@ -145,7 +137,7 @@ CK_INLINE CK_AVX512 void dot_tile512(int dt, int T, int R, const void *W, size_t
     }
     float s[8][8];
     for (int t = 0; t < T; t++)
-        for (int r = 0; r < R; r++) s[t][r] = hsum16(acc[t][r]);
+        for (int r = 0; r < R; r++) s[t][r] = ck_hsum512(acc[t][r]);
     // The tail in a function of its own: inlined here it keeps clang from holding the accumulators
     // in registers (every FMA above was then followed by a store).
     tail512(dt, T, R, wr, xs, k32, k1, &s[0][0]);

@@ -145,11 +145,82 @@ Q8_AVX2 static void q8_avx2(const int8_t *Q, const float *scales, int in, const 
         else if (n - t == 1) q8_tile(q, in, a, t, 1, scales[o], y, ldy, o, t == 0);
     }
 }
+
+/// The AVX-512 form (simd level 2), for the same reason as kern_avx512.c: past 2-3 activation rows
+/// the AVX2 kernel is bound by its vector instructions, not by the weight stream. A block of 32 is
+/// one zmm: the weights widened to 32 int16 and multiplied pairwise with the activations into 16
+/// exact int32 lanes (lane i: elements 2i and 2i+1 of the block), converted and scaled by d_x into
+/// one of four 16-lane f32 accumulators (blocks b = 0..3 mod 4 of the full blocks, the remainder
+/// after the last multiple of 4 into the first), summed (a0 + a1) + (a2 + a3) and folded by
+/// ck_hsum512; a partial last block is added in scalar code. As in the AVX2 form every (row,
+/// activation row) has its own accumulators, so row t is bit-identical to a one-row call; tiles of
+/// up to 6 activation rows share each block's widened weights (24 accumulators of 32 registers).
+#define CK_Q8_TILE512 6
+CK_INLINE_Q8 CK_AVX512 void q8_tile512(const int8_t *q, int in, const q8_activations *a, int t0, const int T,
+                                       float scale, float *y, int ldy, int o, int prefetch) {
+    const int nb = a->nb, full = in / CK_Q8_XBLOCK;
+    __m512 acc[CK_Q8_TILE512][4];
+    const int16_t *xq[CK_Q8_TILE512];
+    const float *xd[CK_Q8_TILE512];
+    for (int t = 0; t < T; t++) {
+        xq[t] = a->xq + (size_t)(t0 + t) * nb * CK_Q8_XBLOCK;
+        xd[t] = a->xd + (size_t)(t0 + t) * nb;
+        for (int j = 0; j < 4; j++) acc[t][j] = _mm512_setzero_ps();
+    }
+#define CK_Q8_BLOCK512(J, K, B)                                                                          \
+    do {                                                                                                 \
+        const __m512i w = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(q + (K))));         \
+        for (int t = 0; t < T; t++) {                                                                    \
+            const __m512i p = _mm512_madd_epi16(w, _mm512_loadu_si512((const void *)(xq[t] + (K))));    \
+            acc[t][J] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(xd[t][B]), acc[t][J]);     \
+        }                                                                                                \
+    } while (0)
+    int b = 0;
+    for (; b + 4 <= full; b += 4) {
+        const int k = b * CK_Q8_XBLOCK;
+        if (prefetch) {
+            _mm_prefetch((const char *)(q + k) + CK_Q8_PREFETCH, _MM_HINT_T0);
+            _mm_prefetch((const char *)(q + k) + CK_Q8_PREFETCH + 64, _MM_HINT_T0);
+        }
+        CK_Q8_BLOCK512(0, k, b);
+        CK_Q8_BLOCK512(1, k + 32, b + 1);
+        CK_Q8_BLOCK512(2, k + 64, b + 2);
+        CK_Q8_BLOCK512(3, k + 96, b + 3);
+    }
+    for (; b < full; b++) CK_Q8_BLOCK512(0, b * CK_Q8_XBLOCK, b);
+#undef CK_Q8_BLOCK512
+    for (int t = 0; t < T; t++) {
+        float s = ck_hsum512(_mm512_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]), _mm512_add_ps(acc[t][2], acc[t][3])));
+        if (full < nb) s += row_blocks_scalar(q, in, xq[t], xd[t], full, nb);
+        y[(size_t)(t0 + t) * ldy + o] = s * scale;
+    }
+}
+
+/// Activation rows in tiles of 6, the last tile holding the rest (T a constant in each call, so
+/// every tile's loops unroll).
+CK_AVX512 static void q8_avx512(const int8_t *Q, const float *scales, int in, const q8_activations *a, int n,
+                                float *y, int ldy, int o0, int o1) {
+    for (int o = o0; o < o1; o++) {
+        const int8_t *q = Q + (size_t)o * in;
+        for (int t = 0; t < n; t += CK_Q8_TILE512) {
+            const int first = t == 0;
+            switch (n - t < CK_Q8_TILE512 ? n - t : CK_Q8_TILE512) {
+            case 1: q8_tile512(q, in, a, t, 1, scales[o], y, ldy, o, first); break;
+            case 2: q8_tile512(q, in, a, t, 2, scales[o], y, ldy, o, first); break;
+            case 3: q8_tile512(q, in, a, t, 3, scales[o], y, ldy, o, first); break;
+            case 4: q8_tile512(q, in, a, t, 4, scales[o], y, ldy, o, first); break;
+            case 5: q8_tile512(q, in, a, t, 5, scales[o], y, ldy, o, first); break;
+            default: q8_tile512(q, in, a, t, 6, scales[o], y, ldy, o, first); break;
+            }
+        }
+    }
+}
 #endif
 
 static void q8_rows(const int8_t *Q, const float *scales, int in, const q8_activations *a, int n,
                     float *y, int ldy, int o0, int o1) {
 #if Q8_X86
+    if (ck_simd_level() > 1) { q8_avx512(Q, scales, in, a, n, y, ldy, o0, o1); return; }
     if (ck_simd_level() > 0) { q8_avx2(Q, scales, in, a, n, y, ldy, o0, o1); return; }
 #endif
     q8_scalar(Q, scales, in, a, n, y, ldy, o0, o1);

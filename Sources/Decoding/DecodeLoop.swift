@@ -236,14 +236,17 @@ public final class DecodeLoop {
         let E = speculating[0].1.exitLayer
         let acceptance = speculating.reduce(0) { $0 + $1.1.acceptance } / Double(S)
         let maxDrafts = speculating.map(\.1.maxDrafts).min()!
+        // Sequences that draft differently are predicted as the costliest of them (measured rates overrule).
+        let reads = DraftReads(layers: speculating.map(\.1.draftReads.layers).max()!, head: speculating.map(\.1.draftReads.head).max()!)
         // The predicted best d and a spread around it, so that measured rates can overrule the model.
         let predictedBest = SpeculationPolicy.bestDraftLength(curve: curve, speculating: S, others: others, exitLayer: E,
-                                                              layers: model.layerCount, acceptance: acceptance, maxDrafts: maxDrafts)
+                                                              layers: model.layerCount, acceptance: acceptance, maxDrafts: maxDrafts,
+                                                              draftReads: reads)
         let candidates = Array(Set([0, 1, 2, 3, 4, 6, 8, 12, maxDrafts, predictedBest].filter { $0 <= maxDrafts })).sorted()
         func key(_ d: Int) -> RoundKey { RoundKey(speculating: S, others: others, draftLength: d) }
         func predicted(_ d: Int) -> Double {
             SpeculationPolicy.rate(curve: curve, speculating: S, others: others, exitLayer: E, layers: model.layerCount,
-                                   acceptance: acceptance, draftLength: d) / max(onePassSeconds, 1e-6)
+                                   acceptance: acceptance, draftLength: d, draftReads: reads) / max(onePassSeconds, 1e-6)
         }
         // A curve the caller set has no time scale: its predictions alone decide.
         let value = { (d: Int) in (self.measuring ? self.measuredRates[key(d)] : nil) ?? predicted(d) }

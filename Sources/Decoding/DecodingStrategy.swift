@@ -52,7 +52,10 @@ public struct LoadAwareSpeculation: Sendable {
     public var acceptance: Double
     /// Inside a round (drafts made, not yet verified): the loop chooses d only between rounds.
     public var midRound: Bool
-    public init(exitLayer: Int, maxDrafts: Int, acceptance: Double, midRound: Bool) {
+    /// What a draft row reads (draft precision, pruned head), for the predicted cost of a round.
+    public var draftReads: DraftReads
+    public init(exitLayer: Int, maxDrafts: Int, acceptance: Double, midRound: Bool, draftReads: DraftReads = .exact) {
+        self.draftReads = draftReads
         self.exitLayer = exitLayer
         self.maxDrafts = maxDrafts
         self.acceptance = acceptance

@@ -186,6 +186,15 @@ extension LlamaModel {
         return v
     }
 
+    /// What a draft row reads relative to this model's own weights, for predicting what drafting
+    /// costs: layers at `layers` precision, and the head at `head` precision over `vocabulary`
+    /// (nil: every token). Bytes per weight as `WeightFormat.cost` orders them.
+    public func draftReadShares(layers: WeightPrecision, head: WeightPrecision, vocabulary: DraftVocabulary?) -> (layers: Double, head: Double) {
+        let own = Double(format.cost)
+        let rows = vocabulary.map { Double($0.tokens.count) / Double(config.vocabSize) } ?? 1
+        return (Double(weightsRead(by: layers).cost) / own, rows * Double(weightsRead(by: head).cost) / own)
+    }
+
     /// `vocabulary`'s copy of the head rows in `format`, made on first use. Each is built from the
     /// same rows the full head's copy in that format is (the stored rows, or a quantised folder's
     /// own head), by the same per-row quantisation, so row j equals the full copy's row tokens[j].

@@ -198,6 +198,36 @@ final class LoadAwareSpeculationTests: XCTestCase {
                                                                    acceptance: 0.9, maxDrafts: 3), 3)
     }
 
+    /// What a draft reads moves the best d. Flat curve, 80% of the bytes in the layers, E = L/2, 4
+    /// sequences at α = 0.9 (τ(d) = 1.9, 2.71, 3.439, 4.0951, 4.6856 for d = 1...5): an exact draft
+    /// pass costs 0.4 + 0.2 = 0.6 and d = 2 wins (above); with a head of 1/16 of the vocabulary it
+    /// costs 0.4 + 0.2/16 = 0.4125, so 4τ(d) / (0.4125·d + 1) = 5.381, 5.940, 6.148, 6.181, 6.120: d = 4.
+    /// Approximate layers make verification run layers 0..<E again: two layers, exit after the
+    /// first, c = 1 up to 4 rows then +1 a row, one sequence, d = 4: exact drafts cost 4·0.5 and
+    /// verification 0.5·c(1) + 0.5·c(5) = 1.5 (rate 4.0951 / 3.5 = 1.170); int8 ones (half the
+    /// bytes) 4·0.25, and verification c(5) = 2 (4.0951 / 3 = 1.365).
+    func testDraftReadsByHand() {
+        let flat = PassCostCurve(costs: Array(repeating: 1, count: 64), layerShare: 0.8)
+        let pruned = DraftReads(layers: 1, head: 1.0 / 16)
+        XCTAssertTrue(pruned.reusesExitStates)
+        XCTAssertEqual(SpeculationPolicy.rate(curve: flat, speculating: 4, others: 0, exitLayer: 8, layers: 16, acceptance: 0.9,
+                                              draftLength: 4, draftReads: pruned), 4 * 4.0951 / 2.65, accuracy: 1e-9)
+        XCTAssertEqual(SpeculationPolicy.bestDraftLength(curve: flat, speculating: 4, others: 0, exitLayer: 8, layers: 16,
+                                                         acceptance: 0.9, maxDrafts: 6, draftReads: pruned), 4)
+        let curve = PassCostCurve(costs: [1, 1, 1, 1, 2, 3], layerShare: 1)
+        XCTAssertEqual(SpeculationPolicy.rate(curve: curve, speculating: 1, others: 0, exitLayer: 1, layers: 2, acceptance: 0.9,
+                                              draftLength: 4), 4.0951 / 3.5, accuracy: 1e-9)
+        let int8 = DraftReads(layers: 0.5, head: 0.5)
+        XCTAssertFalse(int8.reusesExitStates)
+        XCTAssertEqual(SpeculationPolicy.rate(curve: curve, speculating: 1, others: 0, exitLayer: 1, layers: 2, acceptance: 0.9,
+                                              draftLength: 4, draftReads: int8), 4.0951 / 3, accuracy: 1e-9)
+        // Other sequences read the model's weights in every pass: a draft pass costs c(A) + r·c(S) in a part r < 1.
+        let linear = PassCostCurve(costs: (1...32).map(Double.init), layerShare: 1)
+        // A = 2, S = 1, E = 1 of 2, d = 1: draft 0.5·(2 + 0.5·1) + 0.5·2 = 2.25; verify c(2 + 2) = 4; 2·2 + 1.9 tokens.
+        XCTAssertEqual(SpeculationPolicy.rate(curve: linear, speculating: 1, others: 2, exitLayer: 1, layers: 2, acceptance: 0.9,
+                                              draftLength: 1, draftReads: int8), 5.9 / 6.25, accuracy: 1e-9)
+    }
+
     /// max_batch auto: the smallest n within 5% of the best n / c(n) up to 32.
     func testSuggestedBatch() {
         XCTAssertEqual(DecodeLoop.suggestedBatch(curve: PassCostCurve(costs: Array(repeating: 1, count: 32), layerShare: 1)), 31)

@@ -45,7 +45,9 @@ final class Int8KernelTests: XCTestCase {
         var rng = SplitMix64(seed: 7)
         func uniform() -> Float { Float(Double(rng.next() % 2_000_001) / 1_000_000 - 1) }
         let xBlock = Int(CK_Q8_XBLOCK)
-        for (rows, cols, n) in [(37, 77, 1), (64, 2048, 1), (13, 33, 5), (256, 320, 3), (9, 16, 8), (1, 200, 2), (24, 8192, 2)] {
+        let avx512 = ck_simd_level() == 2
+        for (rows, cols, n) in [(37, 77, 1), (64, 2048, 1), (13, 33, 5), (256, 320, 3), (9, 16, 8), (1, 200, 2), (24, 8192, 2),
+                                (11, 1000, 7), (5, 4096, 13)] {
             let w = (0..<(rows * cols)).map { _ in uniform() }
             let x = (0..<(n * cols)).map { _ in uniform() * 3 }
             var q = [Int8](repeating: 0, count: rows * cols)
@@ -70,12 +72,23 @@ final class Int8KernelTests: XCTestCase {
                     for k in k0..<k1 { xq[t * cols + k] = Double((x[t * cols + k] * (32767 / m)).rounded(.toNearestOrEven)) }
                 }
             }
-            for scalar in [false, true] {
+            // Every kernel set the CPU has (AVX-512 and AVX2 where it has both, and scalar).
+            for (scalar, avx2) in [(false, false), (false, true), (true, false)] where !avx2 || avx512 {
                 for threads in [1, 2] {
                     ck_force_scalar(scalar ? 1 : 0)
+                    ck_force_avx2(avx2 ? 1 : 0)
                     ck_set_threads(Int32(threads))
                     var y = [Float](repeating: .nan, count: n * rows)
                     ck_matmul_q8(q, scales, Int32(rows), Int32(cols), x, Int32(cols), Int32(n), &y, Int32(rows))
+                    // Row t of an n-row call is a one-row call on row t, bit for bit (drafts of a batch).
+                    for t in 0..<n {
+                        var y1 = [Float](repeating: .nan, count: rows)
+                        x.withUnsafeBufferPointer { xb in
+                            ck_matmul_q8(q, scales, Int32(rows), Int32(cols), xb.baseAddress! + t * cols, Int32(cols), 1, &y1, Int32(rows))
+                        }
+                        XCTAssert((0..<rows).allSatisfy { y1[$0].bitPattern == y[t * rows + $0].bitPattern },
+                                  "\(rows)x\(cols), n \(n), row \(t), \(String(cString: ck_simd_name())): differs from a one-row call")
+                    }
                     for t in 0..<n {
                         for r in 0..<rows {
                             var tight = 0.0, loose = 0.0, bound = 0.0, magnitude = 0.0
@@ -93,7 +106,7 @@ final class Int8KernelTests: XCTestCase {
                                 magnitude += absW * xd[t * blocks + b] * 32767
                             }
                             let got = Double(y[t * rows + r])
-                            let label = "\(rows)x\(cols), n \(n), row \(t), output \(r), scalar \(scalar), threads \(threads)"
+                            let label = "\(rows)x\(cols), n \(n), row \(t), output \(r), \(String(cString: ck_simd_name())), threads \(threads)"
                             XCTAssertEqual(got, tight, accuracy: 1e-5 * max(1, magnitude), label)
                             XCTAssertLessThanOrEqual(abs(got - loose), bound * 1.001 + 1e-5 * max(1, magnitude), label)
                         }
@@ -101,6 +114,7 @@ final class Int8KernelTests: XCTestCase {
                 }
             }
             ck_force_scalar(0)
+            ck_force_avx2(0)
             ck_set_threads(0)
         }
     }

@@ -20,7 +20,8 @@ void ck_q8_quantize_rows(ck_dtype dt, const void *W, int cols, int8_t *Q, float 
 /// y[t*ldy + o] = scales[o] * sum_b d[t,b] * sum_{k in block b} xq[t,k] * Q[o*in + k] for t < n,
 /// o < out: the product of x with Q's rows, where row t of x is first quantised to int16 in blocks
 /// of CK_Q8_XBLOCK (d[t,b] = max_{k in b} |x[t,k]| / 32767, xq = round-to-nearest-even(x / d), zero
-/// past `in`), so every block is an exact integer dot product. Accumulation across blocks is f32.
+/// past `in`), so every block is an exact integer dot product. Accumulation across blocks is f32, in
+/// the order of the kernel set (q8.c: 8 lanes on AVX2, 16 on AVX-512), which a process keeps throughout.
 /// The rows are split across the kernel thread pool. That holds for n <= ck_matmul_row_independent_max()
 /// (every n on the scalar kernels), where row t is bit-identical to a one-row call. For larger n
 /// (prefill) the AVX2 kernels compute instead y[t*ldy + o] = sum_k x[t,k] * w[o,k] with
