@@ -182,6 +182,99 @@ CK_D512_DT(2)
 // fit the 32 registers.
 static const dot512_fn d512_table[3][8][8] = {CK_D512_TABLE(0), CK_D512_TABLE(1), CK_D512_TABLE(2)};
 
+// ---- bf16 activations (ck_set_bf16_activations; CPUs with AVX512_BF16) --------------------------
+//
+// Arithmetic: activations are rounded to bf16 (nearest even; in whole blocks a subnormal input
+// counts as zero, as vcvtne2ps2bf16 does) and staged per 32-block as 32 bf16 in natural order (the
+// first half of the block's 32-float slot; the tail as the rounded values in floats). For token t
+// and output row o, one 16-lane accumulator takes, per whole block k = 0, 32, ... < k32, in order,
+// one vdpbf16ps: lane i += x[k + 2i + 1] * w[k + 2i + 1], then += x[k + 2i] * w[k + 2i] (each
+// product of two bf16 exact in f32; denormal results flushed to zero); then
+//   y[t][o] = ck_hsum512(acc) + x[t][k32] * w[o][k32] + ... + x[t][in-1] * w[o][in-1]   (the tail, in k order).
+// As above, each (t, o) has its own accumulator: rows never depend on n, tiles or threads.
+#define CK_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")))
+
+static CK_AVX512BF16 void stage_bf16_block(const float *src, float *dst) {
+    const __m512bh h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + 16), _mm512_loadu_ps(src));
+    _mm512_storeu_si512((void *)dst, (__m512i)h);
+}
+
+CK_INLINE CK_AVX512BF16 void dot_tile512_bh(int T, int R, const void *W, size_t in, int o, const float *xs,
+                                            size_t k0, size_t k32, size_t k1, float *vacc, int first, int last,
+                                            float *y, size_t ldy, ptrdiff_t pf_off) {
+    __m512 acc[8][8];
+    const uint16_t *wr[8];
+    for (int r = 0; r < R; r++) wr[r] = (const uint16_t *)W + (size_t)(o + r) * in;
+    for (int t = 0; t < T; t++)
+        for (int r = 0; r < R; r++)
+            acc[t][r] = first ? _mm512_setzero_ps() : _mm512_load_ps(vacc + (t * R + r) * 16);
+#define CK_STEPBH(kk)                                                                                       \
+    do {                                                                                                    \
+        const float *xk = xs + (kk) * T;                                                                    \
+        if (R > T) {                                                                                        \
+            __m512bh xv[8];                                                                                 \
+            for (int t = 0; t < T; t++) xv[t] = (__m512bh)_mm512_loadu_si512((const void *)(xk + 32 * t));  \
+            for (int r = 0; r < R; r++) {                                                                   \
+                const __m512bh w = (__m512bh)_mm512_loadu_si512((const void *)(wr[r] + (kk)));              \
+                for (int t = 0; t < T; t++) acc[t][r] = _mm512_dpbf16_ps(acc[t][r], xv[t], w);              \
+            }                                                                                               \
+        } else {                                                                                            \
+            __m512bh wv[8];                                                                                 \
+            for (int r = 0; r < R; r++) wv[r] = (__m512bh)_mm512_loadu_si512((const void *)(wr[r] + (kk))); \
+            for (int t = 0; t < T; t++) {                                                                   \
+                const __m512bh xv = (__m512bh)_mm512_loadu_si512((const void *)(xk + 32 * t));              \
+                for (int r = 0; r < R; r++) acc[t][r] = _mm512_dpbf16_ps(acc[t][r], xv, wv[r]);             \
+            }                                                                                               \
+        }                                                                                                   \
+    } while (0)
+    size_t k = k0;
+    if (pf_off) {
+        const size_t d = (size_t)g_pfd / 2, span = k32 - k0;
+        for (; k < k32; k += 32) {
+            size_t kk = k + d;
+            ptrdiff_t off = kk < k32 ? (ptrdiff_t)(kk * 2) : pf_off + (ptrdiff_t)((kk - span) * 2);
+            for (int r = 0; r < R; r++) _mm_prefetch((const char *)wr[r] + off, _MM_HINT_T0);
+            CK_STEPBH(k);
+        }
+    } else {
+        for (; k < k32; k += 32) CK_STEPBH(k);
+    }
+#undef CK_STEPBH
+    if (!last) {
+        for (int t = 0; t < T; t++)
+            for (int r = 0; r < R; r++) _mm512_store_ps(vacc + (t * R + r) * 16, acc[t][r]);
+        return;
+    }
+    float s[8][8];
+    for (int t = 0; t < T; t++)
+        for (int r = 0; r < R; r++) s[t][r] = ck_hsum512(acc[t][r]);
+    tail512(CK_BF16, T, R, (const void *const *)wr, xs, k32, k1, &s[0][0]);
+    for (int t = 0; t < T; t++)
+        for (int r = 0; r < R; r++) y[(size_t)t * ldy + o + r] = s[t][r];
+}
+
+#define CK_DBH(T, R)                                                                                      \
+    static CK_AVX512BF16 void dbh_##T##_##R(const void *W, size_t in, int o, const float *xs, size_t k0,  \
+                                            size_t k32, size_t k1, float *vacc, int first, int last,     \
+                                            float *y, size_t ldy, ptrdiff_t pf_off) {                    \
+        dot_tile512_bh(T, R, W, in, o, xs, k0, k32, k1, vacc, first, last, y, ldy, pf_off);              \
+    }
+#define CK_DBH_ROWS8(T) CK_DBH(T, 1) CK_DBH(T, 2) CK_DBH(T, 3) CK_DBH(T, 4) CK_DBH(T, 5) CK_DBH(T, 6) CK_DBH(T, 7) CK_DBH(T, 8)
+CK_DBH_ROWS8(1) CK_DBH_ROWS8(2) CK_DBH_ROWS8(3)
+CK_DBH(4, 1) CK_DBH(4, 2) CK_DBH(4, 3) CK_DBH(4, 4) CK_DBH(4, 5) CK_DBH(4, 6)
+CK_DBH(5, 1) CK_DBH(5, 2) CK_DBH(5, 3) CK_DBH(5, 4) CK_DBH(5, 5)
+CK_DBH(6, 1) CK_DBH(6, 2) CK_DBH(6, 3) CK_DBH(6, 4)
+CK_DBH(7, 1) CK_DBH(7, 2) CK_DBH(7, 3) CK_DBH(8, 1) CK_DBH(8, 2) CK_DBH(8, 3)
+#define CK_DBH_ROW(T) {dbh_##T##_1, dbh_##T##_2, dbh_##T##_3, dbh_##T##_4, dbh_##T##_5, dbh_##T##_6, dbh_##T##_7, dbh_##T##_8}
+// [T-1][R-1], the shapes of d512_table.
+static const dot512_fn dbh_table[8][8] = {
+    CK_DBH_ROW(1), CK_DBH_ROW(2), CK_DBH_ROW(3),
+    {dbh_4_1, dbh_4_2, dbh_4_3, dbh_4_4, dbh_4_5, dbh_4_6, NULL, NULL},
+    {dbh_5_1, dbh_5_2, dbh_5_3, dbh_5_4, dbh_5_5, NULL, NULL, NULL},
+    {dbh_6_1, dbh_6_2, dbh_6_3, dbh_6_4, NULL, NULL, NULL, NULL},
+    {dbh_7_1, dbh_7_2, dbh_7_3, NULL, NULL, NULL, NULL, NULL},
+    {dbh_8_1, dbh_8_2, dbh_8_3, NULL, NULL, NULL, NULL, NULL}};
+
 // Tokens come in groups of at most 8 (ck_token_groups(n, 8)): a group shares every widened weight
 // vector. Rows per tile for groups of at most T tokens: as many as the registers allow (T = 1: four row
 // streams, as the AVX2 gemv). Every group of a call uses the same R (sizes differ by one at most).
@@ -216,6 +309,7 @@ size_t ck_avx512_prep_floats(int in, int n) { return (size_t)n * round32(in); }
 
 CK_AVX512 void ck_avx512_stage(ck_dtype dt, int in, const float *x, int ldx, int n, float *xs) {
     int gsize[16], gstart[16];
+    const int bf16x = dt == CK_BF16 && ck_bf16_activations();
     const int ngroups = ck_token_groups(n, group_size(n), gsize, gstart);
     const size_t k32 = (size_t)in / 32 * 32, ld = round32(in);
     // Lane indices of the even and odd elements of two 16-float vectors.
@@ -227,6 +321,12 @@ CK_AVX512 void ck_avx512_stage(ck_dtype dt, int in, const float *x, int ldx, int
         for (size_t t = 0; t < T; t++) {
             const float *src = x + (size_t)(gstart[g] + (int)t) * ldx;
             size_t k = 0;
+            if (bf16x) {
+                for (; k < k32; k += 32)
+                    stage_bf16_block(src + k, base + k * T + 32 * t);
+                for (; k < (size_t)in; k++) base[k32 * T + 32 * t + (k - k32)] = ck_bf16_to_f32(ck_f32_to_bf16(src[k]));
+                continue;
+            }
             for (; k < k32; k += 32) {
                 float *dst = base + k * T + 32 * t;
                 __m512 a = _mm512_loadu_ps(src + k), b = _mm512_loadu_ps(src + k + 16);
@@ -246,6 +346,7 @@ CK_AVX512 void ck_avx512_stage(ck_dtype dt, int in, const float *x, int ldx, int
 int ck_avx512_range(ck_dtype dt, const void *W, int in, const float *xs, size_t xld, int n, float *y,
                     size_t ldy, int o0, int o1, ck_scratch *s) {
     int gsize[16], gstart[16];
+    const int bf16x = dt == CK_BF16 && ck_bf16_activations();
     const int ngroups = ck_token_groups(n, group_size(n), gsize, gstart);
     const size_t es = ck_dt_size(dt), kc = kc512(n, in), k32all = (size_t)in / 32 * 32;
     float *vacc = NULL;
@@ -270,8 +371,9 @@ int ck_avx512_range(ck_dtype dt, const void *W, int in, const float *xs, size_t 
                 else pf = (ptrdiff_t)((size_t)R * in * es) - (ptrdiff_t)(kb * es);
                 for (int g = 0; g < ngroups; g++) {
                     float *va = vacc ? vacc + ((size_t)ti * ngroups + g) * CK_TILE_FLOATS : NULL;
-                    d512_table[dt][gsize[g] - 1][r - 1](W, (size_t)in, o, xs + (size_t)gstart[g] * xld, kb, k32, ke, va,
-                                                        kb == 0, last, y + (size_t)gstart[g] * ldy, ldy, g == 0 ? pf : 0);
+                    (bf16x ? dbh_table : d512_table[dt])[gsize[g] - 1][r - 1](W, (size_t)in, o, xs + (size_t)gstart[g] * xld, kb, k32,
+                                                                            ke, va, kb == 0, last, y + (size_t)gstart[g] * ldy,
+                                                                            ldy, g == 0 ? pf : 0);
                 }
             }
         }

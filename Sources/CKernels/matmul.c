@@ -11,6 +11,8 @@
 static _Atomic int g_cpu_level = -1; // detected level
 static _Atomic int g_force_scalar;
 static _Atomic int g_force_avx2;
+static _Atomic int g_bf16_asked = -1; // -1: not yet read from CK_BF16_ACTIVATIONS
+static _Atomic int g_cpu_bf16 = -1;
 
 static int detect_level(void) {
     int v = atomic_load_explicit(&g_cpu_level, memory_order_relaxed);
@@ -54,7 +56,33 @@ int ck_simd_level(void) {
 }
 const char *ck_simd_name(void) {
     static const char *names[] = {"scalar", "avx2-fma-f16c", "avx512-avx2-fma-f16c"};
-    return names[ck_simd_level()];
+    return ck_bf16_activations() ? "avx512-bf16-activations-avx2-fma-f16c" : names[ck_simd_level()];
+}
+
+int ck_bf16_activations(void) {
+    int asked = atomic_load_explicit(&g_bf16_asked, memory_order_relaxed);
+    if (asked < 0) {
+        const char *e = getenv("CK_BF16_ACTIVATIONS");
+        asked = e && *e && *e != '0';
+        atomic_store(&g_bf16_asked, asked);
+    }
+    if (!asked || ck_simd_level() < 2) return 0;
+    int cpu = atomic_load_explicit(&g_cpu_bf16, memory_order_relaxed);
+    if (cpu < 0) {
+#if CK_X86
+        __builtin_cpu_init();
+        cpu = __builtin_cpu_supports("avx512bf16");
+#else
+        cpu = 0;
+#endif
+        atomic_store(&g_cpu_bf16, cpu);
+    }
+    return cpu;
+}
+
+int ck_set_bf16_activations(int on) {
+    atomic_store(&g_bf16_asked, on ? 1 : 0);
+    return ck_bf16_activations();
 }
 void ck_force_scalar(int on) { atomic_store(&g_force_scalar, on ? 1 : 0); }
 void ck_force_avx2(int on) { atomic_store(&g_force_avx2, on ? 1 : 0); }

@@ -154,8 +154,12 @@ Q8_AVX2 static void q8_avx2(const int8_t *Q, const float *scales, int in, const 
 /// after the last multiple of 4 into the first), summed (a0 + a1) + (a2 + a3) and folded by
 /// ck_hsum512; a partial last block is added in scalar code. As in the AVX2 form every (row,
 /// activation row) has its own accumulators, so row t is bit-identical to a one-row call; tiles of
-/// up to 6 activation rows share each block's widened weights (24 accumulators of 32 registers).
-#define CK_Q8_TILE512 6
+/// up to 3 activation rows share each block's widened weights. Tiles of 3 against tiles of 6 and
+/// against tiles of 8 activation rows x up to 8 weight rows with one accumulator each (fewer
+/// re-reads of the activations), on a 2-core Zen 5, best of 12 over 8 layers of the 1B shape:
+/// n = 1: 8.8-13.4 ms (6: 9.3-11.0; 8 x R: 12.9-14.6, its 8 row streams prefetch worse),
+/// n = 4: 16.3-19.8 (17.4-17.6; 16.3-17.5), n = 8: 29-35 (43; 30-38), n = 16: 85 (85-87; 65-108).
+#define CK_Q8_TILE512 3
 CK_INLINE_Q8 CK_AVX512 void q8_tile512(const int8_t *q, int in, const q8_activations *a, int t0, const int T,
                                        float scale, float *y, int ldy, int o, int prefetch) {
     const int nb = a->nb, full = in / CK_Q8_XBLOCK;
@@ -196,7 +200,7 @@ CK_INLINE_Q8 CK_AVX512 void q8_tile512(const int8_t *q, int in, const q8_activat
     }
 }
 
-/// Activation rows in tiles of 6, the last tile holding the rest (T a constant in each call, so
+/// Activation rows in tiles of 3, the last tile holding the rest (T a constant in each call, so
 /// every tile's loops unroll).
 CK_AVX512 static void q8_avx512(const int8_t *Q, const float *scales, int in, const q8_activations *a, int n,
                                 float *y, int ldy, int o0, int o1) {
@@ -207,10 +211,7 @@ CK_AVX512 static void q8_avx512(const int8_t *Q, const float *scales, int in, co
             switch (n - t < CK_Q8_TILE512 ? n - t : CK_Q8_TILE512) {
             case 1: q8_tile512(q, in, a, t, 1, scales[o], y, ldy, o, first); break;
             case 2: q8_tile512(q, in, a, t, 2, scales[o], y, ldy, o, first); break;
-            case 3: q8_tile512(q, in, a, t, 3, scales[o], y, ldy, o, first); break;
-            case 4: q8_tile512(q, in, a, t, 4, scales[o], y, ldy, o, first); break;
-            case 5: q8_tile512(q, in, a, t, 5, scales[o], y, ldy, o, first); break;
-            default: q8_tile512(q, in, a, t, 6, scales[o], y, ldy, o, first); break;
+            default: q8_tile512(q, in, a, t, 3, scales[o], y, ldy, o, first); break;
             }
         }
     }

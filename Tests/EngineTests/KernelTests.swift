@@ -335,6 +335,62 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// bf16 activations (opt-in, CPUs with AVX512_BF16): every row of an n-row call equals a
+    /// one-row call bit for bit (n up to 40, 1 and 2 threads), and equals the exact sum of
+    /// bf16(x)·w (x rounded to bf16, nearest even) up to f32 accumulation, while it differs from
+    /// the f32-activation product by the rounding of x (so the mode is really on). bf16 weights
+    /// only: f32 weights keep f32 activations.
+    func testBF16ActivationsAreRowIndependentAndRoundOnlyTheActivations() throws {
+        defer { ck_set_bf16_activations(0); ck_set_threads(0) }
+        guard ck_set_bf16_activations(1) != 0 else {
+            ck_set_bf16_activations(0)
+            throw XCTSkip("needs AVX-512 with AVX512_BF16 (kernel set \(String(cString: ck_simd_name())))")
+        }
+        XCTAssertEqual(String(cString: ck_simd_name()), "avx512-bf16-activations-avx2-fma-f16c")
+        let out = 203, inDim = 2063 // a k tail of 15
+        var rng = Rng(21)
+        let w = Self.makeWeights(CK_BF16, count: out * inDim, rng: &rng, integers: false)
+        let x = (0..<(40 * inDim)).map { _ in rng.unit() }
+        func bf16(_ v: Float) -> Double {
+            let u = v.bitPattern
+            return Double(Float(bitPattern: (u &+ 0x7fff &+ ((u >> 16) & 1)) & 0xffff_0000))
+        }
+        func call(_ rows: Int, from t0: Int = 0) -> [Float] {
+            var y = [Float](repeating: .nan, count: rows * out)
+            w.raw.withUnsafeBytes { wb in
+                x.withUnsafeBufferPointer { xb in
+                    ck_matmul(CK_BF16, wb.baseAddress, Int32(out), Int32(inDim), xb.baseAddress! + t0 * inDim, Int32(inDim), Int32(rows), &y, Int32(out))
+                }
+            }
+            return y
+        }
+        for threads in [1, 2] {
+            ck_set_threads(Int32(threads))
+            let single = (0..<40).flatMap { call(1, from: $0) }
+            for t in 0..<40 {
+                for o in stride(from: 0, to: out, by: 7) {
+                    var exact = 0.0, magnitude = 0.0
+                    for k in 0..<inDim {
+                        exact += bf16(x[t * inDim + k]) * w.values[o * inDim + k]
+                        magnitude += abs(Double(x[t * inDim + k]) * w.values[o * inDim + k])
+                    }
+                    XCTAssertEqual(Double(single[t * out + o]), exact, accuracy: 1e-5 * magnitude, "row \(t), output \(o)")
+                }
+            }
+            for n in [2, 3, 5, 8, 12, 16, 17, 33, 40] {
+                let y = call(n)
+                XCTAssert((0..<(n * out)).allSatisfy { y[$0].bitPattern == single[$0].bitPattern },
+                          "threads=\(threads) n=\(n): rows differ from one-row calls")
+            }
+        }
+        // Switched off, the f32-activation kernels are back, and give other numbers.
+        let rounded = call(1)
+        ck_set_bf16_activations(0)
+        XCTAssertEqual(String(cString: ck_simd_name()), "avx512-avx2-fma-f16c")
+        let f32 = call(1)
+        XCTAssertGreaterThan((0..<out).filter { rounded[$0] != f32[$0] }.count, out / 2)
+    }
+
     func testThreadSettings() {
         let saved = ck_get_threads()
         defer { ck_set_threads(saved) }

@@ -30,6 +30,17 @@ const char *ck_simd_name(void);
 void ck_force_scalar(int on);
 /// Forces level 1 on an AVX-512 CPU (tests compare the two). 0 = auto, 1 = at most AVX2.
 void ck_force_avx2(int on);
+/// bf16 activations (opt-in, off by default): at simd level 2 on a CPU with AVX512_BF16, the
+/// small-n products of ck_matmul with bf16 weights round each activation to bf16 (nearest even)
+/// and use the bf16 dot-product instruction, which does twice the multiply-adds of an f32 FMA per
+/// instruction — the numerics llama.cpp uses for bf16 models. The output then differs from the
+/// f32-activation result by about 2^-9 of sum |x·w|, so it no longer matches Hugging Face's
+/// float32 reference; rows stay independent of n, of the tiles and of the thread count, so
+/// self-speculation stays exactly the decoding of these numerics. The environment variable
+/// CK_BF16_ACTIVATIONS=1 asks for it at start-up; this call switches it (tests). Returns whether
+/// it is in effect (asked for, and the CPU and kernel set have it).
+int ck_set_bf16_activations(int on);
+int ck_bf16_activations(void);
 /// Threads used by ck_matmul (the calling thread counts as one). Default: online CPUs (fewer if
 /// the process's CPU affinity allows fewer). n < 1 restores the default. The pool's workers are
 /// created lazily, spin for ~200 us after each call (environment CK_SPIN_US overrides) and then
