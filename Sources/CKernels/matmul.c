@@ -59,14 +59,8 @@ const char *ck_simd_name(void) {
     return ck_bf16_activations() ? "avx512-bf16-activations-avx2-fma-f16c" : names[ck_simd_level()];
 }
 
-int ck_bf16_activations(void) {
-    int asked = atomic_load_explicit(&g_bf16_asked, memory_order_relaxed);
-    if (asked < 0) {
-        const char *e = getenv("CK_BF16_ACTIVATIONS");
-        asked = e && *e && *e != '0';
-        atomic_store(&g_bf16_asked, asked);
-    }
-    if (!asked || ck_simd_level() < 2) return 0;
+int ck_bf16_activations_available(void) {
+    if (ck_simd_level() < 2) return 0;
     int cpu = atomic_load_explicit(&g_cpu_bf16, memory_order_relaxed);
     if (cpu < 0) {
 #if CK_X86
@@ -78,6 +72,16 @@ int ck_bf16_activations(void) {
         atomic_store(&g_cpu_bf16, cpu);
     }
     return cpu;
+}
+
+int ck_bf16_activations(void) {
+    int asked = atomic_load_explicit(&g_bf16_asked, memory_order_relaxed);
+    if (asked < 0) {
+        const char *e = getenv("CK_BF16_ACTIVATIONS");
+        asked = e && *e && *e != '0';
+        atomic_store(&g_bf16_asked, asked);
+    }
+    return asked && ck_bf16_activations_available();
 }
 
 int ck_set_bf16_activations(int on) {

@@ -36,6 +36,9 @@ public struct DaemonConfig: Sendable {
     /// Sequences (prompts of any claimed jobs for one model) decoded together at most; nil (`auto`,
     /// the default): chosen per model from its measured pass-cost curve (`DecodeLoop.suggestedBatch`).
     public var maxBatch: Int?
+    /// What bf16-weight products round activations to (`ActivationPrecision`); nil: the kernels'
+    /// own default (f32, or bf16 where the environment has CK_BF16_ACTIVATIONS=1).
+    public var activations: ActivationPrecision?
     /// Where the queue lives: SQLite under `state_directory` (one host), or one PostgreSQL shared
     /// by the daemons of many hosts.
     public var store: StoreLocation = .sqlite
@@ -47,7 +50,7 @@ public struct DaemonConfig: Sendable {
     public var metricsTextfile: URL?
 
     public static let keys = ["state_directory", "spool_directory", "models", "model_directories", "model_memory_budget", "cache_memory_budget",
-                              "scan_interval_seconds", "max_attempts", "retry_backoff_seconds", "max_job_file_bytes", "log_level", "threads", "max_batch",
+                              "scan_interval_seconds", "max_attempts", "retry_backoff_seconds", "max_job_file_bytes", "log_level", "threads", "max_batch", "activations",
                               "store", "lease_seconds", "worker_name", "metrics_textfile"]
 
     public init(stateDirectory: URL, spoolDirectory: URL? = nil, models: [String: URL] = [:], modelDirectories: [URL] = [],
@@ -196,6 +199,17 @@ public struct DaemonConfig: Sendable {
                 config.maxBatch = n
             } else {
                 p.add("max_batch", "auto or an integer in 1...256", v.description)
+            }
+        }
+        if let v = map["activations"] {
+            if let precision = v.stringValue.flatMap(ActivationPrecision.init(rawValue:)) {
+                if ActivationPrecision.isAvailable(precision) {
+                    config.activations = precision
+                } else {
+                    p.add("activations", "f32 (bf16 needs a CPU with AVX512_BF16; this one runs \(ActivationPrecision.kernelSet))", v.description)
+                }
+            } else {
+                p.add("activations", "f32 or bf16", v.description)
             }
         }
         switch map["store"] {

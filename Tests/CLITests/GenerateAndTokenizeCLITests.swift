@@ -89,6 +89,33 @@ final class GenerateAndTokenizeCLITests: XCTestCase {
         XCTAssertNotNil(doctor.json?["openblas_core"] as? String, doctor.stdout)
     }
 
+    /// `--activations`: f32 is the default's numerics; bf16 runs where `doctor` lists it and is
+    /// otherwise an error naming the option and what the CPU lacks.
+    func testActivationsOption() throws {
+        let dir = CLI.fixtures.appendingPathComponent("tiny-spm-mha-bf16-sharded").path
+        let args = ["generate", "--model", dir, "--max-new-tokens", "6", "--min-new-tokens", "6", "--json", "hi"]
+        let plain = try CLI.run(args)
+        XCTAssertEqual(plain.status, 0, plain.stderr)
+        let f32 = try CLI.run(args + ["--activations", "f32"])
+        XCTAssertEqual(f32.status, 0, f32.stderr)
+        XCTAssertEqual(f32.json?["tokens"] as? [Int], plain.json?["tokens"] as? [Int])
+        let bad = try CLI.run(args + ["--activations", "f16"])
+        XCTAssertEqual(bad.status, 2)
+        XCTAssertTrue(bad.stderr.contains("--activations: expected f32 or bf16, found \"f16\""), bad.stderr)
+
+        let doctor = try XCTUnwrap(try CLI.run(["doctor", "--json"]).json)
+        let available = try XCTUnwrap(doctor["activations"] as? [String])
+        let bf16 = try CLI.run(args + ["--activations", "bf16"])
+        if available.contains("bf16") {
+            XCTAssertEqual(bf16.status, 0, bf16.stderr)
+            XCTAssertEqual((bf16.json?["tokens"] as? [Int])?.count, 6, bf16.stdout)
+        } else {
+            XCTAssertEqual(available, ["f32"])
+            XCTAssertEqual(bf16.status, 2)
+            XCTAssertTrue(bf16.stderr.contains("--activations bf16: bf16 activations need a CPU with AVX512_BF16"), bf16.stderr)
+        }
+    }
+
     /// `quantize` writes a folder that `generate` maps as it is: the same tokens as --weights int8
     /// (and q4).
     func testQuantizeWritesAFolderThatDecodesLikeInt8() throws {

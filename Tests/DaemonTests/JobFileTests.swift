@@ -1,5 +1,6 @@
 import Daemon
 import Decoding
+import Engine
 import Foundation
 import XCTest
 
@@ -125,6 +126,20 @@ final class JobFileTests: XCTestCase {
             try "state_directory: s\nmax_batch: \(bad)\n".write(to: file, atomically: true, encoding: .utf8)
             XCTAssertThrowsError(try DaemonConfig.load(from: file)) { XCTAssertTrue("\($0)".contains("max_batch"), "\($0)") }
         }
+        XCTAssertNil(config.activations, "activations: the kernels' default unless set")
+        try "state_directory: s\nactivations: f32\n".write(to: file, atomically: true, encoding: .utf8)
+        XCTAssertEqual(try DaemonConfig.load(from: file).activations, .f32)
+        // bf16 is accepted only where the CPU runs it; elsewhere the error says why, naming the key.
+        try "state_directory: s\nactivations: bf16\n".write(to: file, atomically: true, encoding: .utf8)
+        if ActivationPrecision.isAvailable(.bf16) {
+            XCTAssertEqual(try DaemonConfig.load(from: file).activations, .bf16)
+        } else {
+            XCTAssertThrowsError(try DaemonConfig.load(from: file)) {
+                XCTAssertTrue("\($0)".contains("activations") && "\($0)".contains("AVX512_BF16"), "\($0)")
+            }
+        }
+        try "state_directory: s\nactivations: f16\n".write(to: file, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try DaemonConfig.load(from: file)) { XCTAssertTrue("\($0)".contains("activations: expected f32 or bf16"), "\($0)") }
     }
 
     /// A model entry may be a mapping with `weights:`; bad values, unknown keys and one folder with

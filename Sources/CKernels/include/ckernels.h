@@ -41,6 +41,8 @@ void ck_force_avx2(int on);
 /// it is in effect (asked for, and the CPU and kernel set have it).
 int ck_set_bf16_activations(int on);
 int ck_bf16_activations(void);
+/// Whether this CPU and the kernel set in use (ck_simd_level) can run bf16 activations.
+int ck_bf16_activations_available(void);
 /// Threads used by ck_matmul (the calling thread counts as one). Default: online CPUs (fewer if
 /// the process's CPU affinity allows fewer). n < 1 restores the default. The pool's workers are
 /// created lazily, spin for ~200 us after each call (environment CK_SPIN_US overrides) and then

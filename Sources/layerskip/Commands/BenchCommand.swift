@@ -160,8 +160,12 @@ struct BenchCommand: ParsableCommand {
     @Option(help: WeightsOption.help)
     var weights = "stored"
 
+    @Option(help: ActivationsOption.help)
+    var activations: String?
+
     func run() throws {
         ThreadSettings.apply(threads)
+        try ActivationsOption.apply(activations)
         let directory = try ModelLocator.resolve(model)
         let specs = try (strategies.isEmpty ? ["autoregressive"] : strategies).map(Self.parseSpec)
         let config = try ModelConfig.load(from: directory.appendingPathComponent("config.json"))

@@ -19,6 +19,7 @@ struct DoctorCommand: ParsableCommand {
         print("layerskip \(LayerSkip.version)")
         print("CPU features:     \(report.cpuFeatures.isEmpty ? "(none of avx2/fma/f16c/avx512)" : report.cpuFeatures.joined(separator: " "))")
         print("matmul kernels:   \(report.kernels)")
+        print("activations:      \(report.activations.joined(separator: ", ")) (--activations, config key activations)")
         print("threads:          \(report.threads)")
         print("OpenBLAS core:    \(report.openblasCore) — \(report.openblasCoreSource)")
         print("OpenBLAS build:   \(report.openblasConfig)")

@@ -50,8 +50,12 @@ struct EvalCommand: ParsableCommand {
     @Option(help: WeightsOption.help)
     var weights = "stored"
 
+    @Option(help: ActivationsOption.help)
+    var activations: String?
+
     func run() throws {
         ThreadSettings.apply(threads)
+        try ActivationsOption.apply(activations)
         guard length > 1, maxTokens > 0, speculations > 0 else { throw ValidationError("--length, --max-tokens and --speculations must be positive") }
         let dir = try ModelLocator.resolve(model)
         let llama: LlamaModel

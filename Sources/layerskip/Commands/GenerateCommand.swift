@@ -129,6 +129,9 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: WeightsOption.help)
     var weights = "stored"
 
+    @Option(help: ActivationsOption.help)
+    var activations: String?
+
     @OptionGroup var daemon: DaemonOptions
 
     /// `spec` with what it leaves out filled from the model's tune result, the way the daemon's
@@ -158,6 +161,7 @@ struct GenerateCommand: ParsableCommand {
 
     func run() throws {
         ThreadSettings.apply(threads)
+        try ActivationsOption.apply(activations)
         let sampling = SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed)
         let directory = try ModelLocator.resolve(model)
         let config = try ModelConfig.load(from: directory.appendingPathComponent("config.json"))

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import ArgumentParser
 import Daemon
+import Engine
 import Decoding
 import Foundation
 import Logging
@@ -33,6 +34,7 @@ struct RunCommand: ParsableCommand {
     func run() throws {
         let config = try options.load()
         ThreadSettings.apply(config.threads > 0 ? config.threads : nil)
+        if let precision = config.activations { try ActivationPrecision.select(precision, setting: "activations") }
         let log = Logger.daemon(level: max(config.logLevel, .notice))
         let lock: InstanceLock
         do { lock = try InstanceLock(url: config.lockURL) } catch let error as DaemonError {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Daemon
+import Engine
 import Foundation
 import Logging
 
@@ -24,6 +25,7 @@ struct ServeCommand: ParsableCommand {
     func run() throws {
         let config = try options.load()
         ThreadSettings.apply(config.threads > 0 ? config.threads : nil)
+        if let precision = config.activations { try ActivationPrecision.select(precision, setting: "activations") }
         let log = Logger.daemon(level: config.logLevel)
         do {
             try Daemon(config: config, registry: Strategies.registry, log: log).run()

@@ -57,6 +57,8 @@ struct KernelReport: Encodable {
     var kernels: String
     var threads: Int
     var cpuFeatures: [String]
+    /// The activation precisions this CPU and kernel set can run (`--activations`).
+    var activations: [String]
 
     static func current() -> KernelReport {
         let f = Int(ck_cpu_features())
@@ -70,7 +72,8 @@ struct KernelReport: Encodable {
             openblasConfig: openblas_get_config().map { String(cString: $0) } ?? "unknown",
             kernels: String(cString: ck_simd_name()),
             threads: Int(ck_get_threads()),
-            cpuFeatures: names.filter { f & Int($0.0) != 0 }.map { $0.1 })
+            cpuFeatures: names.filter { f & Int($0.0) != 0 }.map { $0.1 },
+            activations: ck_bf16_activations_available() != 0 ? ["f32", "bf16"] : ["f32"])
     }
 
     var summary: String { "kernels \(kernels), OpenBLAS \(openblasCore), \(threads) threads" }
