@@ -243,8 +243,14 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
         private var stats = (drafted: 0, accepted: 0, rounds: 0, lookupDrafted: 0, lookupAccepted: 0, draftSeconds: 0.0, verifySeconds: 0.0)
         /// Running share of early-exit drafts accepted (exponential average over rounds), for the loop's choice of d.
         private var acceptance = 0.7
-        /// Rounds the loop held to d = 0 (plain autoregressive steps).
+        /// Rounds the loop held to d = 0 (plain autoregressive steps), and hybrid rounds without
+        /// early-exit drafts because they did not pay (`ExitDraftChoice`).
         private var plainRounds = 0
+        /// Hybrid drafting decoding alone: whether this round drafts with the exit (`ExitDraftChoice`).
+        private var exitChoice = ExitDraftChoice()
+        /// The current round is timed for `exitChoice`: as one drafted by the exit alone, or as a plain step.
+        private var timedRound: ExitDraftChoice.Round?
+        private var roundSeconds = 0.0
 
         var loadAwareSpeculation: LoadAwareSpeculation? {
             // `adaptive: false` keeps the job's d whatever the load; lookup alone has no d to choose.
@@ -297,6 +303,20 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
             }
             lookupCount = drafts.count
             var exitDrafts = configuration.kind.usesExit ? min(d, sequence.draftLimit ?? d) : 0
+            roundSeconds = 0
+            timedRound = nil
+            // Decoding alone (the loop leaves d to the sequence), hybrid drafting times its own
+            // rounds once the lookup has shown it finds something (4 proposals kept): until then
+            // the exit is the only source of drafts, and speculation stays on as with the exit alone.
+            if configuration.kind == .hybrid, configuration.adaptive != false, sequence.draftLimit == nil, exitDrafts > 0, room > 0,
+               stats.lookupAccepted >= 4 {
+                let useExit = exitChoice.usesExit(lookupProposed: lookupCount > 0)
+                if !useExit {
+                    exitDrafts = 0
+                    plainRounds += 1
+                }
+                if lookupCount == 0 { timedRound = useExit ? .exitDrafted : .plain }
+            }
             // Early-exit drafts after a proposal count only if all of it is kept, and each costs a
             // pass through E layers: they follow one only while proposals are being kept whole.
             if lookupCount > 0 && !lookupKeptWhole { exitDrafts = 0 }
@@ -350,6 +370,7 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
             }
             drafts.append(token)
             stats.draftSeconds += sequence.lastPassSeconds
+            roundSeconds += sequence.lastPassSeconds
             if !confident || drafts.count - lookupCount >= exitBudget { verifying = true }
         }
 
@@ -390,6 +411,8 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
             }
             if accepted == k { next = sequence.sample(logits.row(logitsRow + k, forToken: step + k)) }
             stats.verifySeconds += sequence.lastPassSeconds
+            roundSeconds += sequence.lastPassSeconds
+            if let timedRound { exitChoice.record(timedRound, tokens: accepted + 1, seconds: roundSeconds) }
             stats.drafted += k
             stats.accepted += accepted
             stats.lookupDrafted += lookupCount
@@ -442,6 +465,54 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
             var sum = 0.0
             for x in row where x > -.infinity { sum += Double(Foundation.exp(x - top)) }
             return Float(1 / sum)
+        }
+    }
+}
+
+/// Hybrid drafting of a sequence decoding alone: whether a round drafts with the early exit. On a
+/// model whose passes are not bound by the weight stream (one that sits in the CPU's cache) an exit
+/// draft costs nearly a step and verifying k rows nearly k steps, so early-exit drafts lose while
+/// lookup proposals, which cost nothing to make, still win. The choice compares the measured tokens
+/// per second of rounds drafted by the exit alone with that of plain one-row rounds — committed
+/// tokens over pass seconds, both sums decayed by 0.85 per timed round of their kind, so that a slow
+/// first round weighs by its time and old rounds fade — and drafts with the exit unless plain steps
+/// measured more than 5% faster (timing noise must not turn a winner off). Only rounds the lookup
+/// left empty are timed. The exit is judged after 3 timed exit rounds: the next 2 empty rounds run
+/// plain to time them, and every 8th after that tries the way that measured slower. Nothing timed
+/// (passes of no measured time, as with fixed logits in tests) never turns the exit off.
+public struct ExitDraftChoice: Sendable {
+    public enum Round: Sendable { case exitDrafted, plain }
+    private var exit = (tokens: 0.0, seconds: 0.0, rounds: 0)
+    private var plain = (tokens: 0.0, seconds: 0.0, rounds: 0)
+    /// Rounds without lookup proposals since the exit was first judged.
+    private var judged = 0
+
+    public init() {}
+
+    public var exitRate: Double? { exit.rounds > 0 ? exit.tokens / exit.seconds : nil }
+    public var plainRate: Double? { plain.rounds > 0 ? plain.tokens / plain.seconds : nil }
+
+    public var exitsPay: Bool {
+        guard exit.rounds >= 3, plain.rounds >= 2, let exitRate, let plainRate else { return true }
+        return plainRate <= 1.05 * exitRate
+    }
+
+    /// Whether the coming round drafts with the exit.
+    public mutating func usesExit(lookupProposed: Bool) -> Bool {
+        var use = exitsPay
+        if !lookupProposed, exit.rounds >= 3 {
+            judged += 1
+            if plain.rounds < 2 { use = false } else if judged % 8 == 0 { use.toggle() }
+        }
+        return use
+    }
+
+    /// A timed round: `tokens` committed in `seconds` of passes.
+    public mutating func record(_ round: Round, tokens: Int, seconds: Double) {
+        guard seconds > 0 else { return }
+        switch round {
+        case .exitDrafted: exit = (0.85 * exit.tokens + Double(tokens), 0.85 * exit.seconds + seconds, exit.rounds + 1)
+        case .plain: plain = (0.85 * plain.tokens + Double(tokens), 0.85 * plain.seconds + seconds, plain.rounds + 1)
         }
     }
 }

@@ -2,6 +2,7 @@ import TestFixtures
 import Decoding
 import Engine
 import Foundation
+import SelfSpeculativePlugin
 import Tokenization
 import XCTest
 
@@ -31,6 +32,50 @@ final class LookupDraftingTests: XCTestCase {
 
     /// A one-hot q: the proposal is kept with probability p(x), and otherwise the token comes from
     /// p without x — together exactly p (P(x) = p(x); P(y) = (1 − p(x))·p(y)/(1 − p(x)) = p(y)).
+    /// Hybrid drafting alone on a sequence times its exit-drafted and plain rounds and stops drafting
+    /// with the exit while plain steps measure more than 5% faster, trying it again every 8th round.
+    func testExitDraftChoiceFollowsMeasuredRates() {
+        var choice = ExitDraftChoice()
+        // Untimed: always the exit, lookup or not (fixed-logit tests never switch anything).
+        for _ in 0..<40 { XCTAssertTrue(choice.usesExit(lookupProposed: false)) }
+        choice.record(.exitDrafted, tokens: 3, seconds: 0)
+        XCTAssertNil(choice.exitRate)
+
+        // Three timed exit rounds: 1 token in 10 ms, then 3 in 12 ms twice. The rate is tokens over
+        // seconds, decayed: (0.85²·1 + 0.85·3 + 3) / (0.85²·10 + 0.85·12 + 12) ms.
+        choice.record(.exitDrafted, tokens: 1, seconds: 0.010)
+        XCTAssertTrue(choice.usesExit(lookupProposed: false), "judged only after 3 exit rounds")
+        choice.record(.exitDrafted, tokens: 3, seconds: 0.012)
+        choice.record(.exitDrafted, tokens: 3, seconds: 0.012)
+        let exitRate = (0.7225 * 1 + 0.85 * 3 + 3) / (0.7225 * 0.010 + 0.85 * 0.012 + 0.012)
+        XCTAssertEqual(choice.exitRate!, exitRate, accuracy: 1e-9)
+        XCTAssertEqual(exitRate, 213.1, accuracy: 0.1)
+        // The next two empty rounds run plain to time them; rounds with proposals are not probes.
+        XCTAssertTrue(choice.usesExit(lookupProposed: true))
+        XCTAssertFalse(choice.usesExit(lookupProposed: false))
+        choice.record(.plain, tokens: 1, seconds: 0.004)
+        XCTAssertTrue(choice.exitsPay, "one plain round does not decide")
+        XCTAssertFalse(choice.usesExit(lookupProposed: false))
+        choice.record(.plain, tokens: 1, seconds: 0.004)
+        // Plain at 250/s is more than 5% faster: the exit is off from now on,
+        XCTAssertFalse(choice.exitsPay)
+        var exitRounds: [Int] = []
+        for round in 3...17 where choice.usesExit(lookupProposed: false) { exitRounds.append(round) }
+        XCTAssertEqual(exitRounds, [8, 16], "tried again every 8th round")
+        XCTAssertFalse(choice.usesExit(lookupProposed: true), "and not after lookup proposals either")
+        // until probes measure it faster.
+        choice.record(.exitDrafted, tokens: 4, seconds: 0.008)
+        choice.record(.exitDrafted, tokens: 4, seconds: 0.008)
+        XCTAssertTrue(choice.exitsPay, "\(choice.exitRate!) against \(choice.plainRate!)")
+        XCTAssertTrue(choice.usesExit(lookupProposed: false))
+
+        // Within 5% counts as paying: plain at 1.04x the exit's rate keeps the exit.
+        var close = ExitDraftChoice()
+        for _ in 0..<3 { close.record(.exitDrafted, tokens: 2, seconds: 0.01) }
+        for _ in 0..<2 { close.record(.plain, tokens: 1, seconds: 1 / 208.0) }
+        XCTAssertTrue(close.exitsPay)
+    }
+
     func testOneHotAcceptanceRuleReproducesP() {
         var p: [Float] = [0.1, 0.45, 0.3, 0.15]
         let x = 2
