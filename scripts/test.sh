@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what is missing, builds, runs `swift test`
-# (XCTest; the suite has no Swift Testing tests) and ends with one "N passed, N failed" line.
+# (XCTest; the suite has no Swift Testing tests) and ends with one "tests: N passed, N failed, N skipped" line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -13,10 +13,9 @@ LAYERSKIP_TEST_POSTGRES=$(bash scripts/pg-test-cluster.sh start "$pgdir")
 export LAYERSKIP_TEST_POSTGRES LAYERSKIP_TEST_POSTGRES_DIR="$pgdir" LAYERSKIP_REQUIRE_POSTGRES=1
 status=0
 swift test --skip-build --disable-swift-testing "$@" 2>&1 | tee "$log" || status=$?
-summary=$(grep -E "Executed [0-9]+ tests?, with [0-9]+ failures?" "$log" | tail -1 || true)
-if [ -n "$summary" ]; then
-    total=$(sed -E 's/.*Executed ([0-9]+) tests?.*/\1/' <<<"$summary")
-    failed=$(sed -E 's/.*with ([0-9]+) failures?.*/\1/' <<<"$summary")
-    echo "tests: $((total - failed)) passed, $failed failed"
-fi
+# One line per test case: "Test Case '...' passed|failed|skipped (N seconds)". (The closing
+# "Executed N tests, with M failures" counts failed assertions, not tests, and gains "K tests skipped
+# and" when some skip.)
+count() { grep -a -c -E "^Test Case '.*' $1 \(" "$log" || true; }
+echo "tests: $(count passed) passed, $(count failed) failed, $(count skipped) skipped"
 exit $status
