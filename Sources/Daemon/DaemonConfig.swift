@@ -206,7 +206,7 @@ public struct DaemonConfig: Sendable {
                 if ActivationPrecision.isAvailable(precision) {
                     config.activations = precision
                 } else {
-                    p.add("activations", "f32 (bf16 needs a CPU with AVX512_BF16; this one runs \(ActivationPrecision.kernelSet))", v.description)
+                    p.add("activations", "f32 (\(ActivationPrecision.bf16Requirement))", v.description)
                 }
             } else {
                 p.add("activations", "f32 or bf16", v.description)

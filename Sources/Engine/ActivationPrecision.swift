@@ -14,11 +14,8 @@ import CKernels
 public enum ActivationPrecision: String, CaseIterable, Sendable {
     case f32, bf16
 
-    /// The setting in effect now (CK_BF16_ACTIVATIONS=1 in the environment asks for bf16 at start).
-    public static var current: ActivationPrecision { ck_bf16_activations() != 0 ? .bf16 : .f32 }
-
     /// The kernel set in use, as `doctor` names it (e.g. "avx2-fma-f16c").
-    public static var kernelSet: String { String(cString: ck_simd_name()) }
+    private static var kernelSet: String { String(cString: ck_simd_name()) }
 
     /// Whether this CPU and kernel set can run `precision`.
     public static func isAvailable(_ precision: ActivationPrecision) -> Bool {
@@ -28,13 +25,15 @@ public enum ActivationPrecision: String, CaseIterable, Sendable {
         }
     }
 
+    /// What bf16 needs, and what this machine runs instead (for errors that refuse bf16).
+    public static var bf16Requirement: String {
+        "bf16 activations need a CPU with AVX512_BF16 and the AVX-512 kernel set; this one runs \(kernelSet)"
+    }
+
     public struct Unavailable: Error, CustomStringConvertible, Equatable {
         /// Where the request came from, e.g. `--activations` or a config file's `activations`.
         public let setting: String
-        public let kernels: String
-        public var description: String {
-            "\(setting): bf16 activations need a CPU with AVX512_BF16 and the AVX-512 kernel set; this one runs \(kernels) (use f32)"
-        }
+        public var description: String { "\(setting): \(ActivationPrecision.bf16Requirement) (use f32)" }
     }
 
     /// Switches the kernels to `precision`; `setting` names the option or key that asked for it.
@@ -42,7 +41,7 @@ public enum ActivationPrecision: String, CaseIterable, Sendable {
     public static func select(_ precision: ActivationPrecision, setting: String) throws {
         let on = ck_set_bf16_activations(precision == .bf16 ? 1 : 0) != 0
         if precision == .bf16, !on {
-            throw Unavailable(setting: setting, kernels: kernelSet)
+            throw Unavailable(setting: setting)
         }
     }
 }

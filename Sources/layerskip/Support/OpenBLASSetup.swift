@@ -1,5 +1,6 @@
 import CKernels
 import COpenBLAS
+import Engine
 import Foundation
 
 /// Debian's OpenBLAS 0.3.21 does not recognise some newer CPUs (AVX-512 Xeons among them) and falls
@@ -73,7 +74,7 @@ struct KernelReport: Encodable {
             kernels: String(cString: ck_simd_name()),
             threads: Int(ck_get_threads()),
             cpuFeatures: names.filter { f & Int($0.0) != 0 }.map { $0.1 },
-            activations: ck_bf16_activations_available() != 0 ? ["f32", "bf16"] : ["f32"])
+            activations: ActivationPrecision.allCases.filter(ActivationPrecision.isAvailable).map(\.rawValue))
     }
 
     var summary: String { "kernels \(kernels), OpenBLAS \(openblasCore), \(threads) threads" }
