@@ -165,6 +165,11 @@ int ck_matmul_scaled(ck_dtype dt, const void *W, const void *scales, int out, in
 void ck_scalar_range(ck_dtype dt, const void *W, int in, const float *x, int ldx, int n,
                      float *y, int ldy, int o0, int o1);
 
+/// Attention's inner loops (ck_ops.h states the arithmetic), d % 8 == 0: s[t] = dot(q, K row t) *
+/// scale for t < count, and acc[i] += e[t] * V row t [i] for t ascending.
+void ck_avx2_attention_scores(const float *q, const float *K, size_t stride, int count, int d, float scale, float *s);
+void ck_avx2_attention_accumulate(const float *e, const float *V, size_t stride, int count, int d, float *acc);
+
 void ck_avx2_to_f32(ck_dtype dt, const void *src, float *dst, size_t count);
 void ck_avx2_from_f32(ck_dtype dt, const float *src, void *dst, size_t count);
 

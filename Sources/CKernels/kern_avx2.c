@@ -696,6 +696,47 @@ CK_AVX2 void ck_avx2_from_f32(ck_dtype dt, const float *src, void *dst, size_t c
     }
 }
 
+// ============================================================================================
+// Attention's inner loops (the arithmetic is stated at ck_attention_rows, ck_ops.h)
+// ============================================================================================
+
+CK_AVX2 void ck_avx2_attention_scores(const float *q, const float *K, size_t stride, int count, int d, float scale,
+                                      float *s) {
+    for (int t = 0; t < count; t++) {
+        const float *k = K + (size_t)t * stride;
+        __m256 acc = _mm256_setzero_ps();
+        for (int i = 0; i < d; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), acc);
+        s[t] = ck_hsum256(acc) * scale;
+    }
+}
+
+CK_AVX2 void ck_avx2_attention_accumulate(const float *e, const float *V, size_t stride, int count, int d, float *acc) {
+    int i = 0;
+    // 32 columns at a time in registers across all positions of the chunk; then 8 at a time.
+    for (; i + 32 <= d; i += 32) {
+        __m256 a0 = _mm256_loadu_ps(acc + i), a1 = _mm256_loadu_ps(acc + i + 8);
+        __m256 a2 = _mm256_loadu_ps(acc + i + 16), a3 = _mm256_loadu_ps(acc + i + 24);
+        for (int t = 0; t < count; t++) {
+            const float *v = V + (size_t)t * stride + i;
+            const __m256 p = _mm256_broadcast_ss(e + t);
+            a0 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v), a0);
+            a1 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 8), a1);
+            a2 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 16), a2);
+            a3 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 24), a3);
+        }
+        _mm256_storeu_ps(acc + i, a0);
+        _mm256_storeu_ps(acc + i + 8, a1);
+        _mm256_storeu_ps(acc + i + 16, a2);
+        _mm256_storeu_ps(acc + i + 24, a3);
+    }
+    for (; i < d; i += 8) {
+        __m256 a = _mm256_loadu_ps(acc + i);
+        for (int t = 0; t < count; t++)
+            a = _mm256_fmadd_ps(_mm256_broadcast_ss(e + t), _mm256_loadu_ps(V + (size_t)t * stride + i), a);
+        _mm256_storeu_ps(acc + i, a);
+    }
+}
+
 #else // !CK_X86: the AVX2 entry points are never selected
 
 int ck_avx2_use_small(int n) { (void)n; return 1; }
@@ -719,5 +760,11 @@ void ck_avx2_to_f32(ck_dtype dt, const void *src, float *dst, size_t count) {
 }
 void ck_avx2_from_f32(ck_dtype dt, const float *src, void *dst, size_t count) {
     (void)dt; (void)src; (void)dst; (void)count;
+}
+void ck_avx2_attention_scores(const float *q, const float *K, size_t stride, int count, int d, float scale, float *s) {
+    (void)q; (void)K; (void)stride; (void)count; (void)d; (void)scale; (void)s;
+}
+void ck_avx2_attention_accumulate(const float *e, const float *V, size_t stride, int count, int d, float *acc) {
+    (void)e; (void)V; (void)stride; (void)count; (void)d; (void)acc;
 }
 #endif

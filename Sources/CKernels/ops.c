@@ -1,5 +1,8 @@
-// Element-wise kernels and attention. These are a small share of a token's time next to the
-// weight reads in ck_matmul, so they are written plainly and left to the compiler to vectorise.
+// Element-wise kernels and attention. The element-wise ones are a small share of a token's time
+// next to the weight reads in ck_matmul, so they are written plainly and left to the compiler to
+// vectorise; attention grows with the context (every row reads every cached position), so its dot
+// products and accumulations have AVX2 kernels (kern_avx2.c).
+#include "ck_internal.h"
 #include "ck_ops.h"
 #include <math.h>
 #include <string.h>
@@ -50,34 +53,83 @@ void ck_add(float *y, const float *x, size_t count) {
     for (size_t i = 0; i < count; i++) y[i] += x[i];
 }
 
-void ck_attention(const float *q, int heads, int kvHeads, int headDim,
-                  const float *K, const float *V, int kvStride, int len,
-                  float *out, float *scratch) {
-    int group = heads / kvHeads;
-    float scale = 1.0f / sqrtf((float)headDim);
-    for (int h = 0; h < heads; h++) {
-        const float *qh = q + (size_t)h * headDim;
-        int g = h / group;
-        float maxScore = -INFINITY;
-        for (int t = 0; t < len; t++) {
-            const float *k = K + (size_t)t * kvStride + (size_t)g * headDim;
-            float s = 0;
-            for (int i = 0; i < headDim; i++) s += qh[i] * k[i];
-            s *= scale;
-            scratch[t] = s;
-            if (s > maxScore) maxScore = s;
+// ---- attention (arithmetic stated at ck_attention_rows in ck_ops.h) -------------------------
+
+static void scores_scalar(const float *q, const float *K, size_t stride, int count, int d, float scale, float *s) {
+    for (int t = 0; t < count; t++) {
+        const float *k = K + (size_t)t * stride;
+        float l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int i = 0; i < d; i++) l[i & 7] += q[i] * k[i];
+        s[t] = (((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))) * scale;
+    }
+}
+
+static void accumulate_scalar(const float *e, const float *V, size_t stride, int count, int d, float *acc) {
+    for (int t = 0; t < count; t++) {
+        const float *v = V + (size_t)t * stride;
+        for (int i = 0; i < d; i++) acc[i] += e[t] * v[i];
+    }
+}
+
+static void attention_head(const float *q, const float *K, const float *V, size_t stride, int len, int d, int vector,
+                           float *out) {
+    const float scale = 1.0f / sqrtf((float)d);
+    float s[CK_ATTENTION_CHUNK];
+    float m = -INFINITY, l = 0;
+    memset(out, 0, sizeof(float) * (size_t)d);
+    for (int t0 = 0; t0 < len; t0 += CK_ATTENTION_CHUNK) {
+        const int count = len - t0 < CK_ATTENTION_CHUNK ? len - t0 : CK_ATTENTION_CHUNK;
+        const float *Kc = K + (size_t)t0 * stride, *Vc = V + (size_t)t0 * stride;
+        if (vector) ck_avx2_attention_scores(q, Kc, stride, count, d, scale, s);
+        else scores_scalar(q, Kc, stride, count, d, scale, s);
+        float mc = m;
+        for (int t = 0; t < count; t++) if (s[t] > mc) mc = s[t];
+        if (mc > m) {
+            if (m != -INFINITY) {
+                const float f = expf(m - mc);
+                l *= f;
+                for (int i = 0; i < d; i++) out[i] *= f;
+            }
+            m = mc;
         }
-        float sum = 0;
-        for (int t = 0; t < len; t++) { float e = expf(scratch[t] - maxScore); scratch[t] = e; sum += e; }
-        float inv = 1.0f / sum;
-        float *o = out + (size_t)h * headDim;
-        memset(o, 0, sizeof(float) * (size_t)headDim);
-        for (int t = 0; t < len; t++) {
-            const float *vv = V + (size_t)t * kvStride + (size_t)g * headDim;
-            float p = scratch[t] * inv;
-            for (int i = 0; i < headDim; i++) o[i] += p * vv[i];
+        for (int t = 0; t < count; t++) { s[t] = expf(s[t] - m); l += s[t]; }
+        if (vector) ck_avx2_attention_accumulate(s, Vc, stride, count, d, out);
+        else accumulate_scalar(s, Vc, stride, count, d, out);
+    }
+    const float inv = 1.0f / l;
+    for (int i = 0; i < d; i++) out[i] *= inv;
+}
+
+typedef struct {
+    const ck_attention_row *rows;
+    int n, heads, group, d, stride, vector;
+    long total; // work units: heads * sum of len
+} attention_ctx;
+
+// Thread tid takes the (row, head) pairs whose work starts in its share [tid, tid+1) * total / nth:
+// contiguous, balanced by positions, and which pair goes where never changes a result.
+static void attention_task(void *c, int tid, int nth) {
+    const attention_ctx *a = c;
+    const long lo = a->total * tid / nth, hi = a->total * (tid + 1) / nth;
+    long at = 0;
+    for (int r = 0; r < a->n && at < hi; r++) {
+        const ck_attention_row *row = &a->rows[r];
+        for (int h = 0; h < a->heads && at < hi; h++, at += row->len) {
+            if (at < lo) continue;
+            const size_t kv = (size_t)(h / a->group) * a->d;
+            attention_head(row->q + (size_t)h * a->d, row->K + kv, row->V + kv, (size_t)a->stride, row->len, a->d,
+                           a->vector, row->out + (size_t)h * a->d);
         }
     }
+}
+
+void ck_attention_rows(const ck_attention_row *rows, int n, int heads, int kvHeads, int headDim, int kvStride) {
+    attention_ctx a = {rows, n, heads, heads / kvHeads, headDim, kvStride,
+                       ck_simd_level() >= 1 && headDim % 8 == 0, 0};
+    for (int r = 0; r < n; r++) a.total += (long)heads * rows[r].len;
+    // Below ~4k position-heads (tens of microseconds) waking the pool costs more than it saves.
+    if (a.total < 4096) attention_task(&a, 0, 1);
+    else ck_parallel(attention_task, &a);
 }
 
 int ck_argmax(const float *x, int count) {

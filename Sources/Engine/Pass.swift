@@ -108,8 +108,9 @@ public final class PassScratch {
     /// (maxRows, intermediate) each: SwiGLU gate and up projections.
     let gate: FloatBuffer
     let up: FloatBuffer
-    /// (maxPositions): attention scores of one head at one position.
-    let scores: FloatBuffer
+    /// Up to maxRows entries: the query rows of the current layer's attention call, one per full
+    /// row (pointers into `query`, `attention` and the caches); refilled each layer, never regrown.
+    var attentionRows: [ck_attention_row] = []
     /// Per active segment of the current layer: its index in the plan and its first packed row.
     var active: [(segment: Int, row: Int)] = []
 
@@ -123,12 +124,13 @@ public final class PassScratch {
         values = FloatBuffer(count: maxRows * config.kvDim)
         gate = FloatBuffer(count: maxRows * config.intermediateSize)
         up = FloatBuffer(count: maxRows * config.intermediateSize)
-        scores = FloatBuffer(count: maxPositions)
+        attentionRows.reserveCapacity(maxRows)
         active.reserveCapacity(64)
     }
 
     public static func byteCount(config: ModelConfig, maxRows: Int, maxPositions: Int) -> Int {
-        4 * (maxRows * (config.hiddenSize + 2 * config.qDim + 2 * config.kvDim + 2 * config.intermediateSize) + maxPositions)
+        4 * maxRows * (config.hiddenSize + 2 * config.qDim + 2 * config.kvDim + 2 * config.intermediateSize)
+            + maxRows * MemoryLayout<ck_attention_row>.stride
     }
 }
 
@@ -245,6 +247,7 @@ extension LlamaModel {
         }
         if fullCount > 0 {
             product(w.q, \.q, upTo: fullCount, s.normed.pointer, ldx: hd, s.query.pointer, ldy: c.qDim)
+            s.attentionRows.removeAll(keepingCapacity: true)
             for (i, row) in s.active[0..<fullCount] {
                 let seg = segments[i]
                 let cache = seg.cache!
@@ -252,10 +255,14 @@ extension LlamaModel {
                     let p = seg.firstPosition + r
                     let q = s.query.pointer + (row + r) * c.qDim
                     ck_rope(q, Int32(c.headCount), Int32(c.headDim), rope.cosRow(p), rope.sinRow(p))
-                    ck_attention(q, Int32(c.headCount), Int32(c.kvHeadCount), Int32(c.headDim),
-                                 cache.keyRow(layer: l, position: 0), cache.valueRow(layer: l, position: 0), Int32(c.kvDim),
-                                 Int32(p + 1), s.attention.pointer + (row + r) * c.qDim, s.scores.pointer)
+                    s.attentionRows.append(ck_attention_row(q: q, K: cache.keyRow(layer: l, position: 0),
+                                                            V: cache.valueRow(layer: l, position: 0), len: Int32(p + 1),
+                                                            out: s.attention.pointer + (row + r) * c.qDim))
                 }
+            }
+            s.attentionRows.withUnsafeBufferPointer {
+                ck_attention_rows($0.baseAddress, Int32($0.count), Int32(c.headCount), Int32(c.kvHeadCount), Int32(c.headDim),
+                                  Int32(c.kvDim))
             }
             product(w.o, \.o, upTo: fullCount, s.attention.pointer, ldx: c.qDim, s.normed.pointer, ldy: hd)
             for (i, row) in s.active[0..<fullCount] {
