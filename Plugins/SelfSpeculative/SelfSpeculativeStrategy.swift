@@ -190,12 +190,19 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
         request.prompt.count + request.maxNewTokens + configuration.dMax + 1
     }
 
+    /// Hybrid drafting's two exit choices, shared by the sequences of this strategy: what they
+    /// measure (the cost of exit drafts against plain steps on this model and machine) is the
+    /// model's, and a sequence of a hundred tokens is too short to learn it alone (with a choice per
+    /// sequence, its first timed rounds and probes cost copy-heavy prompts on the default model 1.51×
+    /// against lookup alone's 1.74×).
+    public let exitChoices = SharedExitDraftChoices()
+
     public func makeStepper(for request: GenerationRequest) -> SequenceStepper {
         let shares = model.draftReadShares(layers: configuration.layers, head: configuration.head, vocabulary: draftVocabulary)
         return Stepper(configuration: configuration, layerCount: model.layerCount, vocabSize: model.config.vocabSize,
                 sampling: !request.sampling.isGreedy, draftVocabulary: draftVocabulary,
                 draftsReadTheModelsWeights: model.weightsRead(by: configuration.layers) == model.weightsRead(by: .exact),
-                draftReads: DraftReads(layers: shares.layers, head: shares.head))
+                draftReads: DraftReads(layers: shares.layers, head: shares.head), exitChoices: exitChoices)
     }
 
     /// lookup [the history proposes m tokens]  →  draft [rows not yet through 0..<E, layers 0..<E,
@@ -246,10 +253,13 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
         /// Rounds the loop held to d = 0 (plain autoregressive steps), and hybrid rounds without
         /// early-exit drafts because they did not pay (`ExitDraftChoice`).
         private var plainRounds = 0
-        /// Hybrid drafting decoding alone: whether this round drafts with the exit (`ExitDraftChoice`).
-        private var exitChoice = ExitDraftChoice()
-        /// The current round is timed for `exitChoice`: as one drafted by the exit alone, or as a plain step.
-        private var timedRound: ExitDraftChoice.Round?
+        /// Hybrid drafting decoding alone (`ExitDraftChoice`): whether a round the lookup left empty
+        /// drafts with the exit, and whether exit drafts follow a lookup proposal (after one that was
+        /// kept whole). The two are judged apart: on a small model the first paid and the second lost
+        /// (copy-heavy prompts, default model: 1.76× against 1.33× autoregressive, same run).
+        private let exitChoices: SharedExitDraftChoices
+        /// The current round is timed for one of `exitChoices`: as one with exit drafts, or without.
+        private var timedRound: (afterLookup: Bool, round: ExitDraftChoice.Round)?
         private var roundSeconds = 0.0
 
         var loadAwareSpeculation: LoadAwareSpeculation? {
@@ -262,7 +272,8 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
         /// `draftsReadTheModelsWeights`: the drafted layers' states are the model's own (exact drafts,
         /// or a draft precision the model's format already is), so verification starts at layer E.
         init(configuration: Configuration, layerCount: Int, vocabSize: Int, sampling: Bool, draftVocabulary: DraftVocabulary?,
-             draftsReadTheModelsWeights: Bool, draftReads: DraftReads = .exact) {
+             draftsReadTheModelsWeights: Bool, draftReads: DraftReads = .exact, exitChoices: SharedExitDraftChoices = .init()) {
+            self.exitChoices = exitChoices
             self.configuration = configuration
             self.draftReads = draftReads
             self.draftVocabulary = draftVocabulary
@@ -309,13 +320,13 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
             // rounds once the lookup has shown it finds something (4 proposals kept): until then
             // the exit is the only source of drafts, and speculation stays on as with the exit alone.
             if configuration.kind == .hybrid, configuration.adaptive != false, sequence.draftLimit == nil, exitDrafts > 0, room > 0,
-               stats.lookupAccepted >= 4 {
-                let useExit = exitChoice.usesExit(lookupProposed: lookupCount > 0)
+               stats.lookupAccepted >= 4, lookupCount == 0 || lookupKeptWhole {
+                let useExit = exitChoices.usesExit(afterLookup: lookupCount > 0)
                 if !useExit {
                     exitDrafts = 0
                     plainRounds += 1
                 }
-                if lookupCount == 0 { timedRound = useExit ? .exitDrafted : .plain }
+                timedRound = (lookupCount > 0, useExit ? .exitDrafted : .plain)
             }
             // Early-exit drafts after a proposal count only if all of it is kept, and each costs a
             // pass through E layers: they follow one only while proposals are being kept whole.
@@ -412,7 +423,9 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
             if accepted == k { next = sequence.sample(logits.row(logitsRow + k, forToken: step + k)) }
             stats.verifySeconds += sequence.lastPassSeconds
             roundSeconds += sequence.lastPassSeconds
-            if let timedRound { exitChoice.record(timedRound, tokens: accepted + 1, seconds: roundSeconds) }
+            if let (afterLookup, round) = timedRound {
+                exitChoices.record(round, afterLookup: afterLookup, tokens: accepted + 1, seconds: roundSeconds)
+            }
             stats.drafted += k
             stats.accepted += accepted
             stats.lookupDrafted += lookupCount
@@ -471,15 +484,17 @@ public final class SelfSpeculativeStrategy: DecodingStrategy {
 
 /// Hybrid drafting of a sequence decoding alone: whether a round drafts with the early exit. On a
 /// model whose passes are not bound by the weight stream (one that sits in the CPU's cache) an exit
-/// draft costs nearly a step and verifying k rows nearly k steps, so early-exit drafts lose while
+/// draft costs nearly a step and verifying k rows nearly k steps, so early-exit drafts may lose while
 /// lookup proposals, which cost nothing to make, still win. The choice compares the measured tokens
-/// per second of rounds drafted by the exit alone with that of plain one-row rounds — committed
-/// tokens over pass seconds, both sums decayed by 0.85 per timed round of their kind, so that a slow
-/// first round weighs by its time and old rounds fade — and drafts with the exit unless plain steps
-/// measured more than 5% faster (timing noise must not turn a winner off). Only rounds the lookup
-/// left empty are timed. The exit is judged after 3 timed exit rounds: the next 2 empty rounds run
-/// plain to time them, and every 8th after that tries the way that measured slower. Nothing timed
-/// (passes of no measured time, as with fixed logits in tests) never turns the exit off.
+/// per second of rounds with exit drafts and of rounds without — committed tokens over pass seconds,
+/// both sums decayed by 0.85 per timed round of their kind, so that a slow first round weighs by its
+/// time and old rounds fade — and drafts with the exit unless the rounds without measured more than
+/// 5% faster (timing noise must not turn a winner off). A sequence keeps one choice for the rounds
+/// the lookup left empty (exit drafts or a plain step) and one for the rounds after a proposal kept
+/// whole (the proposal with exit drafts after it, or alone): each compares like rounds. The exit is
+/// judged after 3 timed rounds with it: the next 2 timed rounds run without to time them, and every
+/// 8th after that tries the way that measured slower. Nothing timed (passes of no measured time, as
+/// with fixed logits in tests) never turns the exit off.
 public struct ExitDraftChoice: Sendable {
     public enum Round: Sendable { case exitDrafted, plain }
     private var exit = (tokens: 0.0, seconds: 0.0, rounds: 0)
@@ -497,10 +512,11 @@ public struct ExitDraftChoice: Sendable {
         return plainRate <= 1.05 * exitRate
     }
 
-    /// Whether the coming round drafts with the exit.
-    public mutating func usesExit(lookupProposed: Bool) -> Bool {
+    /// Whether the coming round drafts with the exit; `timed`: it will be recorded (a probe may
+    /// then go the other way), otherwise the verdict alone.
+    public mutating func usesExit(timed: Bool) -> Bool {
         var use = exitsPay
-        if !lookupProposed, exit.rounds >= 3 {
+        if timed, exit.rounds >= 3 {
             judged += 1
             if plain.rounds < 2 { use = false } else if judged % 8 == 0 { use.toggle() }
         }
@@ -513,6 +529,30 @@ public struct ExitDraftChoice: Sendable {
         switch round {
         case .exitDrafted: exit = (0.85 * exit.tokens + Double(tokens), 0.85 * exit.seconds + seconds, exit.rounds + 1)
         case .plain: plain = (0.85 * plain.tokens + Double(tokens), 0.85 * plain.seconds + seconds, plain.rounds + 1)
+        }
+    }
+}
+
+/// The two `ExitDraftChoice`s of hybrid drafting (rounds the lookup left empty; rounds after a
+/// proposal kept whole), shared by the sequences of one strategy instance.
+public final class SharedExitDraftChoices: @unchecked Sendable {
+    // @unchecked: both choices are read and written only under `lock` (sequences of one strategy
+    // may step on different decode loops' threads).
+    private let lock = NSLock()
+    private var empty = ExitDraftChoice()
+    private var afterLookup = ExitDraftChoice()
+
+    public init() {}
+
+    /// Whether the coming timed round drafts with the exit (`ExitDraftChoice.usesExit(timed: true)`).
+    public func usesExit(afterLookup isAfterLookup: Bool) -> Bool {
+        lock.withLock { isAfterLookup ? afterLookup.usesExit(timed: true) : empty.usesExit(timed: true) }
+    }
+
+    public func record(_ round: ExitDraftChoice.Round, afterLookup isAfterLookup: Bool, tokens: Int, seconds: Double) {
+        lock.withLock {
+            if isAfterLookup { afterLookup.record(round, tokens: tokens, seconds: seconds) }
+            else { empty.record(round, tokens: tokens, seconds: seconds) }
         }
     }
 }

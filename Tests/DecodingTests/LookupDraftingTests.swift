@@ -37,43 +37,60 @@ final class LookupDraftingTests: XCTestCase {
     func testExitDraftChoiceFollowsMeasuredRates() {
         var choice = ExitDraftChoice()
         // Untimed: always the exit, lookup or not (fixed-logit tests never switch anything).
-        for _ in 0..<40 { XCTAssertTrue(choice.usesExit(lookupProposed: false)) }
+        for _ in 0..<40 { XCTAssertTrue(choice.usesExit(timed: true)) }
         choice.record(.exitDrafted, tokens: 3, seconds: 0)
         XCTAssertNil(choice.exitRate)
 
         // Three timed exit rounds: 1 token in 10 ms, then 3 in 12 ms twice. The rate is tokens over
         // seconds, decayed: (0.85²·1 + 0.85·3 + 3) / (0.85²·10 + 0.85·12 + 12) ms.
         choice.record(.exitDrafted, tokens: 1, seconds: 0.010)
-        XCTAssertTrue(choice.usesExit(lookupProposed: false), "judged only after 3 exit rounds")
+        XCTAssertTrue(choice.usesExit(timed: true), "judged only after 3 exit rounds")
         choice.record(.exitDrafted, tokens: 3, seconds: 0.012)
         choice.record(.exitDrafted, tokens: 3, seconds: 0.012)
         let exitRate = (0.7225 * 1 + 0.85 * 3 + 3) / (0.7225 * 0.010 + 0.85 * 0.012 + 0.012)
         XCTAssertEqual(choice.exitRate!, exitRate, accuracy: 1e-9)
         XCTAssertEqual(exitRate, 213.1, accuracy: 0.1)
-        // The next two empty rounds run plain to time them; rounds with proposals are not probes.
-        XCTAssertTrue(choice.usesExit(lookupProposed: true))
-        XCTAssertFalse(choice.usesExit(lookupProposed: false))
+        // The next two empty rounds run plain to time them; untimed rounds are not probes.
+        XCTAssertTrue(choice.usesExit(timed: false))
+        XCTAssertFalse(choice.usesExit(timed: true))
         choice.record(.plain, tokens: 1, seconds: 0.004)
         XCTAssertTrue(choice.exitsPay, "one plain round does not decide")
-        XCTAssertFalse(choice.usesExit(lookupProposed: false))
+        XCTAssertFalse(choice.usesExit(timed: true))
         choice.record(.plain, tokens: 1, seconds: 0.004)
         // Plain at 250/s is more than 5% faster: the exit is off from now on,
         XCTAssertFalse(choice.exitsPay)
         var exitRounds: [Int] = []
-        for round in 3...17 where choice.usesExit(lookupProposed: false) { exitRounds.append(round) }
+        for round in 3...17 where choice.usesExit(timed: true) { exitRounds.append(round) }
         XCTAssertEqual(exitRounds, [8, 16], "tried again every 8th round")
-        XCTAssertFalse(choice.usesExit(lookupProposed: true), "and not after lookup proposals either")
+        XCTAssertFalse(choice.usesExit(timed: false), "and the verdict is off")
         // until probes measure it faster.
         choice.record(.exitDrafted, tokens: 4, seconds: 0.008)
         choice.record(.exitDrafted, tokens: 4, seconds: 0.008)
         XCTAssertTrue(choice.exitsPay, "\(choice.exitRate!) against \(choice.plainRate!)")
-        XCTAssertTrue(choice.usesExit(lookupProposed: false))
+        XCTAssertTrue(choice.usesExit(timed: true))
 
         // Within 5% counts as paying: plain at 1.04x the exit's rate keeps the exit.
         var close = ExitDraftChoice()
         for _ in 0..<3 { close.record(.exitDrafted, tokens: 2, seconds: 0.01) }
         for _ in 0..<2 { close.record(.plain, tokens: 1, seconds: 1 / 208.0) }
         XCTAssertTrue(close.exitsPay)
+    }
+
+    /// The rounds the lookup left empty and the rounds after a kept proposal are judged apart: plain
+    /// steps winning the first kind leaves exit drafts after proposals on, and the reverse.
+    func testEmptyRoundsAndRoundsAfterProposalsAreJudgedApart() {
+        let choices = SharedExitDraftChoices()
+        // Empty rounds: exits at 100 tokens/s, plain at 250/s. After proposals: exits at 400/s.
+        for _ in 0..<3 { choices.record(.exitDrafted, afterLookup: false, tokens: 1, seconds: 0.01) }
+        for _ in 0..<3 { choices.record(.exitDrafted, afterLookup: true, tokens: 4, seconds: 0.01) }
+        for _ in 0..<2 { XCTAssertFalse(choices.usesExit(afterLookup: false), "timing plain empty rounds") }
+        for _ in 0..<2 { XCTAssertFalse(choices.usesExit(afterLookup: true), "timing proposals alone") }
+        for _ in 0..<2 {
+            choices.record(.plain, afterLookup: false, tokens: 1, seconds: 0.004)
+            choices.record(.plain, afterLookup: true, tokens: 3, seconds: 0.01)
+        }
+        XCTAssertFalse(choices.usesExit(afterLookup: false), "plain empty rounds measured faster")
+        XCTAssertTrue(choices.usesExit(afterLookup: true), "exit drafts after proposals measured faster")
     }
 
     func testOneHotAcceptanceRuleReproducesP() {
