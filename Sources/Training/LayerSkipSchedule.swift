@@ -36,15 +36,21 @@ public struct LayerSkipSchedule: Sendable, Equatable, Codable {
     public var curriculum: Curriculum = .none
     /// R of the rotational curriculum.
     public var rotationPeriod: Int = 2
+    /// α: the exits below the last learn from (1−α)·onehot(next token) + α·(the last exit's
+    /// softmax) instead of the next token alone (`Network.run`). Not the paper's recipe (α = 0);
+    /// it trades a little of each exit's own accuracy for agreement with the full model.
+    public var exitDistillation: Double = 0
 
     public init(dropoutMax: Double = 0, depthScaling: DepthScaling = .exp, timeScaling: TimeScaling = .constant,
-                exitScale: Double = 0, curriculum: Curriculum = .none, rotationPeriod: Int = 2) {
+                exitScale: Double = 0, curriculum: Curriculum = .none, rotationPeriod: Int = 2,
+                exitDistillation: Double = 0) {
         self.dropoutMax = dropoutMax
         self.depthScaling = depthScaling
         self.timeScaling = timeScaling
         self.exitScale = exitScale
         self.curriculum = curriculum
         self.rotationPeriod = rotationPeriod
+        self.exitDistillation = exitDistillation
     }
 
     // MARK: Layer dropout

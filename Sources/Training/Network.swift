@@ -64,6 +64,9 @@ public final class Network<S: TrainScalar> {
     let dAttn: Tensor<S>, dQ: Tensor<S>, dK: Tensor<S>, dV: Tensor<S>
     let dAct: Tensor<S>, dGate: Tensor<S>, dUp: Tensor<S>, tmp: Tensor<S>
     let dProbs: Tensor<S>   // (length, length)
+    /// (N, vocab): softmax of the last layer's exit, the distillation target of the exits below it;
+    /// allocated by the first `run` that distils.
+    var teacher: Tensor<S>?
 
     public init(layout: ParameterLayout, batch: Int, length: Int, headChunk: Int = 512) {
         precondition(batch > 0 && length > 0)
@@ -94,15 +97,20 @@ public final class Network<S: TrainScalar> {
     /// One micro-batch: `tokens` holds batch rows of length+1 ids (inputs, then the shifted targets).
     /// `keep[l][b]` says whether layer l runs for sample b; `exitWeights[l]` weighs the mean
     /// cross-entropy of the exit after layer l (0: no exit there). Returns each exit's mean
-    /// cross-entropy (nil where the weight is 0). With `gradients`, adds scale·∂J/∂θ into `grads`
-    /// for J = Σ_l exitWeights[l]·CE_l.
+    /// cross-entropy against the data (nil where the weight is 0). With `gradients`, adds
+    /// scale·∂J/∂θ into `grads` for J = Σ_l exitWeights[l]·CE_l, where CE_l of an exit below the
+    /// last is taken against the soft target (1−α)·onehot(next token) + α·softmax(last exit),
+    /// α = `distillation`, the last exit's distribution held fixed (no gradient reaches it through
+    /// the target). Self-distillation trains an exit to agree with the full model, which is what a
+    /// draft needs, rather than only to predict the data; α = 0 is the LayerSkip recipe's loss.
     @discardableResult
     public func run(tokens: [Int32], keep: [[Bool]], exitWeights: [Double], params: UnsafePointer<S>,
-                    grads: UnsafeMutablePointer<S>?, scale: Double = 1) -> [Double?] {
+                    grads: UnsafeMutablePointer<S>?, scale: Double = 1, distillation: Double = 0) -> [Double?] {
         let c = config, n = rows, hd = c.hiddenSize, t1 = length + 1
         precondition(tokens.count == batch * t1, "expected \(batch)×\(t1) tokens, got \(tokens.count)")
         precondition(keep.count == c.layerCount && keep.allSatisfy { $0.count == batch })
         precondition(exitWeights.count == c.layerCount)
+        precondition((0...1).contains(distillation), "distillation weight \(distillation) outside [0, 1]")
         self.keep = keep
         inputs = [Int32](repeating: 0, count: n)
         targets = inputs
@@ -120,12 +128,25 @@ public final class Network<S: TrainScalar> {
             (x0 + r * hd).update(from: params + layout.embedding + id * hd, count: hd)
         }
         var losses = [Double?](repeating: nil, count: c.layerCount)
-        for l in 0..<c.layerCount {
-            layerForward(l, params: params)
-            if exitWeights[l] != 0 {
-                let g = grads.map { _ in exitGrads[l].pointer }
-                losses[l] = exitHead(output(of: l).pointer, weight: exitWeights[l] * scale, params: params, grads: grads, dHidden: g)
-            }
+        for l in 0..<c.layerCount { layerForward(l, params: params) }
+        // The exits' order matters only to the bits of the head's gradient sums: ascending, as the
+        // exits come, except that a distilling run needs the last exit's distribution first.
+        let last = c.layerCount - 1
+        let distils = distillation > 0 && exitWeights[..<last].contains { $0 != 0 }
+        var teacherRows: UnsafePointer<S>?
+        if distils {
+            let t = teacher ?? Tensor(count: n * c.vocabSize)
+            teacher = t
+            let g = grads.map { _ in exitGrads[last].pointer }
+            let loss = exitHead(output(of: last).pointer, weight: exitWeights[last] * scale, params: params,
+                                grads: exitWeights[last] != 0 ? grads : nil, dHidden: g, saveSoftmax: t.pointer)
+            if exitWeights[last] != 0 { losses[last] = loss }
+            teacherRows = UnsafePointer(t.pointer)
+        }
+        for l in 0..<c.layerCount where exitWeights[l] != 0 && !(distils && l == last) {
+            let g = grads.map { _ in exitGrads[l].pointer }
+            losses[l] = exitHead(output(of: l).pointer, weight: exitWeights[l] * scale, params: params, grads: grads, dHidden: g,
+                                 teacher: teacherRows, distillation: l < last ? distillation : 0)
         }
         guard let grads else { return losses }
 
@@ -281,14 +302,21 @@ public final class Network<S: TrainScalar> {
     // MARK: - Exit head
 
     /// Final RMSNorm + LM head on `hidden` (N, hidden) and mean cross-entropy against the targets.
-    /// With `grads`, adds weight·∂CE/∂θ for the head's parameters and writes weight·∂CE/∂hidden into `dHidden`.
+    /// With `grads`, adds weight·∂CE/∂θ for the head's parameters and writes weight·∂CE/∂hidden into
+    /// `dHidden`, CE being taken against (1−α)·onehot + α·`teacher` (α = `distillation`; `teacher`
+    /// (N, vocab) rows of probabilities). `saveSoftmax` (N, vocab) receives this head's softmax.
+    /// The returned loss is always the data's cross-entropy.
     func exitHead(_ hidden: UnsafePointer<S>, weight: Double, params p: UnsafePointer<S>,
-                  grads: UnsafeMutablePointer<S>?, dHidden: UnsafeMutablePointer<S>?) -> Double {
+                  grads: UnsafeMutablePointer<S>?, dHidden: UnsafeMutablePointer<S>?,
+                  saveSoftmax: UnsafeMutablePointer<S>? = nil,
+                  teacher: UnsafePointer<S>? = nil, distillation: Double = 0) -> Double {
         let c = config, n = rows, hd = c.hiddenSize, vocab = c.vocabSize
         rmsnormForward(hidden, gain: p + layout.finalNorm, rows: n, dim: hd, eps: S(c.rmsNormEps),
                        normalized: headNormed.pointer, rstd: headRstd.pointer, out: headIn.pointer)
         var total = 0.0
         let gradScale = S(weight / Double(n))
+        let alpha = S(distillation)
+        let mixes = teacher != nil && distillation > 0
         var start = 0
         while start < n {
             let m = min(headChunk, n - start)
@@ -298,10 +326,25 @@ public final class Network<S: TrainScalar> {
                 let row = logits.pointer + r * vocab
                 let target = Int(targets[start + r])
                 let targetLogit = row[target]
-                // Softmax in place, scaled once so the row becomes weight·(softmax − onehot)/N after the fix-up.
-                let lse = S.softmax(row, vocab, scale: gradScale)
-                total += Double(lse - targetLogit)
-                if grads != nil { row[target] -= gradScale }
+                if let saved = saveSoftmax {
+                    // Unscaled first, so the saved distribution does not depend on this exit's weight.
+                    let lse = S.softmax(row, vocab, scale: 1)
+                    (saved + (start + r) * vocab).update(from: row, count: vocab)
+                    total += Double(lse - targetLogit)
+                    for j in 0..<vocab { row[j] *= gradScale }
+                } else {
+                    // Softmax in place, scaled once so the row becomes weight·(softmax − target)/N after the fix-up.
+                    let lse = S.softmax(row, vocab, scale: gradScale)
+                    total += Double(lse - targetLogit)
+                }
+                guard grads != nil else { continue }
+                if mixes, let teacher {
+                    let q = teacher + (start + r) * vocab, k = gradScale * alpha
+                    for j in 0..<vocab { row[j] -= k * q[j] }
+                    row[target] -= gradScale * (1 - alpha)
+                } else {
+                    row[target] -= gradScale
+                }
             }
             if let grads {
                 linearBackward(logits.pointer, x, p + layout.lmHead, rows: m, inDim: hd, outDim: vocab,

@@ -89,7 +89,8 @@ public final class Trainer {
             let keep = schedule.keepMask(step: step, steps: t.steps, layers: L, samples: t.batchSize,
                                          sampleBase: m * t.batchSize, seed: t.seed)
             let ce = network.run(tokens: tokens, keep: keep, exitWeights: weights, params: params.pointer,
-                                 grads: grads.pointer, scale: 1 / Double(t.accumulation))
+                                 grads: grads.pointer, scale: 1 / Double(t.accumulation),
+                                 distillation: schedule.exitDistillation)
             for l in 0..<L {
                 if let c = ce[l] {
                     exitSums[l] = (exitSums[l] ?? 0) + c / Double(t.accumulation)

@@ -99,9 +99,13 @@ public struct TrainingConfig: Sendable, Equatable {
             layerskip.exitScale = try l.double("exit_scale") ?? 0
             layerskip.curriculum = try l.choice("curriculum", LayerSkipSchedule.Curriculum.self) ?? .none
             layerskip.rotationPeriod = try l.positiveInt("rotation_period") ?? 2
+            layerskip.exitDistillation = try l.double("exit_distillation") ?? 0
             try l.rejectUnknown()
             guard (0...1).contains(layerskip.dropoutMax) else { throw l.error("dropout_max", "must be in [0, 1]") }
             guard layerskip.exitScale >= 0 else { throw l.error("exit_scale", "must be ≥ 0") }
+            guard (0...1).contains(layerskip.exitDistillation) else {
+                throw l.error("exit_distillation", "must be in [0, 1], found \(layerskip.exitDistillation)")
+            }
         }
         if let o = try root.section("output") {
             output.directory = resolve(try o.string("dir") ?? output.directory)

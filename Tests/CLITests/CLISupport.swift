@@ -27,11 +27,13 @@ enum CLI {
         }
     }
 
-    /// `removing`: variables of this process's environment the command must not see.
-    static func run(_ arguments: [String], environment: [String: String] = [:], removing: [String] = []) throws -> Result {
+    /// `removing`: variables of this process's environment the command must not see; `directory`: its working directory.
+    static func run(_ arguments: [String], environment: [String: String] = [:], removing: [String] = [],
+                    directory: URL? = nil) throws -> Result {
         let process = Process()
         process.executableURL = binary
         process.arguments = arguments
+        if let directory { process.currentDirectoryURL = directory }
         var env = ProcessInfo.processInfo.environment
         for k in removing { env[k] = nil }
         for (k, v) in environment { env[k] = v }

@@ -75,6 +75,22 @@ final class TrainCLITests: XCTestCase {
         XCTAssertEqual(missing.status, 3, missing.stderr)
         let noModel = try CLI.run(["eval", "--model", dir.appendingPathComponent("nope").path, "--data", dir.path])
         XCTAssertEqual(noModel.status, 3, noModel.stderr)
+        // --config chooses its own held-out files, so --data beside it would be silently ignored.
+        let both = try CLI.run(["eval", "--model", dir.path, "--config", config, "--data", dir.path])
+        XCTAssertNotEqual(both.status, 0)
+        XCTAssertTrue(both.stderr.contains("not both"), both.stderr)
+    }
+
+    /// `--out` is a command-line path, so it is relative to where the command runs; output.dir in the file
+    /// stays relative to the config file.
+    func testOutIsRelativeToTheWorkingDirectory() throws {
+        let config = dir.appendingPathComponent("train.yaml").path
+        let cwd = dir.appendingPathComponent("elsewhere")
+        try FileManager.default.createDirectory(at: cwd, withIntermediateDirectories: true)
+        let run = try CLI.run(["train", "--config", config, "--steps", "1", "--out", "mine"], directory: cwd)
+        XCTAssertEqual(run.status, 0, run.stderr)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: cwd.appendingPathComponent("mine/model.safetensors").path))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("mine").path))
     }
 
     func testTrainTokenizerWritesALoadableTokenizer() throws {

@@ -1,3 +1,4 @@
+import Foundation
 import Engine
 import XCTest
 @testable import Training
@@ -29,6 +30,62 @@ final class GradientCheckTests: XCTestCase {
         let grads = Tensor<Double>(count: layout.count)
         net.run(tokens: tokens, keep: keep, exitWeights: weights, params: params.pointer, grads: grads.pointer)
 
+        compareWithCentralDifferences(layout: layout, params: params, grads: grads, loss: loss)
+    }
+
+    /// With self-distillation, the gradient is that of J = Σ_l ẽ_l·CE_l where each exit below the last
+    /// is scored against (1−α)·onehot + α·p, p the last exit's softmax at the unperturbed parameters
+    /// held fixed. The loss is computed here from `exitLogits`, not by the head under test.
+    func testDistillationGradientHoldsTheLastExitFixed() {
+        let config = Self.tinyConfig(tied: true), vocab = config.vocabSize, rows = 10
+        let layout = ParameterLayout(config: config)
+        let net = Network<Double>(layout: layout, batch: 2, length: 5, headChunk: 4)
+        let params = Tensor<Double>(count: layout.count)
+        layout.initialValues(into: params.pointer, seed: 5)
+        var rng = CounterRNG(seed: 9, stream: 2)
+        for i in 0..<layout.count { params[i] += rng.nextNormal() * 0.3 }
+        let tokens: [Int32] = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8]
+        let targets = [1, 4, 1, 5, 9, 6, 5, 3, 5, 8]
+        let keep = [[true, true], [true, false], [true, true]]
+        let weights = [0.3, 0.2, 0.5], alpha = 0.7
+        let noExits = [0.0, 0, 1]
+        func logits(after l: Int) -> [Double] {
+            net.run(tokens: tokens, keep: keep, exitWeights: noExits, params: params.pointer, grads: nil)
+            return net.exitLogits(after: l, params: params.pointer)
+        }
+        func softmax(_ z: ArraySlice<Double>) -> [Double] {
+            let m = z.max()!, e = z.map { Foundation.exp($0 - m) }, s = e.reduce(0, +)
+            return e.map { $0 / s }
+        }
+        let top = logits(after: 2)
+        let teacher = (0..<rows).map { softmax(top[($0 * vocab)..<(($0 + 1) * vocab)]) }
+        func loss() -> Double {
+            var j = 0.0
+            for l in 0..<3 {
+                let z = logits(after: l)
+                for r in 0..<rows {
+                    let row = z[(r * vocab)..<((r + 1) * vocab)], m = row.max()!
+                    let lse = m + Foundation.log(row.reduce(0) { $0 + Foundation.exp($1 - m) })
+                    let soft = (0..<vocab).reduce(0) { $0 + teacher[r][$1] * z[r * vocab + $1] }
+                    let scored = l < 2 ? (1 - alpha) * z[r * vocab + targets[r]] + alpha * soft : z[r * vocab + targets[r]]
+                    j += weights[l] * (lse - scored) / Double(rows)
+                }
+            }
+            return j
+        }
+        let grads = Tensor<Double>(count: layout.count)
+        let ce = net.run(tokens: tokens, keep: keep, exitWeights: weights, params: params.pointer, grads: grads.pointer,
+                         distillation: alpha)
+        // The reported losses stay the data's cross-entropy.
+        let plain = net.run(tokens: tokens, keep: keep, exitWeights: weights, params: params.pointer, grads: nil)
+        for l in 0..<3 { XCTAssertEqual(ce[l]!, plain[l]!, accuracy: 1e-12, "exit \(l)'s reported loss") }
+
+        compareWithCentralDifferences(layout: layout, params: params, grads: grads, loss: loss)
+    }
+
+    /// Every element of `grads` against (loss(θ+h) − loss(θ−h)) / 2h, perturbing `params` in place.
+    func compareWithCentralDifferences(layout: ParameterLayout, params: Tensor<Double>, grads: Tensor<Double>,
+                                       loss: () -> Double) {
         let h = 1e-5
         for entry in layout.entries {
             var worst = 0.0, largest = 0.0

@@ -142,6 +142,10 @@ final class TrainerTests: XCTestCase {
         XCTAssertThrowsError(try TrainingConfig(mapping: m, file: "run.yaml")) { error in
             XCTAssertTrue("\(error)".hasPrefix("run.yaml: layerskip.curriculum: expected one of none, rotational, gradual"), "\(error)")
         }
+        m = TrainingFixtures.mapping(corpus: corpus, output: dir, extra: ["layerskip": ["exit_distillation": 1.5]])
+        XCTAssertThrowsError(try TrainingConfig(mapping: m, file: "run.yaml")) { error in
+            XCTAssertTrue("\(error)".hasPrefix("run.yaml: layerskip.exit_distillation: must be in [0, 1], found 1.5"), "\(error)")
+        }
         m = TrainingFixtures.mapping(corpus: corpus, output: dir, extra: ["data": ["paths": ["/nonexistent/*.py"]]])
         let config = try! TrainingConfig(mapping: m, file: "run.yaml")
         XCTAssertThrowsError(try Trainer(config: config)) { error in

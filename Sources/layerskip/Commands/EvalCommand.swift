@@ -57,6 +57,9 @@ struct EvalCommand: ParsableCommand {
         ThreadSettings.apply(threads)
         try ActivationsOption.apply(activations)
         guard length > 1, maxTokens > 0, speculations > 0 else { throw ValidationError("--length, --max-tokens and --speculations must be positive") }
+        if config != nil, !data.isEmpty || !extensions.isEmpty {
+            throw ValidationError("give either --config (its held-out files) or --data/--extension, not both")
+        }
         let dir = try ModelLocator.resolve(model)
         let llama: LlamaModel
         do { llama = try WeightsOption.load(dir, weights: weights) } catch let e as ModelError {

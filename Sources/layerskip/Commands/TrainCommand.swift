@@ -26,7 +26,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Total optimizer steps (training.steps).")
     var steps: Int?
 
-    @Option(help: "Output folder (output.dir).")
+    @Option(help: "Output folder (output.dir); relative to the current directory, where output.dir in the config is relative to the config file.")
     var out: String?
 
     @Option(help: "Random seed (training.seed).")
@@ -51,7 +51,7 @@ struct TrainCommand: ParsableCommand {
 
     func run() throws {
         let mapping = try Self.loadMapping(config, overrides: overrides + [
-            steps.map { "training.steps=\($0)" }, out.map { "output.dir=\($0)" }, seed.map { "training.seed=\($0)" },
+            steps.map { "training.steps=\($0)" }, out.map { "output.dir=\(URL(fileURLWithPath: $0).standardizedFileURL.path)" }, seed.map { "training.seed=\($0)" },
         ].compactMap { $0 })
         let cfg: TrainingConfig
         do { cfg = try TrainingConfig(mapping: mapping, file: config) } catch let e as TrainingError {
