@@ -20,8 +20,9 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertEqual(problems("self-speculative", [:]), [], "exit_layer comes from tune, or is L/2")
         XCTAssertEqual(problems("self-speculative", ["exit_layer": .string("two")]),
                        ["strategy.exit_layer: expected an integer, found the string \"two\""])
-        XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "draft_confidence": .double(0.5)]),
-                       ["strategy.draft_confidence: expected only with adaptive: true, found a value"])
+        XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "adaptive": .bool(false), "draft_confidence": .double(0.5)]),
+                       ["strategy.draft_confidence: expected only with adaptive drafting (adaptive: true, the default), found a value"])
+        XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "draft_confidence": .double(0.5)]), [], "adaptive is the default")
         XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "adaptive": .bool(true)]), [])
         XCTAssertEqual(problems("self-speculative", ["exit_layer": .int(2), "draft_precision": .string("fp4")]),
                        ["strategy.draft_precision: expected one of exact, int8-head, int8, q4-head, q4, found \"fp4\""])

@@ -67,6 +67,24 @@ final class GreedyLosslessTests: XCTestCase {
         }
     }
 
+    /// Adaptive drafting is the default; the most drafts a round may hold (what a sequence reserves
+    /// past its last token: dMax + 1 positions) is `max_speculations`, else an explicit
+    /// `speculations` when `adaptive` is omitted, else max(2d, 12); `adaptive: false` holds d.
+    func testDraftCapsOfTheAdaptiveDefault() throws {
+        let model = try LlamaModel(directory: Fixtures.directory(Fixtures.models[0]))
+        let request = GenerationRequest(prompt: [1, 2, 3], maxNewTokens: 10, minNewTokens: 0, eosTokenIds: [])
+        func reserved(_ c: SelfSpeculativeStrategy.Configuration) -> Int {
+            SelfSpeculativeStrategy(configuration: c, model: model).requiredPositions(for: request) - 13 - 1
+        }
+        XCTAssertEqual(reserved(.init(exitLayer: 1)), 12)
+        XCTAssertEqual(reserved(.init(exitLayer: 1, speculations: 3)), 3)
+        XCTAssertEqual(reserved(.init(exitLayer: 1, speculations: 3, adaptive: true)), 12)
+        XCTAssertEqual(reserved(.init(exitLayer: 1, speculations: 8, adaptive: true)), 16)
+        XCTAssertEqual(reserved(.init(exitLayer: 1, speculations: 3, maxSpeculations: 5)), 5)
+        XCTAssertEqual(reserved(.init(exitLayer: 1, speculations: 3, adaptive: false)), 3)
+        XCTAssertEqual(reserved(.init(exitLayer: 1, adaptive: false)), 6)
+    }
+
     func testEarlyExitMatchesTransformersAndFullDepthEqualsAutoregressive() throws {
         for name in Fixtures.models {
             let model = try LlamaModel(directory: Fixtures.directory(name))
