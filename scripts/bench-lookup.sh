@@ -19,6 +19,8 @@ for set in repeat rewrite; do
     echo "== $set: $(wc -l < "$work/$set.jsonl") prompts, $new new tokens, $runs runs"
     $B bench --model "$model" --prompts-file "$work/$set.jsonl" --prompt-tokens 0 --new-tokens "$new" --runs "$runs" \
         --strategy autoregressive \
+        --strategy self-speculative \
+        --strategy self-speculative:adaptive=false \
         --strategy self-speculative:drafter=lookup \
         --strategy self-speculative:drafter=lookup,lookup_span=4 \
         --strategy self-speculative:exit_layer=6,speculations=2 \
