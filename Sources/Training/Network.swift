@@ -316,7 +316,7 @@ public final class Network<S: TrainScalar> {
         var total = 0.0
         let gradScale = S(weight / Double(n))
         let alpha = S(distillation)
-        let mixes = teacher != nil && distillation > 0
+        let mixedTeacher = distillation > 0 ? teacher : nil
         var start = 0
         while start < n {
             let m = min(headChunk, n - start)
@@ -331,15 +331,15 @@ public final class Network<S: TrainScalar> {
                     let lse = S.softmax(row, vocab, scale: 1)
                     (saved + (start + r) * vocab).update(from: row, count: vocab)
                     total += Double(lse - targetLogit)
-                    for j in 0..<vocab { row[j] *= gradScale }
+                    if grads != nil { for j in 0..<vocab { row[j] *= gradScale } }
                 } else {
                     // Softmax in place, scaled once so the row becomes weight·(softmax − target)/N after the fix-up.
                     let lse = S.softmax(row, vocab, scale: gradScale)
                     total += Double(lse - targetLogit)
                 }
                 guard grads != nil else { continue }
-                if mixes, let teacher {
-                    let q = teacher + (start + r) * vocab, k = gradScale * alpha
+                if let mixedTeacher {
+                    let q = mixedTeacher + (start + r) * vocab, k = gradScale * alpha
                     for j in 0..<vocab { row[j] -= k * q[j] }
                     row[target] -= gradScale * (1 - alpha)
                 } else {
