@@ -147,9 +147,16 @@ final class MultiHostTests: XCTestCase {
         for h in hosts { try h.start() }
         try waitFor("the first outputs", timeout: 60) { try self.count(url, "SELECT COUNT(*) FROM outputs") >= 2 }
         try TestPostgres.restartServer()
-        try waitFor("every job final", timeout: 180, interval: 0.25) {
-            let jobs = (try? hosts[0].jobs()) ?? []
-            return jobs.count == files.count && jobs.allSatisfy { ["succeeded", "failed", "cancelled"].contains($0["state"] as? String ?? "") }
+        var jobs: [[String: Any]] = []
+        do {
+            try waitFor("every job final", timeout: 180, interval: 0.25) {
+                jobs = (try? hosts[0].jobs()) ?? jobs
+                return jobs.count == files.count && jobs.allSatisfy { ["succeeded", "failed", "cancelled"].contains($0["state"] as? String ?? "") }
+            }
+        } catch {
+            let states = jobs.map { "\($0["id"] ?? "?") \($0["state"] ?? "?") \($0["worker"] ?? "-") \($0["error"] ?? "")" }
+            XCTFail("\(error); jobs: \(states)\n" + hosts.map { "\($0.root.lastPathComponent)'s log:\n\($0.lastLog.suffix(6000))" }.joined(separator: "\n"))
+            throw error
         }
         for h in hosts { XCTAssertEqual(h.stop(SIGTERM), 0, h.lastLog) }
         try checkExactlyOnce(url, hosts[0], files: files, prompts: 3)
