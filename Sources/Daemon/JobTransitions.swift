@@ -205,23 +205,42 @@ extension JobStore {
         if !held { throw StoreError.leaseLost(job.id) }
     }
 
-    /// Commits one prompt's output; the primary key makes a second commit for the same prompt fail.
+    /// Commits one prompt's output, once: a second, different output for the same prompt is
+    /// refused. The same output again from the same attempt is not an error: it is the retry of a
+    /// commit whose reply was lost (the server went away between COMMIT and its answer, so the
+    /// runner could not know it had landed), and the row already holds it.
     public func commitOutput(_ job: ClaimedJob, index: Int, text: String, tokens: [Int], metrics: GenerationMetrics) throws {
         try write { db in
             try requireLease(db, job)
             let tokensJSON = String(decoding: try JSONEncoder().encode(tokens), as: UTF8.self)
             let metricsJSON = String(decoding: try JSONEncoder().encode(metrics), as: UTF8.self)
-            try db.execute("INSERT INTO outputs (job_id, run, idx, text, tokens, metrics, attempt, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           [job.id, job.run, index, storedText(text), tokensJSON, metricsJSON, job.attempt, JobStore.now])
+            let inserted = try db.execute("""
+                INSERT INTO outputs (job_id, run, idx, text, tokens, metrics, attempt, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (job_id, run, idx) DO NOTHING
+                """, [job.id, job.run, index, storedText(text), tokensJSON, metricsJSON, job.attempt, JobStore.now])
+            if inserted == 0 {
+                let existing = try db.fetchOne(OutputRow.self, "SELECT * FROM outputs WHERE job_id = ? AND run = ? AND idx = ?", [job.id, job.run, index])
+                guard let existing, existing.attempt == job.attempt, try existing.tokenList() == tokens else {
+                    throw StoreError.corrupt("job \(job.id) prompt \(index): an output from attempt \(existing.map { String($0.attempt) } ?? "?") is already committed, and this one (attempt \(job.attempt)) differs; a prompt's output is committed once")
+                }
+                return
+            }
             try db.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", [JobStore.now, job.id])
         }
     }
 
-    /// running → succeeded | failed | cancelled.
+    /// running → succeeded | failed | cancelled. Finishing again as the same state, from the same
+    /// attempt, is the retry of a finish whose reply was lost (see `commitOutput`) and succeeds.
     public func finish(_ job: ClaimedJob, as state: JobState, error: String? = nil) throws {
         precondition(state.isFinal && state != .rejected)
         try write { db in
-            try requireLease(db, job)
+            do { try requireLease(db, job) } catch StoreError.leaseLost {
+                // Another worker's claim would have counted an attempt; so would this worker's next one.
+                guard let row = try db.fetchOne(JobRow.self, "SELECT * FROM jobs WHERE id = ?", [job.id]),
+                      row.state == state.rawValue, row.lease == nil, row.run == job.run, row.attempts == job.attempt,
+                      row.worker == job.worker else { throw StoreError.leaseLost(job.id) }
+                return
+            }
             try db.execute("""
                 UPDATE jobs SET state = ?, error = ?, lease = NULL, lease_expires_at = NULL, finished_at = ?, updated_at = ?
                 WHERE id = ? AND state = 'running' AND lease = ?

@@ -129,6 +129,27 @@ class JobStoreTests: XCTestCase {
         XCTAssertEqual(order, [high, low, low2])
     }
 
+    /// A commit whose reply was lost (the server went away after COMMIT) is tried again with the
+    /// same output: that retry succeeds and leaves the row as it was; a different output is
+    /// refused. The same for the job's end.
+    func testRetriedCommitOfTheSameOutputIsNotADuplicate() throws {
+        let id = try submit(jobYAML(prompts: 2))
+        let job = try XCTUnwrap(try store.claimNext())
+        try store.commitOutput(job, index: 0, text: "a", tokens: [1, 2], metrics: metrics())
+        try store.commitOutput(job, index: 0, text: "a", tokens: [1, 2], metrics: metrics())
+        XCTAssertThrowsError(try store.commitOutput(job, index: 0, text: "b", tokens: [3], metrics: metrics())) {
+            XCTAssertTrue("\($0)".contains("prompt 0") && "\($0)".contains("already committed"), "\($0)")
+        }
+        try store.commitOutput(job, index: 1, text: "c", tokens: [4], metrics: metrics())
+        try store.finish(job, as: .succeeded)
+        try store.finish(job, as: .succeeded)
+        XCTAssertThrowsError(try store.finish(job, as: .failed), "a finished job is not finished as something else")
+        XCTAssertEqual(try store.job(id)?.state, .succeeded)
+        XCTAssertEqual(try store.events(id).filter { $0.to == "succeeded" }.count, 1, "the retried finish left no second event")
+        XCTAssertEqual(try store.outputs(id).map(\.text), ["a", "c"], "the first commit's row stands")
+        XCTAssertEqual(try store.outputs(id).map(\.tokens), [[1, 2], [4]])
+    }
+
     /// A worker whose lease is gone can neither commit an output nor finish the job.
     func testStaleLeaseCannotCommitOrFinish() throws {
         let id = try submit(jobYAML(prompts: 2))
@@ -440,6 +461,59 @@ final class PostgresJobStoreTests: JobStoreTests {
         try raw("ALTER TABLE jobs DROP CONSTRAINT IF EXISTS jobs_state_check; UPDATE jobs SET state = '\(state)' WHERE id = \(id)")
     }
 
+    /// The server ends the store's connection in the middle of a statement (here while it waits
+    /// for a lock another session holds, as a fast shutdown ends it): that is `unavailable` (the
+    /// runner keeps the output until the store is back), not a refused statement that would abort
+    /// the batch; and the next commit, on a new connection, goes through. (libpq reads the FATAL
+    /// 57P01 and then the end of the stream before it returns, so the connection reads as bad and
+    /// the store needs no SQLSTATE list for this; the test keeps it that way.)
+    func testAConnectionEndedMidStatementIsUnavailable() throws {
+        let id = try submit(jobYAML(prompts: 1))
+        let job = try XCTUnwrap(try store.claimNext())
+        let database = String(url[url.index(after: url.lastIndex(of: "/")!)...])
+        let url = self.url!
+        let holderDone = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            _ = try? TestPostgres.psql(url, "BEGIN; LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(3); COMMIT")
+            holderDone.signal()
+        }
+        try waitFor("the lock to be held", timeout: 10) {
+            try TestPostgres.psql(url, "SELECT COUNT(*) FROM pg_locks WHERE relation = 'jobs'::regclass AND mode = 'AccessExclusiveLock' AND granted") == "1"
+        }
+        let outcome = Collected()
+        let committed = DispatchSemaphore(value: 0)
+        let (store, metrics) = (self.store!, self.metrics())
+        DispatchQueue.global().async {
+            do {
+                try store.commitOutput(job, index: 0, text: "a", tokens: [1], metrics: metrics)
+                outcome.add("committed")
+            } catch let error as StoreError {
+                outcome.add("\(Self.kind(error)): \(error)")
+            } catch { outcome.add("other: \(error)") }
+            committed.signal()
+        }
+        try waitFor("the store's statement to wait for the lock", timeout: 10) {
+            try TestPostgres.psql(url, "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = '\(database)' AND wait_event_type = 'Lock'") == "1"
+        }
+        try TestPostgres.psql(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '\(database)' AND wait_event_type = 'Lock'")
+        XCTAssertEqual(committed.wait(timeout: .now() + 10), .success, "the commit returned once its connection ended")
+        XCTAssertEqual(outcome.items.count, 1)
+        XCTAssertTrue(outcome.items.first?.hasPrefix("unavailable: ") ?? false, "\(outcome.items)")
+        XCTAssertEqual(holderDone.wait(timeout: .now() + 10), .success)
+        try store.commitOutput(job, index: 0, text: "a", tokens: [1], metrics: metrics)
+        try store.finish(job, as: .succeeded)
+        XCTAssertEqual(try store.outputs(id).map(\.text), ["a"])
+    }
+
+    private static func kind(_ error: StoreError) -> String {
+        switch error {
+        case .unavailable: return "unavailable"
+        case .server: return "server"
+        case .corrupt: return "corrupt"
+        case .leaseLost: return "leaseLost"
+        }
+    }
+
     // XCTest on Linux runs only the test methods a class declares itself, not inherited ones.
     override func testTextWithNULAndAnyUnicodeRoundTrips() throws { try super.testTextWithNULAndAnyUnicodeRoundTrips() }
     override func testMigrationsAreNamedAndANewerDatabaseIsRefused() throws { try super.testMigrationsAreNamedAndANewerDatabaseIsRefused() }
@@ -448,6 +522,7 @@ final class PostgresJobStoreTests: JobStoreTests {
     override func testCorruptRowsAreErrorsNotDefaults() throws { try super.testCorruptRowsAreErrorsNotDefaults() }
     override func testClaimOrderIsPriorityThenAge() throws { try super.testClaimOrderIsPriorityThenAge() }
     override func testStaleLeaseCannotCommitOrFinish() throws { try super.testStaleLeaseCannotCommitOrFinish() }
+    override func testRetriedCommitOfTheSameOutputIsNotADuplicate() throws { try super.testRetriedCommitOfTheSameOutputIsNotADuplicate() }
     override func testJobThatKeepsCrashingEndsFailed() throws { try super.testJobThatKeepsCrashingEndsFailed() }
     override func testCancelRequestedBeforeACrashEndsCancelled() throws { try super.testCancelRequestedBeforeACrashEndsCancelled() }
     override func testCleanStopDoesNotCountAnAttempt() throws { try super.testCleanStopDoesNotCountAnAttempt() }
