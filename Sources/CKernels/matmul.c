@@ -213,6 +213,19 @@ int ck_matmul_scaled(ck_dtype dt, const void *W, const void *scales, int out, in
     if (n <= 0 || out <= 0) return 0;
     if (in <= 0) { zero_rows(y, ldy, n, 0, out); return 0; }
     if (ck_dt_quantized(dt) && !ck_simd_level()) return -1;
+    // bf16 activations: a call of more rows than the small path takes is cut into calls of it, so
+    // a prefill row is computed exactly as a decode row (vdpbf16ps) and no f32 GEMM is needed.
+    // Measured on a 2-core Zen 4: a 40-token prefill of the 1B stand-in 98-102 tokens/s on the
+    // small path against 54 on the f32 GEMM; its weights are read once per chunk of rows.
+    const int chunk = ck_avx2_small_nmax();
+    if (dt == CK_BF16 && n > chunk && chunk >= 1 && ck_bf16_activations()) {
+        for (int t = 0; t < n; t += chunk) {
+            const int m = n - t < chunk ? n - t : chunk;
+            const int r = ck_matmul_scaled(dt, W, scales, out, in, x + (size_t)t * ldx, ldx, m, y + (size_t)t * ldy, ldy);
+            if (r) return r;
+        }
+        return 0;
+    }
     int nth = ck_pool_threads();
     int max_chunks = (out + CK_ROW_ALIGN - 1) / CK_ROW_ALIGN;
     if ((size_t)out * (size_t)in < CK_PAR_MIN_ELEMS) nth = 1;

@@ -36,7 +36,9 @@ void ck_force_avx2(int on);
 /// instruction — the numerics llama.cpp uses for bf16 models. The output then differs from the
 /// f32-activation result by about 2^-9 of sum |x·w|, so it no longer matches Hugging Face's
 /// float32 reference; rows stay independent of n, of the tiles and of the thread count, so
-/// self-speculation stays exactly the decoding of these numerics. The environment variable
+/// self-speculation stays exactly the decoding of these numerics. ck_matmul then cuts a call of
+/// more rows than the small path takes (a prefill) into calls of it, so every row of every n is
+/// the one-row result (ck_matmul_range alone keeps the f32 GEMM for such n). The environment variable
 /// CK_BF16_ACTIVATIONS=1 asks for it at start-up; this call switches it (tests). Returns whether
 /// it is in effect (asked for, and the CPU and kernel set have it).
 int ck_set_bf16_activations(int on);
