@@ -58,6 +58,11 @@ CK_INLINE CK_AVX512 __m512 w32_hi(int dt, const void *w, size_t k) {
 // into L1 occupy its few miss buffers until they arrive; into L2 they leave those to the loads.
 static int g_pfd = 2048;
 static int g_pfhint = 1;
+
+CK_INLINE CK_AVX512 void prefetch_row(const char *p) {
+    if (g_pfhint) _mm_prefetch(p, _MM_HINT_T1);
+    else _mm_prefetch(p, _MM_HINT_T0);
+}
 static int g_group = 0;        // tokens per group at most (4...8); 0: group_size(n)
 static const int g_rb = 120;   // rows per block when k is blocked (a multiple of every R below)
 #define CK_TILE_FLOATS (32 * 16) // one tile's saved accumulators at most (T*R <= 25 in the table below)
@@ -127,10 +132,8 @@ CK_INLINE CK_AVX512 void dot_tile512(int dt, int T, int R, const void *W, size_t
             ptrdiff_t off = kk < k32 ? (ptrdiff_t)(kk * es) : pf_off + (ptrdiff_t)((kk - span) * es);
             for (int r = 0; r < R; r++) {
                 const char *p = (const char *)wr[r] + off;
-                if (g_pfhint) _mm_prefetch(p, _MM_HINT_T1); else _mm_prefetch(p, _MM_HINT_T0);
-                if (es == 4) {
-                    if (g_pfhint) _mm_prefetch(p + 64, _MM_HINT_T1); else _mm_prefetch(p + 64, _MM_HINT_T0);
-                }
+                prefetch_row(p);
+                if (es == 4) prefetch_row(p + 64);
             }
             CK_STEP512(k);
         }
@@ -241,10 +244,7 @@ CK_INLINE CK_AVX512BF16 void dot_tile512_bh(int T, int R, const void *W, size_t 
         for (; k < k32; k += 32) {
             size_t kk = k + d;
             ptrdiff_t off = kk < k32 ? (ptrdiff_t)(kk * 2) : pf_off + (ptrdiff_t)((kk - span) * 2);
-            for (int r = 0; r < R; r++) {
-                if (g_pfhint) _mm_prefetch((const char *)wr[r] + off, _MM_HINT_T1);
-                else _mm_prefetch((const char *)wr[r] + off, _MM_HINT_T0);
-            }
+            for (int r = 0; r < R; r++) prefetch_row((const char *)wr[r] + off);
             CK_STEPBH(k);
         }
     } else {
