@@ -58,6 +58,12 @@ CK_INLINE CK_AVX512 __m512 w32_hi(int dt, const void *w, size_t k) {
 // into L1 occupy its few miss buffers until they arrive; into L2 they leave those to the loads.
 static int g_pfd = 2048;
 static int g_pfhint = 1;
+// With several token groups (bf16 activations only), group 0 used to stream the tile's rows from
+// memory while groups 1.. re-read them from cache with the memory idle; instead every group g of G
+// prefetches the 64-byte lines j = g, g + G, ... of the next tile's rows along its k loop, so the
+// stream runs through all groups (CK_TUNE pfshare=0: the old way). The f32-activation tiles are
+// bound by FMA throughput there and measured no better with it.
+static int g_pfshare = 1;
 
 CK_INLINE CK_AVX512 void prefetch_row(const char *p) {
     if (g_pfhint) _mm_prefetch(p, _MM_HINT_T1);
@@ -67,23 +73,25 @@ static int g_group = 0;        // tokens per group at most (4...8); 0: group_siz
 static const int g_rb = 120;   // rows per block when k is blocked (a multiple of every R below)
 #define CK_TILE_FLOATS (32 * 16) // one tile's saved accumulators at most (T*R <= 25 in the table below)
 
-// s[t*8 + r] += x[t][k] * w[r][k] for k in [k32, k1), in k order (the tail of a tile).
-static __attribute__((noinline)) void tail512(int dt, int T, int R, const void *const *wr, const float *xs, size_t k32,
+// s[t*8 + r] += x[t][k] * w[r][k] for k in [k32, k1), in k order (the tail of a tile, k1 - k32 < 32).
+// xtail: the group's tail, element (t, k) at xtail + 32*t + (k - k32).
+static __attribute__((noinline)) void tail512(int dt, int T, int R, const void *const *wr, const float *xtail, size_t k32,
                                               size_t k1, float *s) {
     for (int t = 0; t < T; t++)
         for (int r = 0; r < R; r++)
             for (size_t kk = k32; kk < k1; kk++)
-                s[t * 8 + r] += xs[(kk & ~(size_t)31) * T + 32 * (size_t)t + (kk & 31)] * ck_load_elem((ck_dtype)dt, wr[r], kk);
+                s[t * 8 + r] += xtail[32 * (size_t)t + (kk - k32)] * ck_load_elem((ck_dtype)dt, wr[r], kk);
 }
 
 // Tile of T tokens x R rows over the whole 32-blocks of [k0, k32), then, if `last`, the tail
 // [k32, k1). xs: the group's tokens interleaved per 32-block, element (t, k) at
 // xs + (k & ~31)*T + 32*t + (k & 31) (the tail the same way, in natural order). Accumulators start
 // at zero (`first`) or from vacc and are saved to vacc (not `last`) or reduced into y[t*ldy + o + r].
-// pf_off: as the AVX2 dot_tile (prefetch along each row, then into the next tile's rows).
+// pf_off: as the AVX2 dot_tile (prefetch along each row, then into the next tile's rows); with
+// pfG > 1 it is the next tile's offset, whose lines k/32 = pfg mod pfG this call prefetches.
 CK_INLINE CK_AVX512 void dot_tile512(int dt, int T, int R, const void *W, size_t in, int o, const float *xs,
                                      size_t k0, size_t k32, size_t k1, float *vacc, int first, int last,
-                                     float *y, size_t ldy, ptrdiff_t pf_off) {
+                                     float *y, size_t ldy, ptrdiff_t pf_off, int pfg, int pfG) {
     const size_t es = ck_dt_size((ck_dtype)dt);
     __m512 acc[8][8];
     const void *wr[8];
@@ -125,7 +133,18 @@ CK_INLINE CK_AVX512 void dot_tile512(int dt, int T, int R, const void *W, size_t
     } while (0)
 
     size_t k = k0;
-    if (pf_off) {
+    if (pf_off && pfG > 1) {
+        for (int phase = (pfG - pfg) % pfG; k < k32; k += 32) {
+            if (phase == 0)
+                for (int r = 0; r < R; r++) {
+                    const char *p = (const char *)wr[r] + pf_off + (ptrdiff_t)(k * es);
+                    prefetch_row(p);
+                    if (es == 4) prefetch_row(p + 64);
+                }
+            if (++phase == pfG) phase = 0;
+            CK_STEP512(k);
+        }
+    } else if (pf_off) {
         const size_t d = (size_t)g_pfd / es, span = k32 - k0;
         for (; k < k32; k += 32) {
             size_t kk = k + d;
@@ -151,19 +170,19 @@ CK_INLINE CK_AVX512 void dot_tile512(int dt, int T, int R, const void *W, size_t
         for (int r = 0; r < R; r++) s[t][r] = ck_hsum512(acc[t][r]);
     // The tail in a function of its own: inlined here it keeps clang from holding the accumulators
     // in registers (every FMA above was then followed by a store).
-    tail512(dt, T, R, wr, xs, k32, k1, &s[0][0]);
+    tail512(dt, T, R, wr, xs + k32 * T, k32, k1, &s[0][0]);
     for (int t = 0; t < T; t++)
         for (int r = 0; r < R; r++) y[(size_t)t * ldy + o + r] = s[t][r];
 }
 
 typedef void (*dot512_fn)(const void *W, size_t in, int o, const float *xs, size_t k0, size_t k32, size_t k1,
-                          float *vacc, int first, int last, float *y, size_t ldy, ptrdiff_t pf_off);
+                          float *vacc, int first, int last, float *y, size_t ldy, ptrdiff_t pf_off, int pfg, int pfG);
 
 #define CK_D512(DT, T, R)                                                                                   \
     static CK_AVX512 void d512_##DT##_##T##_##R(const void *W, size_t in, int o, const float *xs, size_t k0,  \
                                                 size_t k32, size_t k1, float *vacc, int first, int last,     \
-                                                float *y, size_t ldy, ptrdiff_t pf_off) {                    \
-        dot_tile512(DT, T, R, W, in, o, xs, k0, k32, k1, vacc, first, last, y, ldy, pf_off);                \
+                                                float *y, size_t ldy, ptrdiff_t pf_off, int pfg, int pfG) {  \
+        dot_tile512(DT, T, R, W, in, o, xs, k0, k32, k1, vacc, first, last, y, ldy, pf_off, pfg, pfG);      \
     }
 #define CK_D512_ROWS8(DT, T)                                                                                \
     CK_D512(DT, T, 1) CK_D512(DT, T, 2) CK_D512(DT, T, 3) CK_D512(DT, T, 4) CK_D512(DT, T, 5)               \
@@ -205,14 +224,14 @@ static const dot512_fn d512_table[3][8][8] = {CK_D512_TABLE(0), CK_D512_TABLE(1)
 // As above, each (t, o) has its own accumulator: rows never depend on n, tiles or threads.
 #define CK_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")))
 
-static CK_AVX512BF16 void stage_bf16_block(const float *src, float *dst) {
+static CK_AVX512BF16 void stage_bf16_block(const float *src, uint16_t *dst) {
     const __m512bh h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + 16), _mm512_loadu_ps(src));
     _mm512_storeu_si512((void *)dst, (__m512i)h);
 }
 
 CK_INLINE CK_AVX512BF16 void dot_tile512_bh(int T, int R, const void *W, size_t in, int o, const float *xs,
                                             size_t k0, size_t k32, size_t k1, float *vacc, int first, int last,
-                                            float *y, size_t ldy, ptrdiff_t pf_off) {
+                                            float *y, size_t ldy, ptrdiff_t pf_off, int pfg, int pfG) {
     __m512 acc[8][8];
     const uint16_t *wr[8];
     for (int r = 0; r < R; r++) wr[r] = (const uint16_t *)W + (size_t)(o + r) * in;
@@ -221,7 +240,7 @@ CK_INLINE CK_AVX512BF16 void dot_tile512_bh(int T, int R, const void *W, size_t 
             acc[t][r] = first ? _mm512_setzero_ps() : _mm512_load_ps(vacc + (t * R + r) * 16);
 #define CK_STEPBH(kk)                                                                                       \
     do {                                                                                                    \
-        const float *xk = xs + (kk) * T;                                                                    \
+        const uint16_t *xk = (const uint16_t *)xs + (kk) * T;                                               \
         if (R > T) {                                                                                        \
             __m512bh xv[8];                                                                                 \
             for (int t = 0; t < T; t++) xv[t] = (__m512bh)_mm512_loadu_si512((const void *)(xk + 32 * t));  \
@@ -239,7 +258,14 @@ CK_INLINE CK_AVX512BF16 void dot_tile512_bh(int T, int R, const void *W, size_t 
         }                                                                                                   \
     } while (0)
     size_t k = k0;
-    if (pf_off) {
+    if (pf_off && pfG > 1) {
+        for (int phase = (pfG - pfg) % pfG; k < k32; k += 32) {
+            if (phase == 0)
+                for (int r = 0; r < R; r++) prefetch_row((const char *)wr[r] + pf_off + (ptrdiff_t)(k * 2));
+            if (++phase == pfG) phase = 0;
+            CK_STEPBH(k);
+        }
+    } else if (pf_off) {
         const size_t d = (size_t)g_pfd / 2, span = k32 - k0;
         for (; k < k32; k += 32) {
             size_t kk = k + d;
@@ -259,7 +285,7 @@ CK_INLINE CK_AVX512BF16 void dot_tile512_bh(int T, int R, const void *W, size_t 
     float s[8][8];
     for (int t = 0; t < T; t++)
         for (int r = 0; r < R; r++) s[t][r] = ck_hsum512(acc[t][r]);
-    tail512(CK_BF16, T, R, (const void *const *)wr, xs, k32, k1, &s[0][0]);
+    tail512(CK_BF16, T, R, (const void *const *)wr, xs + k32 * T / 2, k32, k1, &s[0][0]);
     for (int t = 0; t < T; t++)
         for (int r = 0; r < R; r++) y[(size_t)t * ldy + o + r] = s[t][r];
 }
@@ -267,8 +293,8 @@ CK_INLINE CK_AVX512BF16 void dot_tile512_bh(int T, int R, const void *W, size_t 
 #define CK_DBH(T, R)                                                                                      \
     static CK_AVX512BF16 void dbh_##T##_##R(const void *W, size_t in, int o, const float *xs, size_t k0,  \
                                             size_t k32, size_t k1, float *vacc, int first, int last,     \
-                                            float *y, size_t ldy, ptrdiff_t pf_off) {                    \
-        dot_tile512_bh(T, R, W, in, o, xs, k0, k32, k1, vacc, first, last, y, ldy, pf_off);              \
+                                            float *y, size_t ldy, ptrdiff_t pf_off, int pfg, int pfG) {  \
+        dot_tile512_bh(T, R, W, in, o, xs, k0, k32, k1, vacc, first, last, y, ldy, pf_off, pfg, pfG);    \
     }
 #define CK_DBH_ROWS8(T) CK_DBH(T, 1) CK_DBH(T, 2) CK_DBH(T, 3) CK_DBH(T, 4) CK_DBH(T, 5) CK_DBH(T, 6) CK_DBH(T, 7) CK_DBH(T, 8)
 CK_DBH_ROWS8(1) CK_DBH_ROWS8(2) CK_DBH_ROWS8(3)
@@ -301,12 +327,25 @@ static int rows_for512(int T) {
 // n = 16: 314-323 as four groups of 4 against 282-298 as two of 8).
 static int group_size(int n) { return g_group ? g_group : n <= 12 ? 8 : 4; }
 
+// With bf16 activations a 32-element step is one vdpbf16ps per accumulator instead of two FMAs, so
+// compute hides under the weight stream up to more rows, and what is left is how evenly the stream
+// runs: groups of 4 from 7 tokens on (tiles 4x6: six row streams instead of three, and every group
+// prefetches its share of the next tile, see g_pfshare) against one group of up to 8 tokens before.
+// Measured on a 2-core Zen 4 (4 layers of the 1B shapes, variants interleaved in one process, 9
+// rounds): n = 8 17.0 ms against 19.3 as one group of 8 (n = 1: 15.3), n = 12 20.5 against 22.7,
+// n = 16 24.9 against 29.1; n = 5 and 6 faster as one group (13.1 against 14.2 ms at n = 5).
+static int g_groupbh = 0;
+static int group_size_bh(int n) { return g_groupbh ? g_groupbh : n <= 6 ? 8 : 4; }
+static int tokens_per_group(int n, int bf16x) { return bf16x ? group_size_bh(n) : group_size(n); }
+
 /// Benchmarks while tuning (CK_TUNE=pfd512=…,pfhint512=0|1,r512=…,group512=…, via ck_kernels_tune).
 void ck_avx512_tune(const char *key, int value) {
     if (!strcmp(key, "pfd512") && value >= 64) g_pfd = value;
-    else if (!strcmp(key, "group512") && value >= 4 && value <= 8) g_group = value;
+    else if (!strcmp(key, "group512") && (value == 0 || (value >= 4 && value <= 8))) g_group = value;
     else if (!strcmp(key, "r512") && value >= 1 && value <= 8) g_r1 = value;
     else if (!strcmp(key, "pfhint512")) g_pfhint = value != 0;
+    else if (!strcmp(key, "pfshare")) g_pfshare = value != 0;
+    else if (!strcmp(key, "groupbh") && (value == 0 || (value >= 4 && value <= 8))) g_groupbh = value;
 }
 
 static size_t round32(int in) { return ((size_t)in + 31) / 32 * 32; }
@@ -324,7 +363,7 @@ size_t ck_avx512_prep_floats(int in, int n) { return (size_t)n * round32(in); }
 CK_AVX512 void ck_avx512_stage(ck_dtype dt, int in, const float *x, int ldx, int n, float *xs) {
     int gsize[16], gstart[16];
     const int bf16x = dt == CK_BF16 && ck_bf16_activations();
-    const int ngroups = ck_token_groups(n, group_size(n), gsize, gstart);
+    const int ngroups = ck_token_groups(n, tokens_per_group(n, bf16x), gsize, gstart);
     const size_t k32 = (size_t)in / 32 * 32, ld = round32(in);
     // Lane indices of the even and odd elements of two 16-float vectors.
     const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
@@ -337,8 +376,8 @@ CK_AVX512 void ck_avx512_stage(ck_dtype dt, int in, const float *x, int ldx, int
             size_t k = 0;
             if (bf16x) {
                 for (; k < k32; k += 32)
-                    stage_bf16_block(src + k, base + k * T + 32 * t);
-                for (; k < (size_t)in; k++) base[k32 * T + 32 * t + (k - k32)] = ck_bf16_to_f32(ck_f32_to_bf16(src[k]));
+                    stage_bf16_block(src + k, (uint16_t *)base + k * T + 32 * t);
+                for (; k < (size_t)in; k++) base[k32 * T / 2 + 32 * t + (k - k32)] = ck_bf16_to_f32(ck_f32_to_bf16(src[k]));
                 continue;
             }
             for (; k < k32; k += 32) {
@@ -361,13 +400,14 @@ int ck_avx512_range(ck_dtype dt, const void *W, int in, const float *xs, size_t 
                     size_t ldy, int o0, int o1, ck_scratch *s) {
     int gsize[16], gstart[16];
     const int bf16x = dt == CK_BF16 && ck_bf16_activations();
-    const int ngroups = ck_token_groups(n, group_size(n), gsize, gstart);
+    const int ngroups = ck_token_groups(n, tokens_per_group(n, bf16x), gsize, gstart);
     const size_t es = ck_dt_size(dt), kc = kc512(n, in), k32all = (size_t)in / 32 * 32;
     float *vacc = NULL;
     if (kc < (size_t)in) {
         if (!(vacc = ck_buf_reserve(&s->cs, (size_t)(g_rb / 3 + 1) * (size_t)ngroups * CK_TILE_FLOATS))) return -1;
     }
     const int rb = kc == (size_t)in ? o1 - o0 : g_rb;
+    const int share = bf16x && g_pfshare && ngroups > 1 && kc == (size_t)in;
     for (int ob = o0; ob < o1; ob += rb) {
         const int oe = ob + rb < o1 ? ob + rb : o1;
         for (size_t kb = 0; kb < (size_t)in; kb += kc) {
@@ -387,7 +427,7 @@ int ck_avx512_range(ck_dtype dt, const void *W, int in, const float *xs, size_t 
                     float *va = vacc ? vacc + ((size_t)ti * ngroups + g) * CK_TILE_FLOATS : NULL;
                     (bf16x ? dbh_table : d512_table[dt])[gsize[g] - 1][r - 1](W, (size_t)in, o, xs + (size_t)gstart[g] * xld, kb, k32,
                                                                             ke, va, kb == 0, last, y + (size_t)gstart[g] * ldy,
-                                                                            ldy, g == 0 ? pf : 0);
+                                                                            ldy, share ? pf : g == 0 ? pf : 0, share ? g : 0, share ? ngroups : 1);
                 }
             }
         }

@@ -296,6 +296,21 @@ for name in dtypeNames {
         print("int8 draft (layers 0..<\(draftLayers) + lm_head, \(fmt(draftBytes / 1e9, 2)) GB): \(fmt(draftBytes / median(tDraft) / 1e9)) GB/s, "
               + "\(fmt(median(tDraft) * 1e3)) ms = \(fmt(median(tDraft) / median(tFull), 2)) x a bf16 decode pass over all layers + lm_head "
               + "(\(fmt(median(tFull) * 1e3)) ms, \(fmt(fullBytes / median(tFull) / 1e9)) GB/s)")
+        // The drafts of a batch: several rows through the same copies, row counts interleaved.
+        let counts = [1, 2, 4, 8].filter { $0 <= maxN }
+        var times: [Int: [Double]] = [:]
+        for _ in 0..<reps {
+            for n in counts {
+                let t0 = now()
+                for d in drafts {
+                    ck_matmul_q8(d.q, d.scales, Int32(d.shape.out), Int32(d.shape.inDim), xbuf, Int32(maxIn), Int32(n), ybuf, Int32(maxOut))
+                }
+                times[n, default: []].append(now() - t0)
+            }
+        }
+        let one = median(times[1]!)
+        print("int8 draft rows: n=1 \(fmt(one * 1e3)) ms; "
+              + counts.dropFirst().map { "n=\($0) \(fmt(median(times[$0]!) / one, 2)) x" }.joined(separator: ", "))
     }
 
     // 4-bit copies of every layer and the head (a `--weights q4` model): the decode kernel's

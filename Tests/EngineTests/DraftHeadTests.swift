@@ -125,6 +125,47 @@ final class Int8KernelTests: XCTestCase {
     /// no multiple of the GEMM's tiles, several token groups, on one and two threads; and row t of an
     /// n-row call does not depend on the other rows. (Mutation check while writing it: widening
     /// without the scale fails every case.)
+    /// The activation quantisation itself, bit for bit: the vector kernels quantise whole blocks
+    /// with vector code, the scalar kernel element by element. Through an identity matrix (every
+    /// row one weight of 127, scale 1/127) each output is 127 · xq[k] · d_x rounded once, then
+    /// scaled, on every kernel set alike, so any difference in xq or d_x shows. Each block's largest
+    /// magnitude is 32767 (d_x = 1, xq = x rounded), so the half-integers test the rounding rule
+    /// (to nearest even: 2.5 → 2, −3.5 → −4), and one partial block takes the scalar path.
+    func testInt8ActivationQuantisationIsTheSameOnEveryKernelSet() {
+        let xBlock = Int(CK_Q8_XBLOCK), cols = 2 * xBlock + 40, n = 3
+        var rng = SplitMix64(seed: 11)
+        var x = [Float](repeating: 0, count: n * cols)
+        for t in 0..<n {
+            for k in 0..<cols {
+                let r = rng.next()
+                x[t * cols + k] = r % 3 == 0 ? Float(Int(r >> 8 % 60_000) - 30_000) + 0.5 : Float(Int(r >> 8 % 2_000_001) - 1_000_000) / 61
+            }
+            for b in stride(from: 0, to: cols, by: xBlock) { x[t * cols + b + (t + b / xBlock) % 7] = (t + b) % 2 == 0 ? 32767 : -32767 }
+        }
+        var q = [Int8](repeating: 0, count: cols * cols)
+        for k in 0..<cols { q[k * cols + k] = 127 }
+        let scales = [Float](repeating: 1.0 / 127, count: cols)
+        func product(scalar: Bool, avx2: Bool) -> [Float] {
+            ck_force_scalar(scalar ? 1 : 0)
+            ck_force_avx2(avx2 ? 1 : 0)
+            defer { ck_force_scalar(0); ck_force_avx2(0) }
+            var y = [Float](repeating: .nan, count: n * cols)
+            ck_matmul_q8(q, scales, Int32(cols), Int32(cols), x, Int32(cols), Int32(n), &y, Int32(cols))
+            return y
+        }
+        let scalar = product(scalar: true, avx2: false)
+        for k in 0..<cols where x[k] == x[k].rounded(.down) + 0.5 && abs(x[k]) < 32767 {
+            XCTAssertEqual(scalar[k], (x[k].rounded(.toNearestOrEven) * 127 * scales[k]), "element \(k): \(x[k])")
+        }
+        for (name, avx2) in [("the machine's", false), ("AVX2", true)] {
+            let vector = product(scalar: false, avx2: avx2)
+            for i in 0..<(n * cols) where vector[i].bitPattern != scalar[i].bitPattern {
+                XCTFail("\(name) kernels, row \(i / cols), element \(i % cols) (x = \(x[i])): \(vector[i]) against \(scalar[i]) on the scalar kernel")
+                break
+            }
+        }
+    }
+
     func testInt8PrefillProductIsTheWidenedGEMM() {
         var rng = SplitMix64(seed: 9)
         func uniform() -> Float { Float(Double(rng.next() % 2_000_001) / 1_000_000 - 1) }
