@@ -215,8 +215,10 @@ static const dot512_fn d512_table[3][8][8] = {CK_D512_TABLE(0), CK_D512_TABLE(1)
 // ---- bf16 activations (ck_set_bf16_activations; CPUs with AVX512_BF16) --------------------------
 //
 // Arithmetic: activations are rounded to bf16 (nearest even; in whole blocks a subnormal input
-// counts as zero, as vcvtne2ps2bf16 does) and staged per 32-block as 32 bf16 in natural order (the
-// first half of the block's 32-float slot; the tail as the rounded values in floats). For token t
+// counts as zero, as vcvtne2ps2bf16 does) and staged per 32-block as 32 bf16 in natural order,
+// element (t, k) of a group of T at (uint16_t *)xs + (k & ~31)*T + 32*t + (k & 31) (half the bytes
+// of the f32 staging, so more of it stays in L1); the tail as the rounded values in floats at
+// xs + k32*T/2 + 32*t + (k - k32). For token t
 // and output row o, one 16-lane accumulator takes, per whole block k = 0, 32, ... < k32, in order,
 // one vdpbf16ps: lane i += x[k + 2i + 1] * w[k + 2i + 1], then += x[k + 2i] * w[k + 2i] (each
 // product of two bf16 exact in f32; denormal results flushed to zero); then
