@@ -139,6 +139,8 @@ static inline int ck_token_groups(int n, int size, int *gsize, int *gstart) {
 /// round32(in)), and output rows [o0, o1) (0, or -1 when scratch could not be allocated).
 size_t ck_avx512_prep_floats(int in, int n);
 void ck_avx512_tune(const char *key, int value);
+/// The int8 kernel's tuning hook (q8chunk); returns whether it took the key.
+int ck_q8_tune(const char *key, int value);
 void ck_avx512_stage(ck_dtype dt, int in, const float *x, int ldx, int n, float *xs);
 int ck_avx512_range(ck_dtype dt, const void *W, int in, const float *xs, size_t xld, int n, float *y,
                     size_t ldy, int o0, int o1, ck_scratch *s);

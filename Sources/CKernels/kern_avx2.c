@@ -73,7 +73,7 @@ void ck_kernels_tune(const char *key, int value) {
     else if (!strcmp(key, "pfd") && value >= 64) g_pfd = value;
     else if (!strcmp(key, "rb") && value >= 12) g_rb = value / 12 * 12;
     else if (!strcmp(key, "xbytes") && value >= 4096) g_xbytes = value;
-    else ck_avx512_tune(key, value);
+    else if (!ck_q8_tune(key, value)) ck_avx512_tune(key, value);
 }
 int ck_avx2_use_small(int n) { return n <= g_small_nmax; }
 int ck_avx2_small_nmax(void) { return g_small_nmax; }

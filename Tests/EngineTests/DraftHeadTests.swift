@@ -47,7 +47,10 @@ final class Int8KernelTests: XCTestCase {
         let xBlock = Int(CK_Q8_XBLOCK)
         let avx512 = ck_simd_level() == 2
         for (rows, cols, n) in [(37, 77, 1), (64, 2048, 1), (13, 33, 5), (256, 320, 3), (9, 16, 8), (1, 200, 2), (24, 8192, 2),
-                                (11, 1000, 7), (5, 4096, 13)] {
+                                (11, 1000, 7), (5, 4096, 13),
+                                // Walked in chunks of k (q8.c): groups of 8 rows and a remainder, a
+                                // partial last block after the chunks, tiles of 4 and 3 rows.
+                                (19, 8192 + 100, 4), (10, 5000, 3)] {
             let w = (0..<(rows * cols)).map { _ in uniform() }
             let x = (0..<(n * cols)).map { _ in uniform() * 3 }
             var q = [Int8](repeating: 0, count: rows * cols)
