@@ -261,6 +261,48 @@ for name in dtypeNames {
         print("lm_head n=1:  \(fmt(bytesOf(headM) / median(h1) / 1e9)) GB/s;  n=8: \(fmt(median(h8) / median(h1), 2)) x n=1")
     }
 
+    // A pruned draft head (`draft_vocab: K`): one E = layers/2 draft row through the layers and
+    // the full head, against the same layers and a contiguous copy of K head rows, for K =
+    // vocab/16 and vocab/8; the three orders rotate repetition by repetition. The cut is the
+    // median over repetitions of (full head − pruned head) ÷ (layers + full head).
+    do {
+        let draftLayers = layers / 2
+        let ks = [head.out / 16, head.out / 8]
+        let pruned = ks.map { k -> Matrix in
+            let w = UnsafeMutableRawPointer.allocate(byteCount: k * head.inDim * es, alignment: 64)
+            w.copyMemory(from: headM.w, byteCount: k * head.inDim * es)
+            return Matrix(shape: Shape(name: "head[0..<\(k)]", out: k, inDim: head.inDim), w: w)
+        }
+        defer { for m in pruned { m.w.deallocate() } }
+        var tLayers: [Double] = [], tHead: [Double] = [], tPruned = [[Double]](repeating: [], count: ks.count)
+        var cuts = [[Double]](repeating: [], count: ks.count)
+        for r in 0..<(3 * reps) {
+            var t0 = now()
+            for m in mats.prefix(draftLayers * layerShapes.count) { matmul(dt, m, n: 1) }
+            let layerTime = now() - t0
+            var heads = [Double](repeating: 0, count: ks.count + 1)
+            for j in 0...ks.count {
+                let which = (j + r) % (ks.count + 1)
+                t0 = now()
+                matmul(dt, which == 0 ? headM : pruned[which - 1], n: 1)
+                heads[which] = now() - t0
+            }
+            tLayers.append(layerTime)
+            tHead.append(heads[0])
+            for i in ks.indices {
+                tPruned[i].append(heads[i + 1])
+                cuts[i].append((heads[0] - heads[i + 1]) / (layerTime + heads[0]))
+            }
+        }
+        let sorted = cuts.map { $0.sorted() }
+        print("pruned draft head (layers 0..<\(draftLayers) + head, one row): layers \(fmt(median(tLayers) * 1e3)) ms, full head "
+              + "\(fmt(median(tHead) * 1e3)) ms; "
+              + ks.indices.map { i in
+                  "K=\(ks[i]): head \(fmt(median(tPruned[i]) * 1e3, 2)) ms, the draft -\(fmt(100 * median(cuts[i])))% "
+                      + "(p10-p90 \(fmt(100 * sorted[i][sorted[i].count / 10]))-\(fmt(100 * sorted[i][sorted[i].count * 9 / 10]))%)"
+              }.joined(separator: "; "))
+    }
+
     // int8 draft copies (bf16 only): what a self-speculative draft with `draft_precision: int8`
     // and E = layers/2 reads — int8 copies of the first half of the layers and of the head —
     // against a bf16 decode pass over all layers and the head, interleaved matrix by matrix.
