@@ -229,6 +229,41 @@ static void q8_pass_scalar(const q8_walk_t *w, int g, int rows, int c) {
     }
 }
 
+/// A kernel set's chunk pass (q8_pass_fn) over its tile function TILE_FN: every row of the group,
+/// activation rows in tiles of TILE (the last tile holding the rest; T a constant in each call, so
+/// every tile's loops unroll), only the first tile prefetching; LANES floats per accumulator. A
+/// whole row in one chunk calls the tile with constant flags, so its accumulators never leave
+/// registers.
+#define Q8_TILE_CALL(TILE_FN, TILE, T, FIRST, LAST)                                                \
+    switch (T) {                                                                                 \
+    case 1: TILE_FN(w, q, o, t, 1, b0, b1, FIRST, LAST, acc + lanes * t, p); break;              \
+    case 2: TILE_FN(w, q, o, t, 2, b0, b1, FIRST, LAST, acc + lanes * t, p); break;              \
+    case 3: TILE_FN(w, q, o, t, 3 < TILE ? 3 : TILE, b0, b1, FIRST, LAST, acc + lanes * t, p); break; \
+    default: TILE_FN(w, q, o, t, TILE, b0, b1, FIRST, LAST, acc + lanes * t, p); break;           \
+    }
+#define Q8_PASS(NAME, ATTR, TILE_FN, TILE, LANES)                                                  \
+    ATTR static void NAME(const q8_walk_t *w, int g, int rows, int c) {                          \
+        const int lanes = LANES;                                                                 \
+        int b0, b1;                                                                              \
+        q8_chunk_blocks(w, c, &b0, &b1);                                                         \
+        const int first = c == 0, last = c == w->chunks - 1;                                     \
+        for (int r = 0; r < rows; r++) {                                                         \
+            const int o = g + r;                                                                 \
+            const int8_t *q = w->Q + (size_t)o * w->in;                                          \
+            const char *pf = q8_prefetch_at(w, g, rows, c, r);                                   \
+            float *acc = w->acc + (size_t)(w->chunked ? r : 0) * w->n * lanes;                   \
+            for (int t = 0; t < w->n; t += TILE) {                                               \
+                const char *p = t == 0 ? pf : NULL;                                              \
+                const int T = w->n - t < TILE ? w->n - t : TILE;                                 \
+                if (first && last) {                                                             \
+                    Q8_TILE_CALL(TILE_FN, TILE, T, 1, 1)                                         \
+                } else {                                                                         \
+                    Q8_TILE_CALL(TILE_FN, TILE, T, first, last)                                  \
+                }                                                                                \
+            }                                                                                    \
+        }                                                                                        \
+    }
+
 #if Q8_X86
 /// Each block of CK_Q8_XBLOCK (256) is an exact integer dot product: the weights widened to int16
 /// and multiplied pairwise with the int16 activations into int32 lanes, summed in integers over the
@@ -283,36 +318,7 @@ CK_INLINE_Q8 Q8_AVX2 void q8_tile(const q8_walk_t *w, const int8_t *q, int o, in
     }
 }
 
-/// Activation rows in tiles of CK_Q8_TILE, the last tile holding the rest (T a constant in each
-/// call, so every tile's loops unroll); only the first tile prefetches.
-Q8_AVX2 static void q8_pass_avx2(const q8_walk_t *w, int g, int rows, int c) {
-    int b0, b1;
-    q8_chunk_blocks(w, c, &b0, &b1);
-    const int first = c == 0, last = c == w->chunks - 1;
-    for (int r = 0; r < rows; r++) {
-        const int o = g + r;
-        const int8_t *q = w->Q + (size_t)o * w->in;
-        const char *pf = q8_prefetch_at(w, g, rows, c, r);
-        float *acc = w->acc + (size_t)(w->chunked ? r : 0) * w->n * 8;
-        for (int t = 0; t < w->n; t += CK_Q8_TILE) {
-            const char *p = t == 0 ? pf : NULL;
-            // The whole row in one chunk (constant flags: the accumulators never leave registers).
-            if (first && last) {
-                switch (w->n - t < CK_Q8_TILE ? w->n - t : CK_Q8_TILE) {
-                    case 1: q8_tile(w, q, o, t, 1, b0, b1, 1, 1, acc + 8 * t, p); break;
-                    case 2: q8_tile(w, q, o, t, 2, b0, b1, 1, 1, acc + 8 * t, p); break;
-                    default: q8_tile(w, q, o, t, 3, b0, b1, 1, 1, acc + 8 * t, p); break;
-                }
-            } else {
-                switch (w->n - t < CK_Q8_TILE ? w->n - t : CK_Q8_TILE) {
-                    case 1: q8_tile(w, q, o, t, 1, b0, b1, first, last, acc + 8 * t, p); break;
-                    case 2: q8_tile(w, q, o, t, 2, b0, b1, first, last, acc + 8 * t, p); break;
-                    default: q8_tile(w, q, o, t, 3, b0, b1, first, last, acc + 8 * t, p); break;
-                }
-            }
-        }
-    }
-}
+Q8_PASS(q8_pass_avx2, Q8_AVX2, q8_tile, CK_Q8_TILE, 8)
 
 /// The AVX-512 form (simd level 2), for the same reason as kern_avx512.c: more activation rows per
 /// weight read before the vector units, not the weight stream, set the pace. 32 weights are one zmm
@@ -363,36 +369,7 @@ CK_INLINE_Q8 CK_AVX512 void q8_tile512(const q8_walk_t *w, const int8_t *q, int 
     }
 }
 
-CK_AVX512 static void q8_pass512(const q8_walk_t *w, int g, int rows, int c) {
-    int b0, b1;
-    q8_chunk_blocks(w, c, &b0, &b1);
-    const int first = c == 0, last = c == w->chunks - 1;
-    for (int r = 0; r < rows; r++) {
-        const int o = g + r;
-        const int8_t *q = w->Q + (size_t)o * w->in;
-        const char *pf = q8_prefetch_at(w, g, rows, c, r);
-        float *acc = w->acc + (size_t)(w->chunked ? r : 0) * w->n * 16;
-        for (int t = 0; t < w->n; t += CK_Q8_TILE512) {
-            const char *p = t == 0 ? pf : NULL;
-            // The whole row in one chunk (constant flags: the accumulators never leave registers).
-            if (first && last) {
-                switch (w->n - t < CK_Q8_TILE512 ? w->n - t : CK_Q8_TILE512) {
-                    case 1: q8_tile512(w, q, o, t, 1, b0, b1, 1, 1, acc + 16 * t, p); break;
-                    case 2: q8_tile512(w, q, o, t, 2, b0, b1, 1, 1, acc + 16 * t, p); break;
-                    case 3: q8_tile512(w, q, o, t, 3, b0, b1, 1, 1, acc + 16 * t, p); break;
-                    default: q8_tile512(w, q, o, t, 4, b0, b1, 1, 1, acc + 16 * t, p); break;
-                }
-            } else {
-                switch (w->n - t < CK_Q8_TILE512 ? w->n - t : CK_Q8_TILE512) {
-                    case 1: q8_tile512(w, q, o, t, 1, b0, b1, first, last, acc + 16 * t, p); break;
-                    case 2: q8_tile512(w, q, o, t, 2, b0, b1, first, last, acc + 16 * t, p); break;
-                    case 3: q8_tile512(w, q, o, t, 3, b0, b1, first, last, acc + 16 * t, p); break;
-                    default: q8_tile512(w, q, o, t, 4, b0, b1, first, last, acc + 16 * t, p); break;
-                }
-            }
-        }
-    }
-}
+Q8_PASS(q8_pass512, CK_AVX512, q8_tile512, CK_Q8_TILE512, 16)
 #endif
 
 static void q8_rows(const int8_t *Q, const float *scales, int in, const q8_activations *a, int n,
