@@ -132,8 +132,48 @@ void ck_attention_rows(const ck_attention_row *rows, int n, int heads, int kvHea
     else ck_parallel(attention_task, &a);
 }
 
-int ck_argmax(const float *x, int count) {
+static int argmax_scalar(const float *x, int count) {
     int best = 0;
     for (int i = 1; i < count; i++) if (x[i] > x[best]) best = i;
     return best;
+}
+
+#if CK_X86
+/// The scalar loop's answer in two vector passes: the largest value not NaN (x[0] seeds every lane,
+/// and vmaxps returns its second operand, the running maximum, when the first is NaN; order is free
+/// since max is exact), then the first index holding a value equal to it (-0 equals +0, as the
+/// scalar `>` never moves between them). A NaN x[0] stays the maximum and equals nothing: 0, as in
+/// the scalar loop. An argmax over the 128k logits of each
+/// draft and verification row ran single-threaded while the other thread waited.
+CK_AVX2 static int argmax_avx2(const float *x, int count) {
+    __m256 m0 = _mm256_set1_ps(x[0]), m1 = m0, m2 = m0, m3 = m0;
+    int i = 0;
+    for (; i + 32 <= count; i += 32) {
+        m0 = _mm256_max_ps(_mm256_loadu_ps(x + i), m0);
+        m1 = _mm256_max_ps(_mm256_loadu_ps(x + i + 8), m1);
+        m2 = _mm256_max_ps(_mm256_loadu_ps(x + i + 16), m2);
+        m3 = _mm256_max_ps(_mm256_loadu_ps(x + i + 24), m3);
+    }
+    for (; i + 8 <= count; i += 8) m0 = _mm256_max_ps(_mm256_loadu_ps(x + i), m0);
+    __m256 m = _mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+    float best = _mm_cvtss_f32(h);
+    for (; i < count; i++) if (x[i] > best) best = x[i];
+    const __m256 b = _mm256_set1_ps(best);
+    for (i = 0; i + 8 <= count; i += 8) {
+        const int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), b, _CMP_EQ_OQ));
+        if (mask) return i + __builtin_ctz((unsigned)mask);
+    }
+    for (; i < count; i++) if (x[i] == best) return i;
+    return 0;
+}
+#endif
+
+int ck_argmax(const float *x, int count) {
+#if CK_X86
+    if (count >= 32 && ck_simd_level() > 0) return argmax_avx2(x, count);
+#endif
+    return argmax_scalar(x, count);
 }

@@ -422,6 +422,55 @@ final class KernelTests: XCTestCase {
         return out
     }
 
+    /// ck_argmax on both kernel sets against the loop its header states (the first index of the
+    /// largest value; NaNs never win unless at index 0; -0 and +0 tie): random rows of several
+    /// lengths around the vector widths and of the 128256-token vocabulary, with the maximum
+    /// repeated, in the tail, at index 0, NaNs at index 0 and elsewhere, signed zeros and infinities.
+    func testArgmaxIsTheFirstLargestOnEveryKernelSet() {
+        func reference(_ x: [Float]) -> Int {
+            var best = 0
+            for i in 1..<x.count where x[i] > x[best] { best = i }
+            return best
+        }
+        var state: UInt64 = 21
+        func uniform() -> Float {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Float(Double(state >> 33 % 2_000_001) / 1_000_000 - 1)
+        }
+        var rows: [[Float]] = []
+        for count in [1, 2, 7, 8, 31, 32, 33, 63, 64, 100, 1000, 128_256] {
+            var x = (0..<count).map { _ in uniform() }
+            rows.append(x)
+            if count > 3 {
+                let top = x.max()! + 1
+                x[count / 3] = top
+                x[count - 1] = top  // repeated: the first one wins
+                rows.append(x)
+                x[count - 1] = top + 1  // only in the tail past the vector loop
+                rows.append(x)
+                x[0] = top + 2
+                rows.append(x)
+                var nans = x
+                nans[1] = .nan
+                nans[count / 2] = .nan
+                rows.append(nans)
+                nans[0] = .nan  // a NaN at index 0 stays the answer
+                rows.append(nans)
+            }
+            rows.append([Float](repeating: -.infinity, count: count))
+            rows.append((0..<count).map { $0 % 3 == 0 ? -0.0 : ($0 % 3 == 1 ? 0.0 : -1) })
+            rows.append((0..<count).map { $0 % 5 == 4 ? .infinity : uniform() })
+            rows.append([Float](repeating: .nan, count: count))
+        }
+        defer { ck_force_scalar(0) }
+        for scalar in [false, true] {
+            ck_force_scalar(scalar ? 1 : 0)
+            for (i, x) in rows.enumerated() {
+                XCTAssertEqual(Int(ck_argmax(x, Int32(x.count))), reference(x), "row \(i) of \(x.count), \(String(cString: ck_simd_name()))")
+            }
+        }
+    }
+
     /// Runs body once with the SIMD conversions and once with the scalar ones.
     func bothPaths(_ body: (String) -> Void) {
         defer { ck_force_scalar(0) }

@@ -51,7 +51,9 @@ typedef struct {
 void ck_attention_rows(const ck_attention_row *rows, int n, int heads, int kvHeads, int headDim, int kvStride);
 #define CK_ATTENTION_CHUNK 128
 
-/// Index of the largest of count values (the first one on ties).
+/// Index of the largest of count values (the first one on ties): the index the loop
+/// `best = 0; for i in 1..<count: if x[i] > x[best] { best = i }` ends with, so NaNs never win
+/// except a NaN at x[0], and -0 and +0 tie. count >= 1.
 int ck_argmax(const float *x, int count);
 
 #ifdef __cplusplus
