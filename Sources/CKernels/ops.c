@@ -42,11 +42,28 @@ void ck_rope(float *v, int heads, int headDim, const float *cos, const float *si
     }
 }
 
-void ck_silu_mul(float *gate, const float *up, size_t count) {
-    for (size_t i = 0; i < count; i++) {
+static void silu_mul_range(float *gate, const float *up, size_t i0, size_t i1) {
+    for (size_t i = i0; i < i1; i++) {
         float g = gate[i];
         gate[i] = g / (1.0f + expf(-g)) * up[i];
     }
+}
+
+typedef struct { float *gate; const float *up; size_t count; } silu_task;
+static void silu_run(void *ctx, int tid, int nth) {
+    const silu_task *t = (const silu_task *)ctx;
+    silu_mul_range(t->gate, t->up, t->count * (size_t)tid / (size_t)nth, t->count * (size_t)(tid + 1) / (size_t)nth);
+}
+
+void ck_silu_mul(float *gate, const float *up, size_t count) {
+    // One expf per element (~10 ns): a multi-row pass's MLP activations (8192 a row) are worth
+    // splitting over the pool; each element's arithmetic is the same whoever computes it.
+    if (count >= 16384 && ck_get_threads() > 1) {
+        silu_task t = {gate, up, count};
+        ck_parallel(silu_run, &t);
+        return;
+    }
+    silu_mul_range(gate, up, 0, count);
 }
 
 void ck_add(float *y, const float *x, size_t count) {

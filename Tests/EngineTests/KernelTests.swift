@@ -1,4 +1,5 @@
 import CKernels
+import Foundation
 import XCTest
 
 /// Tests of the CKernels matrix kernels and conversions against an independent double-precision
@@ -467,6 +468,28 @@ final class KernelTests: XCTestCase {
             ck_force_scalar(scalar ? 1 : 0)
             for (i, x) in rows.enumerated() {
                 XCTAssertEqual(Int(ck_argmax(x, Int32(x.count))), reference(x), "row \(i) of \(x.count), \(String(cString: ck_simd_name()))")
+            }
+        }
+    }
+
+    /// ck_silu_mul splits long inputs over the pool: every element is still g / (1 + expf(−g)) · u,
+    /// bit for bit, on one thread and on two, below and above the split threshold.
+    func testSiluMulIsElementwiseOnAnyThreadCount() {
+        let saved = ck_get_threads()
+        defer { ck_set_threads(saved) }
+        var state: UInt64 = 5
+        func uniform() -> Float {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Float(Double(state >> 33 % 2_000_001) / 100_000 - 10)
+        }
+        for count in [7, 8192, 16_384, 3 * 8192 + 5] {
+            let gate = (0..<count).map { _ in uniform() }, up = (0..<count).map { _ in uniform() }
+            let expected = (0..<count).map { gate[$0] / (1 + expf(-gate[$0])) * up[$0] }
+            for threads in [1, 2] {
+                ck_set_threads(Int32(threads))
+                var g = gate
+                ck_silu_mul(&g, up, count)
+                XCTAssert((0..<count).allSatisfy { g[$0].bitPattern == expected[$0].bitPattern }, "\(count) elements, \(threads) threads")
             }
         }
     }
