@@ -145,8 +145,6 @@ public final class JobRunner: @unchecked Sendable {
 
         /// Writes what waited for the store, oldest first; stops at the first that still cannot.
         func flushPending() throws {
-            guard Date().timeIntervalSince(lastFlush) >= 1 else { return }
-            lastFlush = Date()
             for flight in flights where flight.isHeld && !flight.pendingOutputs.isEmpty {
                 while let p = flight.pendingOutputs.first {
                     do { try commit(flight, index: p.index, text: p.text, tokens: p.tokens, metrics: p.metrics) } catch StoreError.leaseLost {
@@ -229,7 +227,14 @@ public final class JobRunner: @unchecked Sendable {
 
         /// Writes the final state of every job with nothing left in flight.
         func settle() throws {
-            try flushPending()
+            // What waited for the store is retried once a second: outputs, then final states. (One
+            // decision for both: a final-state retry that checked the clock after the outputs' retry
+            // had reset it never ran, and left the job running under a renewed lease.)
+            let retryDue = Date().timeIntervalSince(lastFlush) >= 1
+            if retryDue {
+                lastFlush = Date()
+                try flushPending()
+            }
             for flight in flights where !flight.closed && flight.open == 0 {
                 let job = flight.job
                 if flight.lost {
@@ -239,10 +244,7 @@ public final class JobRunner: @unchecked Sendable {
                 } else if !flight.pendingOutputs.isEmpty {
                     continue
                 } else if let pending = flight.pendingFinal {
-                    if Date().timeIntervalSince(lastFlush) >= 1 {
-                        lastFlush = Date()
-                        try close(flight, pending.state, error: pending.error)
-                    }
+                    if retryDue { try close(flight, pending.state, error: pending.error) }
                 } else if let failure = flight.failure {
                     try close(flight, .failed, error: failure)
                 } else if flight.done < job.spec.prompts.count && stopping.isSet {
