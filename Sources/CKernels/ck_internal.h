@@ -32,6 +32,15 @@ CK_INLINE CK_AVX2 float ck_hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/// The largest of v's eight lanes, folded as ck_hsum256 with max for add; vmaxps returns its
+/// second operand when either is NaN, so a NaN lane is dropped unless the running maximum is NaN.
+CK_INLINE CK_AVX2 float ck_hmax256(__m256 v) {
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+    return _mm_cvtss_f32(h);
+}
+
 /// The sum of v's sixteen lanes: s = v[0..7] + v[8..15] lane by lane, then folded as ck_hsum256.
 CK_INLINE CK_AVX512 float ck_hsum512(__m512 v) {
     return ck_hsum256(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));

@@ -45,10 +45,7 @@ CK_AVX2 static void quantize_block_avx2(const float *x, int16_t *q, float *d) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     __m256 m = _mm256_setzero_ps();
     for (int k = 0; k < CK_Q8_XBLOCK; k += 8) m = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + k)), m);
-    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
-    const float mAbs = _mm_cvtss_f32(h);
+    const float mAbs = ck_hmax256(m);
     const __m256 inv = _mm256_set1_ps(mAbs > 0 ? 32767.0f / mAbs : 0);
     *d = mAbs / 32767.0f;
     for (int k = 0; k < CK_Q8_XBLOCK; k += 16) {
